@@ -1,0 +1,242 @@
+//! Identifiers as newtypes: envelope ids, correlation and causation ids, intent ids,
+//! stream ids and timer ids.
+//!
+//! None of them is made up here: a UUID comes from the caller (the effects runtime draws
+//! fresh ones at the edge), and an [`IntentId`] is derived from the ids of the step that
+//! produced it, so replaying the same step yields the same id.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::Error;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// Wraps a UUID chosen by the caller.
+            pub const fn new(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+
+            /// Builds the id from a 128-bit integer; handy in tests and benchmarks.
+            pub const fn from_u128(value: u128) -> Self {
+                Self(Uuid::from_u128(value))
+            }
+
+            /// The underlying UUID.
+            pub const fn uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+
+            fn from_str(s: &str) -> Result<Self, Error> {
+                Uuid::try_parse(s).map(Self).map_err(|_| Error::InvalidId {
+                    value: s.to_owned(),
+                    reason: "expected a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8",
+                })
+            }
+        }
+    };
+}
+
+uuid_id! {
+    /// The unique id of one envelope (an event or a command).
+    EventId
+}
+
+uuid_id! {
+    /// Ties together every envelope and intent of one business transaction: a saga, an
+    /// order, a deployment. Propagated unchanged from parent to child.
+    CorrelationId
+}
+
+uuid_id! {
+    /// The id of the envelope or action that directly caused this one.
+    CausationId
+}
+
+impl From<EventId> for CausationId {
+    fn from(id: EventId) -> Self {
+        Self(id.0)
+    }
+}
+
+/// The stable id of one intent, derived from the step that produced it.
+///
+/// A step is identified by the correlation id of its workflow and the causation id of the
+/// action being reduced; `position` counts the intents that step emitted, from zero.
+/// Reducing the same action again (a replay, a retry after a crash) yields the same ids,
+/// which is why an intent id doubles as the idempotency key that the effects runtime and
+/// the services it calls use to suppress duplicates.
+///
+/// The text form, used as the `Idempotency-Key`, is `correlation/causation/position`:
+///
+/// ```
+/// use keel_core::{CausationId, CorrelationId, IntentId};
+/// let id = IntentId::new(CorrelationId::from_u128(1), CausationId::from_u128(2), 3);
+/// let text = id.to_string();
+/// assert_eq!(text, "00000000-0000-0000-0000-000000000001/00000000-0000-0000-0000-000000000002/3");
+/// assert_eq!(text.parse::<IntentId>().unwrap(), id);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IntentId {
+    /// The workflow this intent belongs to.
+    pub correlation: CorrelationId,
+    /// The action whose reduction emitted this intent.
+    pub causation: CausationId,
+    /// The intent's position among those emitted by that reduction, from zero.
+    pub position: u32,
+}
+
+impl IntentId {
+    /// Derives the id of the intent at `position` of the step identified by the other two.
+    pub const fn new(correlation: CorrelationId, causation: CausationId, position: u32) -> Self {
+        Self {
+            correlation,
+            causation,
+            position,
+        }
+    }
+}
+
+impl fmt::Display for IntentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.correlation, self.causation, self.position
+        )
+    }
+}
+
+impl FromStr for IntentId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let invalid = || Error::InvalidId {
+            value: s.to_owned(),
+            reason: "expected `correlation-uuid/causation-uuid/position`",
+        };
+        let mut parts = s.split('/');
+        let (Some(correlation), Some(causation), Some(position), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        Ok(Self {
+            correlation: correlation.parse().map_err(|_| invalid())?,
+            causation: causation.parse().map_err(|_| invalid())?,
+            position: position.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+macro_rules! name_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        ///
+        /// Holds a `Cow<'static, str>`, so a name written as a literal costs no allocation:
+        /// reducers in hot loops can emit it freely.
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Cow<'static, str>);
+
+        impl $name {
+            /// A name known at compile time; no allocation.
+            pub const fn from_static(name: &'static str) -> Self {
+                Self(Cow::Borrowed(name))
+            }
+
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<&'static str> for $name {
+            fn from(name: &'static str) -> Self {
+                Self::from_static(name)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(name: String) -> Self {
+                Self(Cow::Owned(name))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+name_id! {
+    /// The name of an event stream in the store, chosen by the user: `order-42`.
+    StreamId
+}
+
+name_id! {
+    /// A timer's stable name within one reducer instance: `payment-timeout`.
+    ///
+    /// Scheduling a timer with a name that is already pending replaces it; cancelling
+    /// by name is idempotent.
+    TimerId
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intent_id_text_round_trips() {
+        let id = IntentId::new(CorrelationId::from_u128(7), CausationId::from_u128(9), 42);
+        assert_eq!(id.to_string().parse::<IntentId>(), Ok(id));
+    }
+
+    #[test]
+    fn intent_id_rejects_text_with_missing_or_extra_parts() {
+        for bad in [
+            "",
+            "a/b",
+            "a/b/c/d",
+            "00000000-0000-0000-0000-000000000001/x/1",
+        ] {
+            assert!(
+                matches!(bad.parse::<IntentId>(), Err(Error::InvalidId { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn static_and_owned_names_compare_equal() {
+        assert_eq!(TimerId::from("tick"), TimerId::from(String::from("tick")));
+    }
+}

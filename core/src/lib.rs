@@ -1,0 +1,63 @@
+//! keel's pure core: workflows as `reduce(state, action) -> (state, Vec<Intent>)`.
+//!
+//! Nothing in this crate performs I/O, reads a clock or draws a random number; its
+//! dependency list (serde, serde_json, uuid, thiserror) is the proof. Time and ids are
+//! inputs, effects are outputs described as data.
+//!
+//! # Layout
+//!
+//! - [`reducer`]: the [`Reducer`] trait, its two equivalent paths, and the [`Input`],
+//!   [`Cause`] and [`Emitter`] that give intents their stable ids.
+//! - [`intent`]: [`Intent`] and [`IntentKind`]: notify, persist, http, timers, custom.
+//! - [`envelope`]: [`Envelope`], the shape every event and command travels in.
+//! - [`cloudevents`]: lossless mapping of envelopes to and from CloudEvents 1.0 JSON,
+//!   with bounded, validating decoding.
+//! - [`topic`]: [`Topic`] and compiled [`TopicPattern`]s (`*`, `**`).
+//! - [`machine`]: declarative state machines, checked when built, exported to Mermaid
+//!   and Graphviz.
+//! - [`aggregate`]: event-sourced aggregates (decide, apply, fold, snapshots).
+//! - [`upcast`]: upcaster chains that lift stored payloads to the current schema.
+//! - [`id`], [`time`]: id newtypes and [`Timestamp`].
+//! - [`error`]: the crate's one [`Error`] enum.
+//!
+//! # The driver contract
+//!
+//! A driver (the effects runtime in `keel-effects`, or a test) runs a reducer like this,
+//! one action at a time per reducer instance:
+//!
+//! 1. It wraps what happened in an action, stamping it with the [`Cause`] (correlation id
+//!    of the workflow, causation id = the id of this action's envelope) and `now`.
+//! 2. It calls [`Reducer::reduce_into`] (or [`Reducer::reduce`]). The call is pure and
+//!    total: it cannot fail and it performs nothing.
+//! 3. It durably records the action (or the events it produced) *before* it performs any
+//!    intent, so that a crash after the record replays to the same intents with the same
+//!    ids.
+//! 4. It performs the intents in the order emitted, using each [`IntentId`] as the
+//!    idempotency key, so a repeated intent has one visible effect.
+//! 5. It turns each outcome (success with a value, failure with a reason, timeout, a
+//!    fired timer) into a new action whose causation id is the intent's id, and feeds it
+//!    back to the same instance through step 1.
+//!
+//! The reducer therefore decides everything: what to do next after a failure, whether to
+//! retry, when to give up. The driver only carries out and reports.
+
+pub mod aggregate;
+mod base64;
+pub mod cloudevents;
+pub mod envelope;
+pub mod error;
+pub mod id;
+pub mod intent;
+pub mod machine;
+pub mod reducer;
+pub mod time;
+pub mod topic;
+pub mod upcast;
+
+pub use envelope::{Envelope, EnvelopeBuilder, EventType, MetaValue, Payload, Priority};
+pub use error::{Error, Result};
+pub use id::{CausationId, CorrelationId, EventId, IntentId, StreamId, TimerId};
+pub use intent::{ExpectedVersion, HttpBody, HttpMethod, HttpRequest, Intent, IntentKind};
+pub use reducer::{Cause, Emitter, Input, Reducer, reduce};
+pub use time::Timestamp;
+pub use topic::{Topic, TopicPattern};

@@ -1,0 +1,16 @@
+//! keel: workflows as pure state machines, with durable effects and sagas that end
+//! cleanly.
+//!
+//! Depend on this one crate; it re-exports the three that make up keel.
+//!
+//! # Layout
+//!
+//! - [`core`] (`keel-core`): pure reducers, intents, envelopes, state machines,
+//!   aggregates. Its items are also re-exported at the top level.
+//! - [`effects`] (`keel-effects`): the tokio runtime that carries out intents.
+//! - [`orchestrator`] (`keel-orchestrator`): sagas with compensation and recovery.
+
+pub use keel_core as core;
+pub use keel_core::*;
+pub use keel_effects as effects;
+pub use keel_orchestrator as orchestrator;
