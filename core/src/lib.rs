@@ -54,10 +54,15 @@ pub mod time;
 pub mod topic;
 pub mod upcast;
 
+pub use aggregate::{
+    Aggregate, AggregateReducer, AggregateState, DomainEvent, Snapshot, Versioned,
+};
 pub use envelope::{Envelope, EnvelopeBuilder, EventType, MetaValue, Payload, Priority};
 pub use error::{Error, Result};
 pub use id::{CausationId, CorrelationId, EventId, IntentId, StreamId, TimerId};
 pub use intent::{ExpectedVersion, HttpBody, HttpMethod, HttpRequest, Intent, IntentKind};
+pub use machine::{Effect, Guard, Machine, MachineState};
 pub use reducer::{Cause, Emitter, Input, Reducer, reduce};
 pub use time::Timestamp;
 pub use topic::{Topic, TopicPattern};
+pub use upcast::UpcasterChain;
