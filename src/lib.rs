@@ -14,3 +14,8 @@ pub use keel_core as core;
 pub use keel_core::*;
 pub use keel_effects as effects;
 pub use keel_orchestrator as orchestrator;
+
+// The README's Rust examples compile and run as doctests, so the README cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

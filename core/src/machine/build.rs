@@ -136,6 +136,7 @@ where
                 updates: Vec::new(),
                 effects: Vec::new(),
                 target: (),
+                internal: false,
             },
         }
     }
@@ -167,8 +168,23 @@ where
         self
     }
 
-    /// Finishes the transition: it leads to `target`.
+    /// Finishes the transition: it leads to `target`. When `target` is the state itself,
+    /// the state is exited and re-entered, so its exit and entry effects fire (restarting
+    /// its timers, say); use [`stay`](Self::stay) to avoid that.
     pub fn to(self, target: S) -> StateBuilder<S, E, C> {
+        self.finish(target, false)
+    }
+
+    /// Finishes the transition as an internal one: the machine stays in the current
+    /// state without exiting or re-entering it, so only the transition's updates and own
+    /// effects run. This is how a state counts or records something without restarting
+    /// its entry timers.
+    pub fn stay(self) -> StateBuilder<S, E, C> {
+        let target = self.state.def.label;
+        self.finish(target, true)
+    }
+
+    fn finish(self, target: S, internal: bool) -> StateBuilder<S, E, C> {
         let Self {
             mut state,
             transition,
@@ -179,6 +195,7 @@ where
             updates: transition.updates,
             effects: transition.effects,
             target,
+            internal,
         });
         state
     }

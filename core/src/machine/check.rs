@@ -97,17 +97,22 @@ where
         let mut transitions = Vec::with_capacity(def.transitions.len());
         for t in def.transitions {
             let index = find(t.target)?;
-            let emits = (def.exit.iter())
-                .chain(&t.effects)
-                .chain(&entries[index])
-                .cloned()
-                .collect();
+            let emits = if t.internal {
+                t.effects.clone().into_boxed_slice()
+            } else {
+                (def.exit.iter())
+                    .chain(&t.effects)
+                    .chain(&entries[index])
+                    .cloned()
+                    .collect()
+            };
             transitions.push(Transition {
                 event: t.event,
                 guard: t.guard,
                 updates: t.updates,
                 effects: t.effects,
                 target: Target { index, emits },
+                internal: t.internal,
             });
         }
         table.push(StateDef {

@@ -73,6 +73,9 @@ pub(super) struct Transition<T, E, C> {
     pub(super) updates: Vec<fn(&mut C, &E)>,
     pub(super) effects: Vec<Effect>,
     pub(super) target: T,
+    /// Declared with [`TransitionBuilder::stay`](super::TransitionBuilder::stay): the
+    /// state is neither exited nor re-entered, so only the transition's own effects fire.
+    pub(super) internal: bool,
 }
 
 impl<T, E, C> Transition<T, E, C> {

@@ -14,7 +14,9 @@
 //!   a guarded transition declared after an unguarded one, since it could never fire.
 //! - Firing emits, in this order: the exit effects of the source, the transition's own
 //!   effects (after its context updates have run), the entry effects of the target. A
-//!   self-transition exits and re-enters its state.
+//!   self-transition declared with `.to(same_state)` exits and re-enters its state; one
+//!   declared with [`.stay()`](TransitionBuilder::stay) is internal: only its updates
+//!   and own effects run.
 //! - An event with no enabled transition, or arriving in a terminal state, changes
 //!   nothing and emits nothing. So does any event when the state is not one the machine
 //!   declares (a hand-built or stale [`MachineState`]): reducing is total.

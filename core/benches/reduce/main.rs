@@ -10,7 +10,14 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use keel_core::{Cause, Input, Intent, IntentKind, Reducer, TimerId, Timestamp};
+use keel_core::aggregate::{Aggregate, AggregateReducer, AggregateState};
+use keel_core::{
+    Cause, Input, Intent, IntentKind, MachineState, Reducer, StreamId, TimerId, Timestamp,
+};
+
+mod fixtures;
+
+use fixtures::{Order, OrderCommand};
 
 const SAMPLES: usize = 15;
 const SAMPLE_TARGET: Duration = Duration::from_millis(40);
@@ -66,10 +73,7 @@ where
         }
         black_box(&state);
     });
-    println!(
-        "{name:<34} {:>10.1} {:>10.1} {:>12.1} {:>10.1}",
-        vec_path.0, vec_path.1, in_place.0, in_place.1
-    );
+    print_row(name, vec_path, in_place);
 }
 
 fn input<T>(i: u64, body: T) -> Input<T> {
@@ -123,6 +127,47 @@ impl Reducer for HandLight {
     }
 }
 
+/// The order aggregate's decide + apply, both ways, and then the whole adapter, which
+/// also builds the envelopes of a `Persist` intent (JSON payloads: far from free).
+fn bench_order() {
+    let vec_path = measure(|n| {
+        let mut order = Order::default();
+        for i in 0..n {
+            if let Ok(events) = order.decide(&OrderCommand::nth(i)) {
+                events.iter().for_each(|e| order.apply(e));
+            }
+        }
+        black_box(&order);
+    });
+    let in_place = measure(|n| {
+        let mut order = Order::default();
+        let mut events = Vec::with_capacity(4);
+        for i in 0..n {
+            events.clear();
+            if order
+                .decide_into(&OrderCommand::nth(i), &mut events)
+                .is_ok()
+            {
+                events.iter().for_each(|e| order.apply(e));
+            }
+        }
+        black_box(&order);
+    });
+    print_row("order aggregate (decide + apply)", vec_path, in_place);
+    let adapter = AggregateReducer::<Order>::new("orders").expect("a valid source");
+    let state = AggregateState::new(StreamId::from_static("order-1"));
+    bench_both("order aggregate -> Persist intent", &adapter, state, |i| {
+        input(i, OrderCommand::nth(i))
+    });
+}
+
+fn print_row(name: &str, vec_path: (f64, f64), in_place: (f64, f64)) {
+    println!(
+        "{name:<34} {:>10.1} {:>10.1} {:>12.1} {:>10.1}",
+        vec_path.0, vec_path.1, in_place.0, in_place.1
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing useful either.
     println!("keel-core reduce paths, ns per action (median and best of {SAMPLES} samples)");
@@ -137,4 +182,13 @@ fn main() {
         Light::Red,
         |i| input(i, ()),
     );
+    let machine = fixtures::traffic_light();
+    let initial = MachineState {
+        state: fixtures::Light::Red,
+        context: (),
+    };
+    bench_both("traffic light (declarative)", &machine, initial, |i| {
+        input(i, fixtures::Tick)
+    });
+    bench_order();
 }
