@@ -34,7 +34,7 @@ fn door() -> Machine<Door, Event, u32> {
         })
         .state(Door::Closed, |s| s)
         .build()
-        .unwrap()
+        .expect("the door machine is valid")
 }
 
 fn at(event: Event) -> Input<Event> {
