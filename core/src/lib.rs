@@ -9,6 +9,7 @@
 //! - [`reducer`]: the [`Reducer`] trait, its two equivalent paths, and the [`Input`],
 //!   [`Cause`] and [`Emitter`] that give intents their stable ids.
 //! - [`intent`]: [`Intent`] and [`IntentKind`]: notify, persist, http, timers, custom.
+//! - [`outcome`]: [`Outcome`], what became of an intent, fed back as an action.
 //! - [`envelope`]: [`Envelope`], the shape every event and command travels in.
 //! - [`cloudevents`]: lossless mapping of envelopes to and from CloudEvents 1.0 JSON,
 //!   with bounded, validating decoding.
@@ -49,6 +50,7 @@ pub mod error;
 pub mod id;
 pub mod intent;
 pub mod machine;
+pub mod outcome;
 pub mod reducer;
 pub mod time;
 pub mod topic;
@@ -62,6 +64,7 @@ pub use error::{Error, Result};
 pub use id::{CausationId, CorrelationId, EventId, IntentId, StreamId, TimerId};
 pub use intent::{ExpectedVersion, HttpBody, HttpMethod, HttpRequest, Intent, IntentKind};
 pub use machine::{Effect, Guard, Machine, MachineState};
+pub use outcome::{Outcome, OutcomeResult};
 pub use reducer::{Cause, Emitter, Input, Reducer, reduce};
 pub use time::Timestamp;
 pub use topic::{Topic, TopicPattern};

@@ -1,0 +1,93 @@
+//! The one error type of `keel-effects`.
+
+use keel_core::StreamId;
+
+/// Everything that can go wrong in the runtime itself (as opposed to an effect's
+/// failure, which is a [`Failure`](crate::Failure) reported to the reducer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The runtime is shutting down or has shut down and takes no new actions.
+    #[error("the runtime is shut down: it takes no new actions")]
+    ShutDown,
+
+    /// No instance with this id is running.
+    #[error("no instance `{instance}` is running: start it with `Runtime::spawn` first")]
+    UnknownInstance {
+        /// The id that was asked for.
+        instance: String,
+    },
+
+    /// An instance with this id is already running.
+    #[error("instance `{instance}` is already running: pick another id or send to it")]
+    DuplicateInstance {
+        /// The id that was asked for.
+        instance: String,
+    },
+
+    /// A bounded queue is full and the configured policy is to refuse.
+    #[error(
+        "the {queue} is full ({capacity} entries): slow the producer down or raise the capacity"
+    )]
+    QueueFull {
+        /// Which queue.
+        queue: &'static str,
+        /// Its capacity.
+        capacity: usize,
+    },
+
+    /// A reducer step emitted more intents than the configured bound.
+    #[error(
+        "instance `{instance}` emitted {emitted} intents in one step, over the limit of {limit}: split the work or raise `intents_per_step_max`"
+    )]
+    TooManyIntents {
+        /// The instance.
+        instance: String,
+        /// How many it emitted.
+        emitted: usize,
+        /// The bound.
+        limit: usize,
+    },
+
+    /// An append found the stream at another version than expected.
+    #[error(
+        "stream `{stream}` is at version {actual}, not the expected {expected}: reload and decide again"
+    )]
+    VersionConflict {
+        /// The stream.
+        stream: StreamId,
+        /// What the append expected, as text (`no stream`, `any`, or a number).
+        expected: String,
+        /// The stream's actual version.
+        actual: u64,
+    },
+
+    /// A request on the bus got no reply in time.
+    #[error("no reply to `{request_type}` within {timeout_ms} ms")]
+    ReplyTimeout {
+        /// The request's type.
+        request_type: String,
+        /// The timeout that ran out.
+        timeout_ms: u64,
+    },
+
+    /// A dead letter with this id does not exist (any more).
+    #[error("no dead letter with id {id}: list them to see which remain")]
+    UnknownDeadLetter {
+        /// The id that was asked for.
+        id: u64,
+    },
+
+    /// An invalid configuration value.
+    #[error("invalid configuration `{setting}`: {reason}")]
+    InvalidConfig {
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+
+    /// An error from `keel-core` (an invalid envelope, topic or pattern).
+    #[error(transparent)]
+    Core(#[from] keel_core::Error),
+}

@@ -1,0 +1,214 @@
+//! The handler contract: how an intent is carried out and how it can fail.
+//!
+//! A [`Handler`] takes a [`Call`] (the intent and where it comes from) and returns the
+//! effect's value or a [`Failure`]. Handlers are shared by every instance of a runtime,
+//! so they take `&self`; a [`Layer`] wraps one handler in another (retry, timeout,
+//! circuit breaker, limits, dead letters) without the inner one knowing.
+//!
+//! This is tower's idea in a simpler shape: tower's `Service` takes `&mut self` and a
+//! readiness handshake, which suits a connection but not a handler shared by thousands
+//! of workflow instances. The decisions the layers make (retry or not, is the circuit
+//! open) are pure functions in [`policy`](crate::policy), unit-tested without a runtime.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use keel_core::Intent;
+
+use crate::metrics::Metrics;
+
+/// What a handler returns: the effect's value, or why it failed.
+pub type HandlerResult = Result<serde_json::Value, Failure>;
+
+/// The future a handler returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send + 'static>>;
+
+/// Carries out one family of intents.
+///
+/// A handler must treat `call.intent.id` as the idempotency key of the effect and pass it
+/// on to whatever it calls (the HTTP handler sends it as `Idempotency-Key`), so that a
+/// retried call has one visible effect.
+pub trait Handler: Send + Sync + 'static {
+    /// Performs the intent once.
+    fn call(&self, call: Call) -> HandlerFuture;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Call) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    fn call(&self, call: Call) -> HandlerFuture {
+        Box::pin(self(call))
+    }
+}
+
+/// A shared handler, as layers and the runtime hold them.
+pub type SharedHandler = Arc<dyn Handler>;
+
+/// Wraps a handler in a policy.
+pub trait Layer: Send + Sync {
+    /// Returns `inner` wrapped.
+    fn layer(&self, inner: SharedHandler) -> SharedHandler;
+}
+
+/// One attempt at one intent.
+#[derive(Clone)]
+pub struct Call {
+    /// The intent; shared, because layers may attempt it several times.
+    pub intent: Arc<Intent>,
+    /// The reducer instance that emitted it.
+    pub instance: InstanceId,
+    /// The attempt number, from 1; the retry layer raises it.
+    pub attempt: u32,
+    /// The runtime's counters, for layers that count retries and dead letters.
+    pub metrics: Metrics,
+}
+
+impl fmt::Debug for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("intent", &self.intent.id)
+            .field("family", &self.intent.kind.family())
+            .field("instance", &self.instance)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Call {
+    /// A first attempt at `intent` from `instance`.
+    pub fn new(intent: Intent, instance: InstanceId, metrics: Metrics) -> Self {
+        Self {
+            intent: Arc::new(intent),
+            instance,
+            attempt: 1,
+            metrics,
+        }
+    }
+
+    /// The idempotency key: the intent's id as text, unless an HTTP intent overrides it.
+    pub fn idempotency_key(&self) -> String {
+        match &self.intent.kind {
+            keel_core::IntentKind::Http(request) => match &request.idempotency_key {
+                Some(key) => key.to_string(),
+                None => self.intent.id.to_string(),
+            },
+            _ => self.intent.id.to_string(),
+        }
+    }
+}
+
+/// The id of a reducer instance within a runtime: `order-42`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstanceId(Arc<str>);
+
+impl InstanceId {
+    /// Wraps a name.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self(name.into())
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for InstanceId {
+    fn from(name: &str) -> Self {
+        Self::new(name)
+    }
+}
+
+impl From<String> for InstanceId {
+    fn from(name: String) -> Self {
+        Self::new(name)
+    }
+}
+
+/// Why an effect failed, and whether trying again could help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The class of failure, which the retry policy decides on.
+    pub kind: FailureKind,
+    /// What went wrong, for the reducer and for people.
+    pub reason: String,
+    /// The earliest useful retry, when the other side said (`Retry-After`) or a circuit
+    /// breaker knows.
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Classes of failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// Might succeed if tried again: a 5xx, a 429, a refused or reset connection.
+    Transient,
+    /// Did not finish in time; might succeed if tried again.
+    Timeout,
+    /// Not attempted because a protection is engaged (an open circuit, a rate limit, a
+    /// shutdown); worth trying again later.
+    Unavailable,
+    /// Will fail again however often it is tried: a 4xx, a refused address, bad input.
+    Permanent,
+}
+
+impl FailureKind {
+    /// Whether a retry could help.
+    pub const fn is_retryable(self) -> bool {
+        !matches!(self, Self::Permanent)
+    }
+}
+
+impl Failure {
+    /// A failure that might go away: retryable.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self::new(FailureKind::Transient, reason)
+    }
+
+    /// A failure that will not go away: not retried.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self::new(FailureKind::Permanent, reason)
+    }
+
+    /// The effect ran out of time.
+    pub fn timeout(reason: impl Into<String>) -> Self {
+        Self::new(FailureKind::Timeout, reason)
+    }
+
+    /// The effect was not attempted because a protection is engaged.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self::new(FailureKind::Unavailable, reason)
+    }
+
+    /// A failure of `kind`.
+    pub fn new(kind: FailureKind, reason: impl Into<String>) -> Self {
+        Self {
+            kind,
+            reason: reason.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// The same failure with a hint of when to retry.
+    #[must_use]
+    pub fn retry_after_ms(mut self, delay_ms: u64) -> Self {
+        self.retry_after_ms = Some(delay_ms);
+        self
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.reason)
+    }
+}
