@@ -62,6 +62,16 @@ pub enum Error {
         actual: u64,
     },
 
+    /// An append carries an event id the store already holds, but not as a repeat of
+    /// the same append.
+    #[error(
+        "event {id} is already stored elsewhere: event ids must be unique; derive them from the intent (EventId::derived)"
+    )]
+    DuplicateEventId {
+        /// The event id.
+        id: String,
+    },
+
     /// A request on the bus got no reply in time.
     #[error("no reply to `{request_type}` within {timeout_ms} ms")]
     ReplyTimeout {

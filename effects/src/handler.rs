@@ -212,3 +212,5 @@ impl fmt::Display for Failure {
         write!(f, "{:?}: {}", self.kind, self.reason)
     }
 }
+
+impl std::error::Error for Failure {}

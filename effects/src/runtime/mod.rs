@@ -1,1 +1,506 @@
-//! stub
+//! The runtime: hosts reducer instances and carries out their intents.
+//!
+//! Each instance has an id, a state and a bounded mailbox, and is one tokio task:
+//! actions for an instance are reduced one at a time in arrival order, while different
+//! instances run concurrently. After each step every intent goes to the handler for its
+//! family; the outcome comes back to the same instance as an action (see
+//! [`Outcome`]), so the reducer decides what happens next.
+//!
+//! ```
+//! use keel_core::{Cause, HttpRequest, Input, Intent, Outcome, Reducer};
+//! use keel_effects::runtime::Runtime;
+//! use keel_effects::Failure;
+//!
+//! /// Counts pings and the outcomes of the calls each ping makes.
+//! struct Pinger;
+//!
+//! enum Msg { Ping, Done(Outcome) }
+//!
+//! impl From<Outcome> for Msg {
+//!     fn from(outcome: Outcome) -> Self { Msg::Done(outcome) }
+//! }
+//!
+//! impl Reducer for Pinger {
+//!     type State = (u32, u32);
+//!     type Action = Input<Msg>;
+//!     fn reduce_into(&self, state: &mut (u32, u32), action: Input<Msg>, intents: &mut Vec<Intent>) {
+//!         match action.body {
+//!             Msg::Ping => {
+//!                 state.0 += 1;
+//!                 action.cause.emitter(intents).emit(HttpRequest::get("https://example.invalid/"));
+//!             }
+//!             Msg::Done(_) => state.1 += 1,
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), keel_effects::Error> {
+//! // No HTTP handler registered: the call fails, and the failure comes back as an outcome.
+//! let runtime = Runtime::builder(Pinger).build()?;
+//! runtime.spawn("pinger".into(), (0, 0))?;
+//! runtime.command(&"pinger".into(), keel_core::CorrelationId::from_u128(1), Msg::Ping).await?;
+//! let report = runtime.shutdown(std::time::Duration::from_secs(1)).await;
+//! assert_eq!(report.instances[0].1, (1, 1));
+//! # Ok(()) }
+//! ```
+
+mod dedup;
+mod instance;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use keel_core::{
+    CausationId, CorrelationId, EventType, Input, Intent, IntentKind, Outcome, Reducer,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::clock::{Clock, TokioClock};
+use crate::error::Error;
+use crate::handler::{Failure, InstanceId, SharedHandler};
+use crate::metrics::{Metrics, MetricsSnapshot};
+use dedup::OutcomeRecord;
+use instance::{Finished, Instance};
+
+/// The runtime's bounds. Every queue and table it keeps is limited by one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Actions waiting in one instance's mailbox; a full mailbox makes `send` wait.
+    pub mailbox_capacity: usize,
+    /// Intents one step may emit; a step over it stops its instance with
+    /// [`Error::TooManyIntents`] and hands its intents back.
+    pub intents_per_step_max: usize,
+    /// Effects of one instance running at once; more wait their turn, and the instance
+    /// takes no new mail meanwhile.
+    pub in_flight_per_instance_max: usize,
+    /// Pending timers of one instance.
+    pub timers_per_instance_max: usize,
+    /// Outcomes remembered for deduplication by intent id.
+    pub outcome_record_capacity: usize,
+    /// Instances hosted at once.
+    pub instances_max: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            mailbox_capacity: 1024,
+            intents_per_step_max: 1024,
+            in_flight_per_instance_max: 1024,
+            timers_per_instance_max: 10_000,
+            outcome_record_capacity: 100_000,
+            instances_max: 1_000_000,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    fn validate(&self) -> Result<(), Error> {
+        let settings = [
+            ("mailbox_capacity", self.mailbox_capacity),
+            ("intents_per_step_max", self.intents_per_step_max),
+            (
+                "in_flight_per_instance_max",
+                self.in_flight_per_instance_max,
+            ),
+            ("timers_per_instance_max", self.timers_per_instance_max),
+            ("outcome_record_capacity", self.outcome_record_capacity),
+            ("instances_max", self.instances_max),
+        ];
+        match settings.into_iter().find(|(_, value)| *value == 0) {
+            Some((setting, _)) => Err(Error::InvalidConfig {
+                setting,
+                reason: "must be at least 1".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Which handler carries out which intents.
+#[derive(Default, Clone)]
+struct Handlers {
+    notify: Option<SharedHandler>,
+    persist: Option<SharedHandler>,
+    http: Option<SharedHandler>,
+    custom: HashMap<EventType, SharedHandler>,
+}
+
+impl Handlers {
+    /// The handler for `intent`, or the failure to report when there is none.
+    fn for_intent(&self, intent: &Intent) -> Result<SharedHandler, Failure> {
+        let (handler, what) = match &intent.kind {
+            IntentKind::Notify { .. } => (self.notify.as_ref(), "notify".to_owned()),
+            IntentKind::Persist { .. } => (self.persist.as_ref(), "persist".to_owned()),
+            IntentKind::Http(_) => (self.http.as_ref(), "http".to_owned()),
+            IntentKind::Custom { name, .. } => (self.custom.get(name), format!("custom `{name}`")),
+            other => (None, other.family().to_owned()),
+        };
+        handler.cloned().ok_or_else(|| {
+            Failure::permanent(format!("no handler is registered for {what} intents"))
+        })
+    }
+}
+
+/// State shared by the runtime handle and its instance tasks.
+struct Shared<R: Reducer> {
+    reducer: R,
+    handlers: Handlers,
+    config: RuntimeConfig,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    outcomes: OutcomeRecord,
+    instances: Mutex<HashMap<InstanceId, InstanceHandle<R>>>,
+    accepting: AtomicBool,
+}
+
+struct InstanceHandle<R: Reducer> {
+    mailbox: mpsc::Sender<Message<R>>,
+    task: JoinHandle<Finished<R::State>>,
+}
+
+type Inspector<S> = Box<dyn FnOnce(&S) + Send>;
+
+/// What an instance's mailbox carries.
+enum Message<R: Reducer> {
+    Action(R::Action),
+    Inspect(Inspector<R::State>),
+    Drain { deadline: Instant },
+}
+
+/// Builds a [`Runtime`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct RuntimeBuilder<R> {
+    reducer: R,
+    handlers: Handlers,
+    config: RuntimeConfig,
+    clock: Option<Arc<dyn Clock>>,
+    metrics: Metrics,
+}
+
+impl<R> fmt::Debug for RuntimeBuilder<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> RuntimeBuilder<R> {
+    /// Carries out `Notify` intents with `handler` (usually a
+    /// [`NotifyHandler`](crate::notify::NotifyHandler) wrapped in policies).
+    pub fn notify(mut self, handler: SharedHandler) -> Self {
+        self.handlers.notify = Some(handler);
+        self
+    }
+
+    /// Carries out `Persist` intents with `handler` (usually a
+    /// [`PersistHandler`](crate::persist::PersistHandler)).
+    pub fn persist(mut self, handler: SharedHandler) -> Self {
+        self.handlers.persist = Some(handler);
+        self
+    }
+
+    /// Carries out `Http` intents with `handler` (usually an
+    /// [`HttpHandler`](crate::http::HttpHandler) wrapped in policies).
+    pub fn http(mut self, handler: SharedHandler) -> Self {
+        self.handlers.http = Some(handler);
+        self
+    }
+
+    /// Carries out `Custom` intents named `name` with `handler`.
+    pub fn custom(mut self, name: EventType, handler: SharedHandler) -> Self {
+        self.handlers.custom.insert(name, handler);
+        self
+    }
+
+    /// Sets the bounds.
+    pub fn config(mut self, config: RuntimeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the time source (default: [`TokioClock::new`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Shares these counters (for handlers built before the runtime that count into
+    /// the same place).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Builds the runtime. Must be called inside a tokio runtime when the default clock
+    /// is used.
+    pub fn build(self) -> Result<Runtime<R>, Error>
+    where
+        R: Reducer,
+    {
+        self.config.validate()?;
+        Ok(Runtime {
+            shared: Arc::new(Shared {
+                reducer: self.reducer,
+                handlers: self.handlers,
+                config: self.config,
+                clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
+                metrics: self.metrics,
+                outcomes: OutcomeRecord::new(self.config.outcome_record_capacity),
+                instances: Mutex::new(HashMap::new()),
+                accepting: AtomicBool::new(true),
+            }),
+        })
+    }
+}
+
+/// Hosts reducer instances and carries out their intents; cheap to clone.
+///
+/// `R` reduces [`Input<M>`] where `M: From<Outcome>`, so the runtime can hand each
+/// outcome back to the reducer as an action.
+pub struct Runtime<R: Reducer> {
+    shared: Arc<Shared<R>>,
+}
+
+impl<R: Reducer> Clone for Runtime<R> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<R: Reducer> fmt::Debug for Runtime<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.shared.config)
+            .field("metrics", &self.shared.metrics.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Reducer> Runtime<R> {
+    /// Starts building a runtime for `reducer`.
+    pub fn builder(reducer: R) -> RuntimeBuilder<R> {
+        RuntimeBuilder {
+            reducer,
+            handlers: Handlers::default(),
+            config: RuntimeConfig::default(),
+            clock: None,
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+impl<R, M> Runtime<R>
+where
+    R: Reducer<Action = Input<M>> + Send + Sync + 'static,
+    R::State: Send + 'static,
+    M: From<Outcome> + Send + 'static,
+{
+    /// Starts an instance with `state`.
+    pub fn spawn(&self, id: InstanceId, state: R::State) -> Result<(), Error> {
+        self.spawn_with(id, state, Vec::new())
+    }
+
+    /// Starts an instance with `state` and carries out `intents` first (for example the
+    /// entry intents of a state machine's [`start`](keel_core::Machine::start)).
+    pub fn spawn_with(
+        &self,
+        id: InstanceId,
+        state: R::State,
+        intents: Vec<Intent>,
+    ) -> Result<(), Error> {
+        if !self.shared.accepting.load(Ordering::Acquire) {
+            return Err(Error::ShutDown);
+        }
+        let mut instances = self.lock_instances();
+        if instances.contains_key(&id) {
+            return Err(Error::DuplicateInstance {
+                instance: id.to_string(),
+            });
+        }
+        if instances.len() >= self.shared.config.instances_max {
+            return Err(Error::QueueFull {
+                queue: "instance table",
+                capacity: self.shared.config.instances_max,
+            });
+        }
+        let (mailbox, receiver) = mpsc::channel(self.shared.config.mailbox_capacity);
+        let instance = Instance::new(Arc::clone(&self.shared), id.clone(), state);
+        let task = tokio::spawn(instance.run(receiver, intents));
+        instances.insert(id, InstanceHandle { mailbox, task });
+        Ok(())
+    }
+
+    /// Sends `action` to instance `id`, waiting while its mailbox is full.
+    pub async fn send(&self, id: &InstanceId, action: R::Action) -> Result<(), Error> {
+        let mailbox = self.mailbox(id)?;
+        mailbox
+            .send(Message::Action(action))
+            .await
+            .map_err(|_| Error::ShutDown)
+    }
+
+    /// Sends `action` to instance `id` if its mailbox has room, without waiting.
+    pub fn try_send(&self, id: &InstanceId, action: R::Action) -> Result<(), Error> {
+        let mailbox = self.mailbox(id)?;
+        mailbox
+            .try_send(Message::Action(action))
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => Error::QueueFull {
+                    queue: "mailbox",
+                    capacity: self.shared.config.mailbox_capacity,
+                },
+                mpsc::error::TrySendError::Closed(_) => Error::ShutDown,
+            })
+    }
+
+    /// Sends `body` to instance `id` as a new action of workflow `correlation`, with a
+    /// fresh causation id and `now` from the runtime's clock. Returns the causation id,
+    /// from which the ids of the intents it causes derive.
+    pub async fn command(
+        &self,
+        id: &InstanceId,
+        correlation: CorrelationId,
+        body: M,
+    ) -> Result<CausationId, Error> {
+        // A fresh id is drawn here, at the edge; reducers never draw one.
+        let causation = CausationId::new(uuid::Uuid::new_v4());
+        let cause = keel_core::Cause::new(correlation, causation);
+        self.send(id, Input::new(cause, self.shared.clock.now(), body))
+            .await?;
+        Ok(causation)
+    }
+
+    /// Runs `look` on the state of instance `id` after the actions sent before it.
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        id: &InstanceId,
+        look: impl FnOnce(&R::State) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let mailbox = self.mailbox(id)?;
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let inspector: Inspector<R::State> = Box::new(move |state| {
+            let _ = answer.send(look(state));
+        });
+        mailbox
+            .send(Message::Inspect(inspector))
+            .await
+            .map_err(|_| Error::ShutDown)?;
+        answered.await.map_err(|_| Error::ShutDown)
+    }
+
+    /// The counters now.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// The runtime's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.shared.clock)
+    }
+
+    /// Stops gracefully: takes no new actions or instances, reduces the actions already
+    /// accepted and the outcomes of effects already running, and hands back (rather than
+    /// starts) every intent emitted meanwhile, every pending timer, and, after `grace`,
+    /// every effect still running. Nothing is dropped silently: each intent either ran
+    /// and was reduced, or is in the report.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport<R::State> {
+        self.shared.accepting.store(false, Ordering::Release);
+        let deadline = Instant::now() + grace;
+        let handles: Vec<(InstanceId, InstanceHandle<R>)> = self.lock_instances().drain().collect();
+        for (_, handle) in &handles {
+            // Fails only if the task has already ended, which the join below reports.
+            let _ = handle.mailbox.send(Message::Drain { deadline }).await;
+        }
+        let mut report = ShutdownReport {
+            instances: Vec::with_capacity(handles.len()),
+            handed_back: Vec::new(),
+            faults: Vec::new(),
+        };
+        for (id, handle) in handles {
+            drop(handle.mailbox);
+            match handle.task.await {
+                Ok(finished) => {
+                    report.handed_back.extend(finished.handed_back);
+                    if let Some(fault) = finished.fault {
+                        report.faults.push((id.clone(), fault.to_string()));
+                    }
+                    report.instances.push((id, finished.state));
+                }
+                Err(error) => report
+                    .faults
+                    .push((id, format!("the instance task failed: {error}"))),
+            }
+        }
+        report.instances.sort_by(|a, b| a.0.cmp(&b.0));
+        report
+    }
+
+    fn mailbox(&self, id: &InstanceId) -> Result<mpsc::Sender<Message<R>>, Error> {
+        if !self.shared.accepting.load(Ordering::Acquire) {
+            return Err(Error::ShutDown);
+        }
+        self.lock_instances()
+            .get(id)
+            .map(|handle| handle.mailbox.clone())
+            .ok_or_else(|| Error::UnknownInstance {
+                instance: id.to_string(),
+            })
+    }
+
+    fn lock_instances(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceId, InstanceHandle<R>>> {
+        // Only map operations run under this lock; a poisoned lock still holds a
+        // consistent map.
+        self.shared
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a [`Runtime::shutdown`] leaves: each instance's last state, and every intent
+/// that was not carried out.
+#[derive(Debug)]
+pub struct ShutdownReport<S> {
+    /// Each instance's state when it stopped, sorted by id.
+    pub instances: Vec<(InstanceId, S)>,
+    /// Intents not carried out, to be dispatched again after a restart (the durable
+    /// outbox does this by itself).
+    pub handed_back: Vec<HandedBack>,
+    /// Instances that stopped on an error, with the error.
+    pub faults: Vec<(InstanceId, String)>,
+}
+
+/// An intent the runtime did not carry out, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandedBack {
+    /// The instance that emitted it.
+    pub instance: InstanceId,
+    /// The intent.
+    pub intent: Intent,
+    /// Why it was not carried out.
+    pub reason: HandBackReason,
+}
+
+/// Why an intent was handed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandBackReason {
+    /// Emitted during the shutdown, or still queued behind the in-flight bound.
+    NotStarted,
+    /// A timer that had not fired.
+    TimerPending,
+    /// Still running when the grace period ended; its effect may or may not have
+    /// happened, so it must be retried under the same id.
+    Aborted,
+    /// Emitted by a step over a bound (intents per step, pending timers).
+    StepOverLimit,
+}

@@ -1,0 +1,327 @@
+//! One reducer instance: a task that owns the state and applies actions one at a time.
+//!
+//! The task waits on three things: its mailbox (actions from outside), its in-flight
+//! effects (outcomes), and its timer wheel (fired timers). Outcomes come straight back
+//! to this task through a `JoinSet`, never through the bounded mailbox, so an instance
+//! can never block on sending to itself.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use keel_core::{Input, Intent, IntentKind, Outcome, OutcomeResult, Reducer};
+use tokio::sync::mpsc;
+use tokio::task::{Id as TaskId, JoinSet};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{HandBackReason, HandedBack, Message, Shared};
+use crate::handler::{Call, Failure, FailureKind, HandlerResult, InstanceId};
+use crate::timer::TimerWheel;
+
+/// What an instance task leaves behind when it ends.
+pub(super) struct Finished<S> {
+    pub(super) state: S,
+    pub(super) handed_back: Vec<HandedBack>,
+    pub(super) fault: Option<crate::Error>,
+}
+
+pub(super) struct Instance<R: Reducer> {
+    shared: Arc<Shared<R>>,
+    id: InstanceId,
+    state: R::State,
+    buffer: Vec<Intent>,
+    /// Intents emitted but not started: the in-flight bound was reached.
+    queued: VecDeque<Intent>,
+    in_flight: JoinSet<HandlerResult>,
+    /// The intent of each in-flight task, so that an aborted or panicked task's intent
+    /// can be handed back.
+    in_flight_intents: HashMap<TaskId, Arc<Intent>>,
+    timers: TimerWheel,
+    /// Set once a shutdown asked this instance to finish.
+    draining: Option<Instant>,
+    handed_back: Vec<HandedBack>,
+    fault: Option<crate::Error>,
+}
+
+impl<R, M> Instance<R>
+where
+    R: Reducer<Action = Input<M>> + Send + Sync + 'static,
+    R::State: Send + 'static,
+    M: From<Outcome> + Send + 'static,
+{
+    pub(super) fn new(shared: Arc<Shared<R>>, id: InstanceId, state: R::State) -> Self {
+        Self {
+            shared,
+            id,
+            state,
+            buffer: Vec::new(),
+            queued: VecDeque::new(),
+            in_flight: JoinSet::new(),
+            in_flight_intents: HashMap::new(),
+            timers: TimerWheel::new(),
+            draining: None,
+            handed_back: Vec::new(),
+            fault: None,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut mailbox: mpsc::Receiver<Message<R>>,
+        initial: Vec<Intent>,
+    ) -> Finished<R::State> {
+        initial.into_iter().for_each(|intent| self.dispatch(intent));
+        let mut mailbox_open = true;
+        loop {
+            self.start_queued();
+            if !mailbox_open && self.in_flight.is_empty() && self.queued.is_empty() {
+                break;
+            }
+            let timer_at = self
+                .timers
+                .next_due()
+                .map(|due| self.shared.clock.instant_at(due));
+            let deadline = self.draining;
+            // A backlog of unstarted intents stops intake: backpressure to the senders.
+            let take_mail = mailbox_open && self.queued.is_empty();
+            tokio::select! {
+                // Outcomes first: they free capacity and carry the workflow forward.
+                biased;
+                Some(joined) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                    match joined {
+                        Ok((task, result)) => {
+                            if let Some(intent) = self.in_flight_intents.remove(&task) {
+                                self.outcome(&intent, result);
+                            }
+                        }
+                        Err(error) => {
+                            // The handler panicked or was aborted: its effect may or may not
+                            // have happened, so the intent goes back, never silently lost.
+                            if let Some(intent) = self.in_flight_intents.remove(&error.id()) {
+                                tracing::error!(instance = %self.id, intent = %intent.id, %error, "effect task failed");
+                                let failure = Failure::new(FailureKind::Transient, format!("the effect task failed: {error}"));
+                                self.outcome(&intent, Err(failure));
+                            }
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(timer_at.unwrap_or_else(Instant::now)), if timer_at.is_some() => {
+                    let now = self.shared.clock.now();
+                    while let Some(fired) = self.timers.pop_due(now) {
+                        let outcome = Outcome {
+                            intent: fired.intent.id,
+                            attempts: 0,
+                            result: OutcomeResult::TimerFired { timer: fired.timer },
+                        };
+                        self.step(Input::new(outcome.cause(), now, M::from(outcome)));
+                    }
+                }
+                message = mailbox.recv(), if take_mail => match message {
+                    Some(Message::Action(action)) => self.step(action),
+                    Some(Message::Inspect(look)) => look(&self.state),
+                    Some(Message::Drain { deadline }) => {
+                        // Take no new mail, but finish what is queued: those actions were
+                        // accepted before the shutdown.
+                        mailbox.close();
+                        self.begin_draining(deadline);
+                    }
+                    None => mailbox_open = false,
+                },
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.abort_in_flight();
+                    mailbox.close();
+                    while let Ok(message) = mailbox.try_recv() {
+                        if let Message::Action(action) = message {
+                            self.step(action);
+                        }
+                    }
+                    self.abort_in_flight();
+                    break;
+                }
+            }
+        }
+        Finished {
+            state: self.state,
+            handed_back: self.handed_back,
+            fault: self.fault,
+        }
+    }
+
+    /// Reduces one action and dispatches its intents.
+    fn step(&mut self, action: Input<M>) {
+        self.shared.metrics.actions();
+        let span = tracing::info_span!(
+            "keel.action",
+            instance = %self.id,
+            correlation = %action.cause.correlation,
+            causation = %action.cause.causation,
+        );
+        let _entered = span.enter();
+        self.buffer.clear();
+        self.shared
+            .reducer
+            .reduce_into(&mut self.state, action, &mut self.buffer);
+        let limit = self.shared.config.intents_per_step_max;
+        let mut intents = std::mem::take(&mut self.buffer);
+        if intents.len() > limit {
+            let error = crate::Error::TooManyIntents {
+                instance: self.id.to_string(),
+                emitted: intents.len(),
+                limit,
+            };
+            tracing::error!(%error, "instance stopped");
+            self.hand_back_all(intents.drain(..), HandBackReason::StepOverLimit);
+            self.fault.get_or_insert(error);
+            self.begin_draining(Instant::now());
+        } else {
+            for intent in intents.drain(..) {
+                self.dispatch(intent);
+            }
+        }
+        self.buffer = intents;
+    }
+
+    fn dispatch(&mut self, intent: Intent) {
+        match &intent.kind {
+            IntentKind::CancelTimer { timer } => {
+                self.timers.cancel(timer);
+            }
+            _ if self.draining.is_some() || self.fault.is_some() => {
+                self.hand_back(intent, HandBackReason::NotStarted);
+            }
+            IntentKind::ScheduleTimer { timer, due } => {
+                if self.timers.len() >= self.shared.config.timers_per_instance_max
+                    && !self.timers.contains(timer)
+                {
+                    tracing::error!(instance = %self.id, %timer, "too many pending timers; handed back");
+                    self.hand_back(intent, HandBackReason::StepOverLimit);
+                    return;
+                }
+                let (timer, due) = (timer.clone(), *due);
+                self.timers.schedule(timer, due, intent);
+            }
+            _ => self.queued.push_back(intent),
+        }
+    }
+
+    /// Starts queued intents while the in-flight bound allows.
+    fn start_queued(&mut self) {
+        while self.in_flight.len() < self.shared.config.in_flight_per_instance_max {
+            let Some(intent) = self.queued.pop_front() else {
+                return;
+            };
+            if self.draining.is_some() {
+                self.hand_back(intent, HandBackReason::NotStarted);
+                continue;
+            }
+            self.start(intent);
+        }
+    }
+
+    fn start(&mut self, intent: Intent) {
+        let shared = Arc::clone(&self.shared);
+        let handler = shared.handlers.for_intent(&intent);
+        let intent = Arc::new(intent);
+        let call = Call {
+            intent: Arc::clone(&intent),
+            instance: self.id.clone(),
+            attempt: 1,
+            metrics: shared.metrics.clone(),
+        };
+        let span = tracing::info_span!(
+            "keel.intent",
+            instance = %self.id,
+            intent = %intent.id,
+            family = intent.kind.family(),
+            correlation = %intent.id.correlation,
+        );
+        let id = intent.id;
+        let task = self.in_flight.spawn(
+            async move {
+                let (result, repeat) = shared
+                    .outcomes
+                    .run(id, || {
+                        shared.metrics.started();
+                        async move {
+                            match handler {
+                                Ok(handler) => handler.call(call).await,
+                                Err(failure) => Err(failure),
+                            }
+                        }
+                    })
+                    .await;
+                if repeat {
+                    shared.metrics.deduplicated();
+                    tracing::debug!("answered from the recorded outcome");
+                }
+                result
+            }
+            .instrument(span),
+        );
+        self.in_flight_intents.insert(task.id(), intent);
+    }
+
+    fn outcome(&mut self, intent: &Intent, result: HandlerResult) {
+        let result = match result {
+            Ok(value) => {
+                self.shared.metrics.succeeded();
+                OutcomeResult::Succeeded { value }
+            }
+            Err(failure) => {
+                self.shared.metrics.failed();
+                tracing::debug!(instance = %self.id, intent = %intent.id, %failure, "effect failed");
+                match failure.kind {
+                    FailureKind::Timeout => OutcomeResult::TimedOut,
+                    _ => OutcomeResult::Failed {
+                        reason: failure.reason,
+                    },
+                }
+            }
+        };
+        let outcome = Outcome {
+            intent: intent.id,
+            attempts: 1,
+            result,
+        };
+        let now = self.shared.clock.now();
+        self.step(Input::new(outcome.cause(), now, M::from(outcome)));
+    }
+
+    fn begin_draining(&mut self, deadline: Instant) {
+        if self.draining.is_none() {
+            self.draining = Some(deadline);
+        }
+        let pending = self.timers.drain();
+        self.hand_back_all(
+            pending.into_iter().map(|p| p.intent),
+            HandBackReason::TimerPending,
+        );
+        let queued: Vec<Intent> = self.queued.drain(..).collect();
+        self.hand_back_all(queued, HandBackReason::NotStarted);
+    }
+
+    fn abort_in_flight(&mut self) {
+        self.in_flight.abort_all();
+        let aborted: Vec<Intent> = self
+            .in_flight_intents
+            .drain()
+            .map(|(_, intent)| Arc::unwrap_or_clone(intent))
+            .collect();
+        self.hand_back_all(aborted, HandBackReason::Aborted);
+        self.in_flight.detach_all();
+    }
+
+    fn hand_back(&mut self, intent: Intent, reason: HandBackReason) {
+        self.handed_back.push(HandedBack {
+            instance: self.id.clone(),
+            intent,
+            reason,
+        });
+    }
+
+    fn hand_back_all(&mut self, intents: impl IntoIterator<Item = Intent>, reason: HandBackReason) {
+        for intent in intents {
+            self.hand_back(intent, reason);
+        }
+    }
+}
