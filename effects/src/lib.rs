@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //!
-//! - [`runtime`]: the [`Runtime`] hosting reducer instances, each with a bounded
+//! - [`runtime`]: the [`Runtime`](runtime::Runtime) hosting reducer instances, each with a bounded
 //!   mailbox; dispatch of intents to handlers, deduplication by intent id, outcomes fed
 //!   back, graceful shutdown.
 //! - [`handler`]: the [`Handler`] contract, [`Call`], [`Failure`], and [`Layer`].

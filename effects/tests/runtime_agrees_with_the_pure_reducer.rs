@@ -54,23 +54,23 @@ fn run(instances: usize, sends: &[(usize, Vec<Emit>)]) -> Vec<Log> {
         .enable_time()
         .start_paused(true)
         .build()
-        .unwrap();
+        .expect("the test setup works");
     tokio.block_on(async {
         let runtime = Runtime::builder(Workflow)
             .custom(effect(), Arc::new(handler))
             .build()
-            .unwrap();
+            .expect("the test setup works");
         for index in 0..instances {
             runtime
                 .spawn(index.to_string().into(), Log::default())
-                .unwrap();
+                .expect("the test setup works");
         }
         for (step, (index, emits)) in sends.iter().enumerate() {
             let action = command(step as u128 + 1, step as i64, emits.clone());
             runtime
                 .send(&index.to_string().into(), action)
                 .await
-                .unwrap();
+                .expect("the test setup works");
             if step % 3 == 0 {
                 // Let some effects finish between sends, so outcomes interleave.
                 tokio::time::sleep(Duration::from_millis(7)).await;
