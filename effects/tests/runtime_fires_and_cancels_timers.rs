@@ -19,7 +19,7 @@ fn runtime() -> Runtime<Workflow> {
     Runtime::builder(Workflow)
         .clock(Arc::new(clock))
         .build()
-        .unwrap()
+        .expect("a valid runtime")
 }
 
 #[tokio::test(start_paused = true)]
