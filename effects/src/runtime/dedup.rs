@@ -57,6 +57,16 @@ impl OutcomeRecord {
         (result, !ran)
     }
 
+    /// Forgets the finished result of `id`, so that the next call runs the effect again
+    /// (a deliberate replay). A result still being computed is kept.
+    pub(crate) fn forget(&self, id: IntentId) {
+        let mut record = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if record.slots.get(&id).is_some_and(|slot| slot.initialized()) {
+            record.slots.remove(&id);
+            record.order.retain(|kept| *kept != id);
+        }
+    }
+
     fn slot(&self, id: IntentId) -> Slot {
         // No code that can panic runs under this lock, so a poisoned lock still holds a
         // consistent record.

@@ -119,6 +119,10 @@ where
                 message = mailbox.recv(), if take_mail => match message {
                     Some(Message::Action(action)) => self.step(action),
                     Some(Message::Inspect(look)) => look(&self.state),
+                    Some(Message::Redispatch(intent)) => {
+                        self.shared.outcomes.forget(intent.id);
+                        self.dispatch(intent);
+                    }
                     Some(Message::Drain { deadline }) => {
                         // Take no new mail, but finish what is queued: those actions were
                         // accepted before the shutdown.
@@ -131,8 +135,11 @@ where
                     self.abort_in_flight();
                     mailbox.close();
                     while let Ok(message) = mailbox.try_recv() {
-                        if let Message::Action(action) = message {
-                            self.step(action);
+                        match message {
+                            Message::Action(action) => self.step(action),
+                            Message::Redispatch(intent) => self.hand_back(intent, HandBackReason::NotStarted),
+                            Message::Inspect(look) => look(&self.state),
+                            Message::Drain { .. } => {}
                         }
                     }
                     self.abort_in_flight();

@@ -64,6 +64,7 @@ use crate::clock::{Clock, TokioClock};
 use crate::error::Error;
 use crate::handler::{Failure, InstanceId, SharedHandler};
 use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::policy::DeadLetterQueue;
 use dedup::OutcomeRecord;
 use instance::{Finished, Instance};
 
@@ -170,6 +171,8 @@ type Inspector<S> = Box<dyn FnOnce(&S) + Send>;
 enum Message<R: Reducer> {
     Action(R::Action),
     Inspect(Inspector<R::State>),
+    /// Run this intent again (a dead-letter replay), forgetting its recorded outcome.
+    Redispatch(Intent),
     Drain { deadline: Instant },
 }
 
@@ -395,6 +398,23 @@ where
             .await
             .map_err(|_| Error::ShutDown)?;
         answered.await.map_err(|_| Error::ShutDown)
+    }
+
+    /// Takes the dead letter `id` from `queue` and carries its intent out again, under
+    /// the same intent id, for the instance that emitted it: the new outcome is reduced
+    /// by that instance like any other. If the replay fails too, the dead-letter layer
+    /// parks it again under a new id.
+    pub async fn replay_dead_letter(&self, queue: &DeadLetterQueue, id: u64) -> Result<(), Error> {
+        let letter = queue.get(id).ok_or(Error::UnknownDeadLetter { id })?;
+        let mailbox = self.mailbox(&letter.instance)?;
+        let letter = queue.take(id)?;
+        let intent = Intent::clone(&letter.intent);
+        if mailbox.send(Message::Redispatch(intent)).await.is_err() {
+            // The instance stopped in between: park the letter again rather than lose it.
+            queue.push(letter.intent, letter.instance, letter.error, letter.attempts, letter.at);
+            return Err(Error::ShutDown);
+        }
+        Ok(())
     }
 
     /// The counters now.
