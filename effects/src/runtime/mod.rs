@@ -173,7 +173,9 @@ enum Message<R: Reducer> {
     Inspect(Inspector<R::State>),
     /// Run this intent again (a dead-letter replay), forgetting its recorded outcome.
     Redispatch(Intent),
-    Drain { deadline: Instant },
+    Drain {
+        deadline: Instant,
+    },
 }
 
 /// Builds a [`Runtime`].
@@ -411,7 +413,13 @@ where
         let intent = Intent::clone(&letter.intent);
         if mailbox.send(Message::Redispatch(intent)).await.is_err() {
             // The instance stopped in between: park the letter again rather than lose it.
-            queue.push(letter.intent, letter.instance, letter.error, letter.attempts, letter.at);
+            queue.push(
+                letter.intent,
+                letter.instance,
+                letter.error,
+                letter.attempts,
+                letter.at,
+            );
             return Err(Error::ShutDown);
         }
         Ok(())
