@@ -72,6 +72,49 @@ pub enum Error {
         id: String,
     },
 
+    /// Another runner advanced the projection since this one loaded it.
+    #[error(
+        "projection `{name}` is at checkpoint {actual}, not {expected}: another runner owns it; run one runner per projection"
+    )]
+    ProjectionConflict {
+        /// The projection.
+        name: String,
+        /// The checkpoint this runner started from.
+        expected: u64,
+        /// The checkpoint stored.
+        actual: u64,
+    },
+
+    /// The database failed (I/O, a lost connection, a constraint); nothing of the
+    /// failed operation was stored.
+    #[error("the {backend} store failed: {reason}")]
+    Storage {
+        /// `sqlite` or `postgres`.
+        backend: &'static str,
+        /// What the database reported.
+        reason: String,
+    },
+
+    /// The database holds a keel schema newer than this build understands.
+    #[error(
+        "the store's schema is version {found}, newer than the {supported} this build of keel knows: upgrade keel"
+    )]
+    SchemaTooNew {
+        /// The version found.
+        found: u32,
+        /// The newest version this build knows.
+        supported: u32,
+    },
+
+    /// The file or database is not a keel store, or is damaged.
+    #[error("`{location}` is not a usable keel store: {reason}")]
+    NotAStore {
+        /// The path or URL.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A request on the bus got no reply in time.
     #[error("no reply to `{request_type}` within {timeout_ms} ms")]
     ReplyTimeout {

@@ -1,27 +1,56 @@
-//! An in-memory [`EventStore`], for tests and examples.
+//! An in-memory [`EventStore`], for tests and examples; also the reference the durable
+//! backends are compared with.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use keel_core::{Envelope, EventId, ExpectedVersion, StreamId};
+use keel_core::{Envelope, EventId, ExpectedVersion, Intent, IntentId, StreamId};
+use tokio::sync::watch;
 
-use super::{Appended, EventStore, READ_LIMIT_MAX, RecordedEvent, StoreFuture, check_expected};
+use super::{
+    Appended, EventStore, ProjectionState, READ_LIMIT_MAX, RecordedEvent, StoreFuture,
+    StoredSnapshot, Trim, check_append, check_expected,
+};
 use crate::error::Error;
 
 /// An event store in memory: fast, shared by clones, gone when the process ends.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Log>>,
+    head: Arc<watch::Sender<u64>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            head: Arc::new(watch::Sender::new(0)),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Log {
-    /// Every event in commit order; position = index + 1.
-    events: Vec<RecordedEvent>,
-    /// Stream -> the indices of its events in `events`, in version order.
-    streams: HashMap<StreamId, Vec<usize>>,
-    /// Event id -> its index in `events`.
-    ids: HashMap<EventId, usize>,
+    /// Every event by position; trimmed ones are removed.
+    events: BTreeMap<u64, RecordedEvent>,
+    head: u64,
+    /// Stream -> (version, positions of its remaining events in version order).
+    streams: HashMap<StreamId, Stream>,
+    /// Event id -> its position (kept after trimming, so an id is never reused).
+    ids: HashMap<EventId, (StreamId, u64, u64)>,
+    /// Pending intents by insertion sequence, and their ids.
+    pending: BTreeMap<u64, Intent>,
+    pending_ids: HashMap<IntentId, u64>,
+    outbox_sequence: u64,
+    snapshots: HashMap<StreamId, StoredSnapshot>,
+    metadata: HashMap<StreamId, serde_json::Value>,
+    projections: HashMap<String, ProjectionState>,
+}
+
+#[derive(Debug, Default)]
+struct Stream {
+    version: u64,
+    positions: Vec<u64>,
 }
 
 impl MemoryStore {
@@ -31,18 +60,20 @@ impl MemoryStore {
     }
 
     fn with_log<T>(&self, f: impl FnOnce(&mut Log) -> T) -> T {
-        // A panic while holding the lock cannot leave the log half-updated: `append`
-        // validates everything before it changes anything.
+        // Every method validates before it changes anything, so a panic while holding
+        // the lock cannot leave the log half-updated.
         let mut log = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut log)
+    }
+
+    fn ready<T: Send + 'static>(result: Result<T, Error>) -> StoreFuture<'static, T> {
+        Box::pin(std::future::ready(result))
     }
 }
 
 impl Log {
     fn version(&self, stream: &StreamId) -> u64 {
-        self.streams
-            .get(stream)
-            .map_or(0, |indices| indices.len() as u64)
+        self.streams.get(stream).map_or(0, |s| s.version)
     }
 
     /// If `events` were appended before, in this stream and order, that append's result.
@@ -54,15 +85,13 @@ impl Log {
         let Some(first) = events.first() else {
             return Ok(None);
         };
-        let Some(&start) = self.ids.get(&first.id) else {
+        let Some((first_stream, first_version, first_position)) = self.ids.get(&first.id) else {
             return Ok(None);
         };
-        let stored = &self.events[start];
-        let matches = stored.stream == *stream
+        let matches = first_stream == stream
             && events.iter().enumerate().all(|(offset, event)| {
-                self.ids.get(&event.id).is_some_and(|&index| {
-                    let recorded = &self.events[index];
-                    recorded.stream == *stream && recorded.version == stored.version + offset as u64
+                self.ids.get(&event.id).is_some_and(|(s, version, _)| {
+                    s == stream && *version == first_version + offset as u64
                 })
             });
         if !matches {
@@ -71,52 +100,121 @@ impl Log {
             });
         }
         Ok(Some(Appended {
-            first_version: stored.version,
-            last_version: stored.version + events.len() as u64 - 1,
-            first_position: stored.position,
+            first_version: *first_version,
+            last_version: first_version + events.len() as u64 - 1,
+            first_position: *first_position,
             deduplicated: true,
         }))
+    }
+
+    fn record_intents(&mut self, intents: &[Intent]) {
+        for intent in intents {
+            if self.pending_ids.contains_key(&intent.id) {
+                continue;
+            }
+            self.outbox_sequence += 1;
+            self.pending_ids.insert(intent.id, self.outbox_sequence);
+            self.pending.insert(self.outbox_sequence, intent.clone());
+        }
+    }
+
+    fn append(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[Envelope],
+        intents: &[Intent],
+    ) -> Result<Appended, Error> {
+        check_append(events, intents)?;
+        if let Some(earlier) = self.earlier_append(stream, events)? {
+            return Ok(earlier);
+        }
+        let version = self.version(stream);
+        check_expected(stream, expected, version)?;
+        if let Some(duplicate) = events.iter().find(|e| self.ids.contains_key(&e.id)) {
+            return Err(Error::DuplicateEventId {
+                id: duplicate.id.to_string(),
+            });
+        }
+        let mut batch_ids = std::collections::HashSet::new();
+        if let Some(duplicate) = events.iter().find(|e| !batch_ids.insert(e.id)) {
+            return Err(Error::DuplicateEventId {
+                id: duplicate.id.to_string(),
+            });
+        }
+        let first_position = self.head + 1;
+        let entry = self.streams.entry(stream.clone()).or_default();
+        for (offset, envelope) in events.iter().enumerate() {
+            let position = first_position + offset as u64;
+            let event_version = version + 1 + offset as u64;
+            entry.positions.push(position);
+            self.ids
+                .insert(envelope.id, (stream.clone(), event_version, position));
+            self.events.insert(
+                position,
+                RecordedEvent {
+                    stream: stream.clone(),
+                    version: event_version,
+                    position,
+                    envelope: envelope.clone(),
+                },
+            );
+        }
+        entry.version += events.len() as u64;
+        self.head += events.len() as u64;
+        self.record_intents(intents);
+        Ok(Appended {
+            first_version: version + 1,
+            last_version: version + events.len() as u64,
+            first_position,
+            deduplicated: false,
+        })
+    }
+
+    fn trim(&mut self, stream: &StreamId, trim: Trim) -> u64 {
+        let Some(entry) = self.streams.get_mut(stream) else {
+            return 0;
+        };
+        let remove = match trim {
+            Trim::KeepLast(n) => entry
+                .positions
+                .len()
+                .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX)),
+            Trim::BeforeVersion(version) => {
+                let first_kept = entry.version + 1 - entry.positions.len() as u64;
+                usize::try_from(version.saturating_sub(first_kept))
+                    .unwrap_or(usize::MAX)
+                    .min(entry.positions.len())
+            }
+        };
+        for position in entry.positions.drain(..remove) {
+            self.events.remove(&position);
+        }
+        remove as u64
     }
 }
 
 impl EventStore for MemoryStore {
-    fn append<'a>(
+    fn append_with_intents<'a>(
         &'a self,
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: &'a [Envelope],
+        intents: &'a [Intent],
     ) -> StoreFuture<'a, Appended> {
-        let result = self.with_log(|log| {
-            if let Some(earlier) = log.earlier_append(stream, events)? {
-                return Ok(earlier);
-            }
-            let version = log.version(stream);
-            check_expected(stream, expected, version)?;
-            if let Some(duplicate) = events.iter().find(|e| log.ids.contains_key(&e.id)) {
-                return Err(Error::DuplicateEventId {
-                    id: duplicate.id.to_string(),
-                });
-            }
-            let first_position = log.events.len() as u64 + 1;
-            for (offset, envelope) in events.iter().enumerate() {
-                let index = log.events.len();
-                log.ids.insert(envelope.id, index);
-                log.streams.entry(stream.clone()).or_default().push(index);
-                log.events.push(RecordedEvent {
-                    stream: stream.clone(),
-                    version: version + 1 + offset as u64,
-                    position: index as u64 + 1,
-                    envelope: envelope.clone(),
-                });
-            }
-            Ok(Appended {
-                first_version: version + 1,
-                last_version: version + events.len() as u64,
-                first_position,
-                deduplicated: false,
-            })
+        let result: Result<(Appended, u64), Error> = self.with_log(|log| {
+            let appended = log.append(stream, expected, events, intents)?;
+            Ok((appended, log.head))
         });
-        Box::pin(std::future::ready(result))
+        Box::pin(async move {
+            let (appended, head) = result?;
+            self.head.send_if_modified(|current| {
+                let moved = *current != head;
+                *current = head;
+                moved
+            });
+            Ok(appended)
+        })
     }
 
     fn read_stream<'a>(
@@ -125,43 +223,124 @@ impl EventStore for MemoryStore {
         from: u64,
         limit: usize,
     ) -> StoreFuture<'a, Vec<RecordedEvent>> {
-        let events = self.with_log(|log| {
-            let Some(indices) = log.streams.get(stream) else {
+        Self::ready(Ok(self.with_log(|log| {
+            let Some(entry) = log.streams.get(stream) else {
                 return Vec::new();
             };
-            let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
-            indices
+            entry
+                .positions
                 .iter()
-                .skip(skip)
-                .take(limit.min(READ_LIMIT_MAX))
-                .map(|&index| log.events[index].clone())
-                .collect()
-        });
-        Box::pin(std::future::ready(Ok(events)))
-    }
-
-    fn read_all(&self, from: u64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
-        let events = self.with_log(|log| {
-            let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
-            log.events
-                .iter()
-                .skip(skip)
+                .filter_map(|position| log.events.get(position))
+                .filter(|event| event.version >= from)
                 .take(limit.min(READ_LIMIT_MAX))
                 .cloned()
                 .collect()
-        });
-        Box::pin(std::future::ready(Ok(events)))
+        })))
+    }
+
+    fn read_all(&self, from: u64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        Self::ready(Ok(self.with_log(|log| {
+            log.events
+                .range(from..)
+                .take(limit.min(READ_LIMIT_MAX))
+                .map(|(_, e)| e.clone())
+                .collect()
+        })))
     }
 
     fn stream_version<'a>(&'a self, stream: &'a StreamId) -> StoreFuture<'a, u64> {
-        let version = self.with_log(|log| log.version(stream));
-        Box::pin(std::future::ready(Ok(version)))
+        Self::ready(Ok(self.with_log(|log| log.version(stream))))
+    }
+
+    fn head(&self) -> StoreFuture<'_, u64> {
+        Self::ready(Ok(self.with_log(|log| log.head)))
+    }
+
+    fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    fn pending_intents(&self, limit: usize) -> StoreFuture<'_, Vec<Intent>> {
+        Self::ready(Ok(self.with_log(|log| {
+            log.pending
+                .values()
+                .take(limit.min(READ_LIMIT_MAX))
+                .cloned()
+                .collect()
+        })))
+    }
+
+    fn complete_intents<'a>(&'a self, ids: &'a [IntentId]) -> StoreFuture<'a, ()> {
+        self.with_log(|log| {
+            for id in ids {
+                if let Some(sequence) = log.pending_ids.remove(id) {
+                    log.pending.remove(&sequence);
+                }
+            }
+        });
+        Self::ready(Ok(()))
+    }
+
+    fn save_snapshot<'a>(&'a self, snapshot: &'a StoredSnapshot) -> StoreFuture<'a, ()> {
+        self.with_log(|log| {
+            log.snapshots
+                .insert(snapshot.stream.clone(), snapshot.clone())
+        });
+        Self::ready(Ok(()))
+    }
+
+    fn load_snapshot<'a>(
+        &'a self,
+        stream: &'a StreamId,
+    ) -> StoreFuture<'a, Option<StoredSnapshot>> {
+        Self::ready(Ok(self.with_log(|log| log.snapshots.get(stream).cloned())))
+    }
+
+    fn set_metadata<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        metadata: &'a serde_json::Value,
+    ) -> StoreFuture<'a, ()> {
+        self.with_log(|log| log.metadata.insert(stream.clone(), metadata.clone()));
+        Self::ready(Ok(()))
+    }
+
+    fn metadata<'a>(&'a self, stream: &'a StreamId) -> StoreFuture<'a, Option<serde_json::Value>> {
+        Self::ready(Ok(self.with_log(|log| log.metadata.get(stream).cloned())))
+    }
+
+    fn trim<'a>(&'a self, stream: &'a StreamId, trim: Trim) -> StoreFuture<'a, u64> {
+        Self::ready(Ok(self.with_log(|log| log.trim(stream, trim))))
+    }
+
+    fn load_projection<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<ProjectionState>> {
+        Self::ready(Ok(self.with_log(|log| log.projections.get(name).cloned())))
+    }
+
+    fn save_projection<'a>(
+        &'a self,
+        name: &'a str,
+        expected: u64,
+        state: &'a ProjectionState,
+    ) -> StoreFuture<'a, ()> {
+        Self::ready(self.with_log(|log| {
+            let actual = log.projections.get(name).map_or(0, |p| p.checkpoint);
+            if actual != expected {
+                return Err(Error::ProjectionConflict {
+                    name: name.to_owned(),
+                    expected,
+                    actual,
+                });
+            }
+            log.projections.insert(name.to_owned(), state.clone());
+            Ok(())
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use keel_core::{EventType, Timestamp};
+    use keel_core::{Cause, EventType, IntentKind, TimerId, Timestamp};
 
     use super::*;
 
@@ -174,6 +353,15 @@ mod tests {
         )
         .build()
         .unwrap()
+    }
+
+    fn intent(position: u32) -> Intent {
+        Intent {
+            id: Cause::root(9).intent_id(position),
+            kind: IntentKind::CancelTimer {
+                timer: TimerId::from_static("t"),
+            },
+        }
     }
 
     fn block_on<T>(future: StoreFuture<'_, T>) -> Result<T, Error> {
@@ -201,6 +389,7 @@ mod tests {
         assert_eq!((second.first_version, second.first_position), (1, 3));
         let all = block_on(store.read_all(2, 10)).unwrap();
         assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(*store.watch_head().borrow(), 3);
     }
 
     #[test]
@@ -208,12 +397,22 @@ mod tests {
         let store = MemoryStore::new();
         let a = StreamId::from("a");
         block_on(store.append(&a, ExpectedVersion::NoStream, &[event(1)])).unwrap();
-        let error = block_on(store.append(&a, ExpectedVersion::Exact(0), &[event(2)])).unwrap_err();
+        let error = block_on(store.append_with_intents(
+            &a,
+            ExpectedVersion::Exact(0),
+            &[event(2)],
+            &[intent(0)],
+        ))
+        .unwrap_err();
         assert!(
             matches!(error, Error::VersionConflict { actual: 1, .. }),
             "{error:?}"
         );
         assert_eq!(block_on(store.stream_version(&a)).unwrap(), 1);
+        assert!(
+            block_on(store.pending_intents(10)).unwrap().is_empty(),
+            "the outbox commits with the events"
+        );
     }
 
     #[test]
@@ -239,5 +438,37 @@ mod tests {
         let error =
             block_on(store.append(&a, ExpectedVersion::Any, &[event(2), event(1)])).unwrap_err();
         assert!(matches!(error, Error::DuplicateEventId { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn pending_intents_stay_until_completed() {
+        let store = MemoryStore::new();
+        let a = StreamId::from("a");
+        block_on(store.append_with_intents(
+            &a,
+            ExpectedVersion::Any,
+            &[event(1)],
+            &[intent(0), intent(1)],
+        ))
+        .unwrap();
+        let pending = block_on(store.pending_intents(10)).unwrap();
+        assert_eq!(
+            pending.iter().map(|i| i.id.position).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        block_on(store.complete_intents(&[pending[0].id])).unwrap();
+        assert_eq!(block_on(store.pending_intents(10)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn trimming_keeps_the_version_and_skips_positions() {
+        let store = MemoryStore::new();
+        let a = StreamId::from("a");
+        block_on(store.append(&a, ExpectedVersion::Any, &[event(1), event(2), event(3)])).unwrap();
+        assert_eq!(block_on(store.trim(&a, Trim::KeepLast(1))).unwrap(), 2);
+        assert_eq!(block_on(store.stream_version(&a)).unwrap(), 3);
+        let left = block_on(store.read_stream(&a, 1, 10)).unwrap();
+        assert_eq!(left.iter().map(|e| e.version).collect::<Vec<_>>(), [3]);
+        assert_eq!(block_on(store.trim(&a, Trim::BeforeVersion(3))).unwrap(), 0);
     }
 }

@@ -1,21 +1,55 @@
-//! Persistence: the [`EventStore`] trait, an in-memory store, and the handler that
-//! carries out `Persist` intents.
+//! Persistence: the [`EventStore`] trait, its backends, and what is built on it:
+//! subscriptions, the transactional outbox and checkpointed projections.
 //!
-//! The durable stores (SQLite, PostgreSQL) implement the same trait in their own module;
-//! [`MemoryStore`] is for tests and examples. Every store makes appends idempotent by
-//! event id: appending a batch whose events are already stored, in the same stream and
-//! order, answers with the earlier result instead of storing them twice. Since envelope
-//! ids derive from the intent that produced them, a retried or redelivered persist
-//! intent has one visible effect.
+//! # The contract every backend keeps
+//!
+//! - **Appends are atomic and ordered.** [`EventStore::append`] stores all of a batch or
+//!   none, if the stream is at the expected version ([`Error::VersionConflict`] carries
+//!   the actual one). Versions number a stream's events from 1; positions number every
+//!   event of the store from 1, in commit order, and an event becomes visible to readers
+//!   only after every event with a smaller position is visible, so a reader that follows
+//!   positions never skips one.
+//! - **Appends are idempotent by event id.** A batch whose events are already stored,
+//!   in the same stream and order, answers with the earlier result; an event id stored
+//!   anywhere else is [`Error::DuplicateEventId`]. Envelope ids derive from the intent that
+//!   made them, so a retried persist intent has one visible effect.
+//! - **The outbox commits with the events.** [`EventStore::append_with_intents`] stores
+//!   intents in the same transaction as the events that caused them. They stay pending
+//!   until [`EventStore::complete_intents`]; after a crash, [`EventStore::pending_intents`]
+//!   returns them again, under the same ids (see [`outbox`]).
+//! - **Projections commit their checkpoint with their read model.**
+//!   [`EventStore::save_projection`] stores both in one transaction, and only if the
+//!   checkpoint is still the one the projection started from (see [`projection`]).
+//! - **Acknowledged means durable** for the durable backends: an append returns only
+//!   after its transaction is on disk.
+//!
+//! # Layout
+//!
+//! - [`MemoryStore`]: in memory, for tests and examples.
+//! - `sqlite`: the embedded default (feature `sqlite`, on by default).
+//! - `postgres`: the shared store for several processes (feature `postgres`, on by
+//!   default).
+//! - [`subscription`]: catch up from a position, then follow live commits.
+//! - [`outbox`]: the dispatcher that carries out pending intents and marks them done.
+//! - [`projection`]: checkpointed read models, applied exactly once, rebuildable.
+//! - [`PersistHandler`]: carries out `Persist` intents against a store.
 
 mod handler;
 mod memory;
+pub mod outbox;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod projection;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+pub mod subscription;
 
 use std::future::Future;
 use std::pin::Pin;
 
-use keel_core::{Envelope, ExpectedVersion, StreamId};
+use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::error::Error;
 
@@ -25,24 +59,37 @@ pub use memory::MemoryStore;
 /// The future a store method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 
-/// The most events one read returns; callers page with `from`.
+/// The most events (or intents) one read returns; callers page with `from`.
 pub const READ_LIMIT_MAX: usize = 10_000;
 
-/// An append-only store of event streams.
+/// The most events one append may carry.
+pub const APPEND_EVENTS_MAX: usize = 10_000;
+
+/// An append-only store of event streams, with an outbox, snapshots and projections.
 ///
-/// Versions number the events of one stream from 1; positions number every event of the
-/// store from 1, in commit order. An empty stream is at version 0.
+/// See the [module docs](self) for the guarantees every implementation keeps.
 pub trait EventStore: Send + Sync + 'static {
-    /// Appends `events` to `stream` atomically (all or none) if the stream is at
-    /// `expected`; a mismatch is [`Error::VersionConflict`] with the actual version.
+    /// Appends `events` to `stream` atomically if the stream is at `expected`.
     fn append<'a>(
         &'a self,
         stream: &'a StreamId,
         expected: ExpectedVersion,
         events: &'a [Envelope],
+    ) -> StoreFuture<'a, Appended> {
+        self.append_with_intents(stream, expected, events, &[])
+    }
+
+    /// Appends `events` and records `intents` as pending, in one transaction. Intents
+    /// already recorded (same id) are left as they are.
+    fn append_with_intents<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        expected: ExpectedVersion,
+        events: &'a [Envelope],
+        intents: &'a [Intent],
     ) -> StoreFuture<'a, Appended>;
 
-    /// Up to `limit` events of `stream` from version `from` (inclusive).
+    /// Up to `limit` events of `stream` from version `from` (inclusive), in order.
     fn read_stream<'a>(
         &'a self,
         stream: &'a StreamId,
@@ -51,11 +98,58 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, Vec<RecordedEvent>>;
 
     /// Up to `limit` events of every stream from global position `from` (inclusive), in
-    /// commit order.
+    /// commit order. Positions of trimmed events are skipped.
     fn read_all(&self, from: u64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>>;
 
-    /// The version of `stream`: the version of its last event, 0 if it has none.
+    /// The version of `stream`: the version of its last event, 0 if it never had one.
+    /// Trimming does not lower it.
     fn stream_version<'a>(&'a self, stream: &'a StreamId) -> StoreFuture<'a, u64>;
+
+    /// The position of the last committed event, 0 for an empty store.
+    fn head(&self) -> StoreFuture<'_, u64>;
+
+    /// Follows the head position: changes after each commit (for live subscriptions).
+    fn watch_head(&self) -> watch::Receiver<u64>;
+
+    /// Up to `limit` pending intents, oldest first.
+    fn pending_intents(&self, limit: usize) -> StoreFuture<'_, Vec<Intent>>;
+
+    /// Marks intents done; unknown or already-done ids are ignored.
+    fn complete_intents<'a>(&'a self, ids: &'a [IntentId]) -> StoreFuture<'a, ()>;
+
+    /// Saves the snapshot of a stream, replacing an older one.
+    fn save_snapshot<'a>(&'a self, snapshot: &'a StoredSnapshot) -> StoreFuture<'a, ()>;
+
+    /// The latest snapshot of `stream`, if any.
+    fn load_snapshot<'a>(&'a self, stream: &'a StreamId)
+    -> StoreFuture<'a, Option<StoredSnapshot>>;
+
+    /// Sets the metadata document of `stream` (it need not have events yet).
+    fn set_metadata<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        metadata: &'a serde_json::Value,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The metadata document of `stream`, if one was set.
+    fn metadata<'a>(&'a self, stream: &'a StreamId) -> StoreFuture<'a, Option<serde_json::Value>>;
+
+    /// Removes old events of `stream` (for streams that are logs, not aggregates);
+    /// returns how many were removed. The stream's version does not change.
+    fn trim<'a>(&'a self, stream: &'a StreamId, trim: Trim) -> StoreFuture<'a, u64>;
+
+    /// The checkpoint and read model of projection `name`, if it has saved one.
+    fn load_projection<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<ProjectionState>>;
+
+    /// Saves the read model and checkpoint of projection `name` in one transaction, if
+    /// its stored checkpoint is still `expected` (0 when none is stored); otherwise
+    /// [`Error::ProjectionConflict`].
+    fn save_projection<'a>(
+        &'a self,
+        name: &'a str,
+        expected: u64,
+        state: &'a ProjectionState,
+    ) -> StoreFuture<'a, ()>;
 }
 
 /// An event as stored: where it is and what it is.
@@ -78,14 +172,44 @@ pub struct Appended {
     pub first_version: u64,
     /// The stream's version after the append.
     pub last_version: u64,
-    /// The global position of the first event appended.
+    /// The global position of the first event appended (for an empty batch: the head
+    /// position + 1 at the time).
     pub first_position: u64,
     /// True when the events were already stored by an earlier, identical append.
     pub deduplicated: bool,
 }
 
+/// A snapshot of an aggregate's state at a version of its stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSnapshot {
+    /// The stream.
+    pub stream: StreamId,
+    /// The version of the last event folded into `state`.
+    pub version: u64,
+    /// The state, as JSON.
+    pub state: serde_json::Value,
+}
+
+/// What to remove from a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Trim {
+    /// Keep only the last `n` events.
+    KeepLast(u64),
+    /// Remove events with a version below this one.
+    BeforeVersion(u64),
+}
+
+/// A projection's checkpoint and read model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectionState {
+    /// The position of the last event applied (0 before the first).
+    pub checkpoint: u64,
+    /// The read model, as JSON.
+    pub model: serde_json::Value,
+}
+
 /// Checks `expected` against the stream's `actual` version.
-pub(crate) fn check_expected(
+pub fn check_expected(
     stream: &StreamId,
     expected: ExpectedVersion,
     actual: u64,
@@ -107,4 +231,32 @@ pub(crate) fn check_expected(
         },
         actual,
     })
+}
+
+/// Checks the bounds every backend applies to an append before touching storage.
+pub fn check_append(events: &[Envelope], intents: &[Intent]) -> Result<(), Error> {
+    if events.len() > APPEND_EVENTS_MAX || intents.len() > APPEND_EVENTS_MAX {
+        return Err(Error::QueueFull {
+            queue: "append batch",
+            capacity: APPEND_EVENTS_MAX,
+        });
+    }
+    let limits = keel_core::cloudevents::DecodeLimits::default();
+    for event in events {
+        event.validate()?;
+        let size_bytes = match &event.payload {
+            keel_core::Payload::Json(value) => {
+                serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len())
+            }
+            keel_core::Payload::Binary(bytes) => bytes.len(),
+        };
+        if size_bytes > limits.payload_bytes_max {
+            return Err(Error::Core(keel_core::Error::TooLarge {
+                field: "data",
+                size_bytes,
+                limit_bytes: limits.payload_bytes_max,
+            }));
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,116 @@
+//! Projections: read models built from every event, exactly once, rebuildable.
+//!
+//! A [`Projection`] folds events into a read model (any serde type). The
+//! [`ProjectionRunner`] reads events after the projection's checkpoint, applies them,
+//! and saves the read model together with the new checkpoint in one transaction
+//! ([`EventStore::save_projection`]). A crash before the save loses the work of that
+//! batch, not its events: the next run starts from the old checkpoint and applies them
+//! again to the old read model. So each event counts exactly once in the saved model.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::subscription::PAGE_EVENTS;
+use super::{EventStore, ProjectionState, RecordedEvent};
+use crate::error::Error;
+
+/// A read model folded from events.
+pub trait Projection: Send + Sync + 'static {
+    /// The read model.
+    type Model: Serialize + DeserializeOwned + Default + Send;
+
+    /// The projection's unique name in the store: `orders_by_status`.
+    fn name(&self) -> &str;
+
+    /// Folds one event into the model. Must be deterministic: a rebuild replays it.
+    fn apply(&self, model: &mut Self::Model, event: &RecordedEvent);
+}
+
+/// Runs a projection against a store.
+pub struct ProjectionRunner<P: Projection> {
+    store: Arc<dyn EventStore>,
+    projection: P,
+    batch: usize,
+}
+
+impl<P: Projection> std::fmt::Debug for ProjectionRunner<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionRunner")
+            .field("name", &self.projection.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Projection> ProjectionRunner<P> {
+    /// A runner saving after every `PAGE_EVENTS` events.
+    pub fn new(store: Arc<dyn EventStore>, projection: P) -> Self {
+        Self {
+            store,
+            projection,
+            batch: PAGE_EVENTS,
+        }
+    }
+
+    /// Saves after every `batch` events (at least 1): smaller batches lose less work to
+    /// a crash, larger ones commit less often.
+    #[must_use]
+    pub fn batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// The saved checkpoint and model (the default model at checkpoint 0 if none).
+    pub async fn load(&self) -> Result<(u64, P::Model), Error> {
+        match self.store.load_projection(self.projection.name()).await? {
+            None => Ok((0, P::Model::default())),
+            Some(state) => {
+                let model =
+                    serde_json::from_value(state.model).map_err(|e| Error::InvalidConfig {
+                        setting: "projection model",
+                        reason: format!(
+                            "the saved read model of `{}` no longer decodes: {e}; rebuild it",
+                            self.projection.name()
+                        ),
+                    })?;
+                Ok((state.checkpoint, model))
+            }
+        }
+    }
+
+    /// Applies every committed event after the checkpoint, saving after each batch.
+    /// Returns the new checkpoint.
+    pub async fn catch_up(&self) -> Result<u64, Error> {
+        let (mut checkpoint, mut model) = self.load().await?;
+        loop {
+            let events = self.store.read_all(checkpoint + 1, self.batch).await?;
+            let Some(last) = events.last().map(|event| event.position) else {
+                return Ok(checkpoint);
+            };
+            for event in &events {
+                self.projection.apply(&mut model, event);
+            }
+            self.save(checkpoint, last, &model).await?;
+            checkpoint = last;
+        }
+    }
+
+    /// Throws the read model away and builds it again from position zero.
+    pub async fn rebuild(&self) -> Result<u64, Error> {
+        let (checkpoint, _) = self.load().await?;
+        self.save(checkpoint, 0, &P::Model::default()).await?;
+        self.catch_up().await
+    }
+
+    async fn save(&self, expected: u64, checkpoint: u64, model: &P::Model) -> Result<(), Error> {
+        let model = serde_json::to_value(model).map_err(|e| Error::InvalidConfig {
+            setting: "projection model",
+            reason: format!("the read model does not serialise: {e}"),
+        })?;
+        let state = ProjectionState { checkpoint, model };
+        self.store
+            .save_projection(self.projection.name(), expected, &state)
+            .await
+    }
+}
