@@ -29,11 +29,13 @@
 //! - `sqlite`: the embedded default (feature `sqlite`, on by default).
 //! - `postgres`: the shared store for several processes (feature `postgres`, on by
 //!   default).
+//! - [`aggregate`]: loading aggregates (snapshot + later events, upcast on read).
 //! - [`subscription`]: catch up from a position, then follow live commits.
 //! - [`outbox`]: the dispatcher that carries out pending intents and marks them done.
 //! - [`projection`]: checkpointed read models, applied exactly once, rebuildable.
 //! - [`PersistHandler`]: carries out `Persist` intents against a store.
 
+pub mod aggregate;
 mod handler;
 mod memory;
 pub mod outbox;
