@@ -1,0 +1,55 @@
+//! Helpers for the tests that need a PostgreSQL server, found through `KEEL_PG_URL`.
+//! Without it those tests say so on stderr and pass.
+
+use keel_core::{Envelope, EventId, EventType, Payload, Timestamp};
+use tokio_postgres::NoTls;
+
+use super::{PostgresConfig, PostgresStore};
+
+/// The server's URL, or `None` (after saying the test is skipped).
+pub(super) fn url() -> Option<String> {
+    match std::env::var("KEEL_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped: KEEL_PG_URL not set (PostgreSQL tests need a server)");
+            None
+        }
+    }
+}
+
+/// A configuration with a schema of its own, so tests run in parallel.
+pub(super) fn unique_config() -> PostgresConfig {
+    PostgresConfig {
+        schema: format!("keel_test_{}", uuid::Uuid::new_v4().simple()),
+        connections: 2,
+    }
+}
+
+/// A store in a fresh schema, with its URL and configuration (to connect again).
+pub(super) async fn fresh_store() -> Option<(PostgresStore, String, PostgresConfig)> {
+    let url = url()?;
+    let config = unique_config();
+    let store = PostgresStore::connect(&url, config.clone()).await.unwrap();
+    Some((store, url, config))
+}
+
+/// A plain client, for doing by hand what a store would not.
+pub(super) async fn raw_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+pub(super) fn event(id: u128) -> Envelope {
+    Envelope::builder(
+        EventId::from_u128(id),
+        EventType::from_static("a.b"),
+        "test",
+        Timestamp::UNIX_EPOCH,
+    )
+    .payload(Payload::Json(
+        serde_json::json!({ "n": id as u64, "f": 1.5, "s": "x\u{0}y" }),
+    ))
+    .build()
+    .unwrap()
+}

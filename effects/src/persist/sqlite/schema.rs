@@ -1,0 +1,256 @@
+//! Opening the file: telling a keel store from anything else, creating the schema,
+//! and setting the connection pragmas.
+//!
+//! Nothing is written before the file is known to be a keel store or an empty
+//! database: a foreign database keeps its journal mode, its header and its tables.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+
+use super::storage;
+use crate::error::Error;
+
+/// The version of the file layout this build writes and reads.
+///
+/// Stored in the file's `user_version`; a file with a larger one is refused with
+/// [`Error::SchemaTooNew`] rather than misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// SQLite's `application_id` of a keel store: "keel" in ASCII.
+pub(crate) const APPLICATION_ID: i32 = 0x6B65_656C;
+
+/// How long a connection waits for another one's lock (another process on the same
+/// file, or a checkpoint) before the operation fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The tables of schema version 1; created in one transaction with the version stamp.
+const SCHEMA: &str = "
+CREATE TABLE keel_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO keel_meta (key, value) VALUES ('head', 0);
+
+CREATE TABLE events (
+    position       INTEGER PRIMARY KEY,
+    stream         TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    id             BLOB    NOT NULL UNIQUE,
+    event_type     TEXT    NOT NULL,
+    source         TEXT    NOT NULL,
+    target         TEXT,
+    time_ns        INTEGER NOT NULL,
+    correlation_id BLOB    NOT NULL,
+    causation_id   BLOB,
+    subject        TEXT,
+    sequence       INTEGER NOT NULL,
+    schema_version INTEGER NOT NULL,
+    priority       TEXT    NOT NULL,
+    metadata       TEXT,
+    payload        BLOB    NOT NULL,
+    UNIQUE (stream, version)
+);
+
+CREATE TABLE trimmed_ids (
+    id       BLOB PRIMARY KEY,
+    stream   TEXT    NOT NULL,
+    version  INTEGER NOT NULL,
+    position INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE streams (
+    stream  TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE stream_metadata (
+    stream   TEXT PRIMARY KEY,
+    metadata TEXT NOT NULL
+);
+
+CREATE TABLE outbox (
+    seq       INTEGER PRIMARY KEY,
+    intent_id TEXT NOT NULL UNIQUE,
+    intent    TEXT NOT NULL
+);
+
+CREATE TABLE snapshots (
+    stream  TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    state   TEXT    NOT NULL
+);
+
+CREATE TABLE projections (
+    name       TEXT PRIMARY KEY,
+    checkpoint INTEGER NOT NULL,
+    model      TEXT    NOT NULL
+);
+";
+
+/// The tables a version-1 store must have.
+const TABLES: [&str; 8] = [
+    "keel_meta",
+    "events",
+    "trimmed_ids",
+    "streams",
+    "stream_metadata",
+    "outbox",
+    "snapshots",
+    "projections",
+];
+
+/// What the file turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// An empty database: a new or zero-length file.
+    Empty,
+    /// A keel store of this build's schema.
+    Current,
+}
+
+/// Opens the write connection: checks the file, creates the schema if the database is
+/// empty, then switches to WAL and sets the pragmas.
+pub(crate) fn open_writer(path: &Path, synchronous_full: bool) -> Result<Connection, Error> {
+    let mut connection = Connection::open(path).map_err(|e| open_error(path, e))?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(storage)?;
+    if inspect(&connection, path)? == Found::Empty {
+        create(&mut connection, path)?;
+    }
+    // Only now, with the file known to be keel's, change its journal mode.
+    let mode: String = connection
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(|e| open_error(path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(storage(format!(
+            "`{}` cannot use WAL mode (it stays in `{mode}`); put it on a local file system",
+            path.display()
+        )));
+    }
+    let synchronous = if synchronous_full { "FULL" } else { "NORMAL" };
+    connection
+        .pragma_update(None, "synchronous", synchronous)
+        .map_err(storage)?;
+    // A 64 MiB page cache keeps the hot index pages of a large store in memory; the WAL
+    // is truncated back to 64 MiB after a checkpoint, so one huge batch does not leave a
+    // huge file behind.
+    connection
+        .execute_batch("PRAGMA cache_size = -65536; PRAGMA journal_size_limit = 67108864;")
+        .map_err(storage)?;
+    connection.set_prepared_statement_cache_capacity(64);
+    Ok(connection)
+}
+
+/// Opens a read-only connection to a store the writer has already opened.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, Error> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let connection = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(storage)?;
+    connection
+        .execute_batch("PRAGMA cache_size = -32768; PRAGMA mmap_size = 268435456;")
+        .map_err(storage)?;
+    connection.set_prepared_statement_cache_capacity(32);
+    Ok(connection)
+}
+
+/// The head position stored in the file.
+pub(crate) fn head(connection: &Connection) -> Result<u64, Error> {
+    let head: i64 = connection
+        .prepare_cached("SELECT value FROM keel_meta WHERE key = 'head'")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+        .map_err(storage)?;
+    u64::try_from(head).map_err(|_| storage(format!("the stored head {head} is below 0")))
+}
+
+/// Tells what the file is, writing nothing.
+fn inspect(connection: &Connection, path: &Path) -> Result<Found, Error> {
+    let not_a_store = |reason: String| Error::NotAStore {
+        location: path.display().to_string(),
+        reason,
+    };
+    // The first read of the header: a file that is not SQLite fails here.
+    let application_id: i32 = connection
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .map_err(|e| open_error(path, e))?;
+    let version: i64 = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| open_error(path, e))?;
+    let tables = table_names(connection).map_err(|e| open_error(path, e))?;
+    if application_id != APPLICATION_ID {
+        if application_id == 0 && version == 0 && tables.is_empty() {
+            return Ok(Found::Empty);
+        }
+        return Err(not_a_store(format!(
+            "it is a SQLite database of another application (application_id {application_id:#x}, {} tables); keel never changes a database it did not create",
+            tables.len()
+        )));
+    }
+    let found = u32::try_from(version).map_err(|_| {
+        not_a_store(format!(
+            "its schema version {version} is not one keel writes"
+        ))
+    })?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found < SCHEMA_VERSION {
+        // Version 1 is the first; an older stamp with keel's id was never written.
+        return Err(not_a_store(format!(
+            "its schema version {found} is not one keel writes"
+        )));
+    }
+    if let Some(missing) = TABLES
+        .iter()
+        .find(|table| !tables.iter().any(|t| t == *table))
+    {
+        return Err(not_a_store(format!(
+            "it is marked as a keel store but has no `{missing}` table: it is damaged"
+        )));
+    }
+    Ok(Found::Current)
+}
+
+/// Creates the schema in one transaction, re-checking inside it that the database is
+/// still empty (another process may have created it meanwhile).
+fn create(connection: &mut Connection, path: &Path) -> Result<(), Error> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| open_error(path, e))?;
+    if inspect(&transaction, path)? == Found::Current {
+        return Ok(());
+    }
+    transaction.execute_batch(SCHEMA).map_err(storage)?;
+    transaction
+        .pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(storage)?;
+    transaction
+        .pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(storage)?;
+    transaction.commit().map_err(storage)
+}
+
+/// `sqlite_master`'s table names.
+fn table_names(connection: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut statement =
+        connection.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+    let names = statement.query_map([], |row| row.get(0))?;
+    names.collect()
+}
+
+/// An open or header-read failure: a file that is not a database, or a damaged one, is
+/// not a store; anything else (permissions, a missing directory) is a storage failure.
+fn open_error(path: &Path, error: rusqlite::Error) -> Error {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Error::NotAStore {
+            location: path.display().to_string(),
+            reason: format!("{error}"),
+        },
+        _ => storage(format!("cannot open `{}`: {error}", path.display())),
+    }
+}

@@ -1,0 +1,427 @@
+//! One group's transaction: each request applied inside its own savepoint.
+//!
+//! Appends check event ids the cheap way, through the unique index's constraint; only a
+//! failed insert or a version conflict looks further, for an earlier identical append
+//! (answered as it was) or the reused id (as the memory store names it).
+
+use std::collections::HashSet;
+
+use keel_core::EventId;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+
+use super::row::PayloadColumn;
+use super::writer::{Answer, Append, Op};
+use super::{sql_bound, sql_int, storage};
+use crate::error::Error;
+use crate::persist::{Appended, Trim, check_expected};
+
+/// One group's transaction: the head position as it moves, request by request.
+pub(crate) struct Transaction<'c> {
+    connection: &'c Connection,
+    head: u64,
+    head_at_start: u64,
+    /// Whether any event was ever trimmed; if not, no id lookup in `trimmed_ids` is
+    /// needed before inserting.
+    trimmed_any: bool,
+}
+
+/// A request's refusal before or during its writes.
+enum Refusal {
+    /// Answered to the request; its savepoint is rolled back.
+    Error(Error),
+    /// A uniqueness constraint failed on an insert: find out which id, then roll back.
+    Constraint(rusqlite::Error),
+}
+
+impl From<Error> for Refusal {
+    fn from(error: Error) -> Self {
+        Self::Error(error)
+    }
+}
+
+impl From<rusqlite::Error> for Refusal {
+    fn from(error: rusqlite::Error) -> Self {
+        if error.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
+            Self::Constraint(error)
+        } else {
+            Self::Error(storage(error))
+        }
+    }
+}
+
+impl<'c> Transaction<'c> {
+    pub(crate) fn begin(connection: &'c Connection) -> Result<Self, Error> {
+        // IMMEDIATE takes the write lock now, so the head read below cannot go stale
+        // (another process writing the same file waits for it, or we wait for it).
+        connection
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(storage)?;
+        let read = || -> Result<(u64, bool), Error> {
+            let head = super::schema::head(connection)?;
+            let trimmed_any: bool = connection
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM trimmed_ids)")
+                .and_then(|mut s| s.query_row([], |row| row.get(0)))
+                .map_err(storage)?;
+            Ok((head, trimmed_any))
+        };
+        match read() {
+            Ok((head, trimmed_any)) => Ok(Self {
+                connection,
+                head,
+                head_at_start: head,
+                trimmed_any,
+            }),
+            Err(error) => {
+                let _ = connection.execute_batch("ROLLBACK");
+                Err(error)
+            }
+        }
+    }
+
+    /// Applies `op` inside its own savepoint. The outer error is fatal to the group.
+    pub(crate) fn apply_isolated(&mut self, op: &Op) -> Result<Result<Answer, Error>, Error> {
+        self.execute("SAVEPOINT request")?;
+        let head = self.head;
+        let refusal = match self.apply(op) {
+            Ok(answer) => {
+                self.execute("RELEASE request")?;
+                return Ok(Ok(answer));
+            }
+            Err(refusal) => refusal,
+        };
+        self.head = head;
+        self.execute("ROLLBACK TO request")?;
+        self.execute("RELEASE request")?;
+        Ok(match (refusal, op) {
+            (Refusal::Error(error), _) => Err(error),
+            (Refusal::Constraint(error), Op::Append(append)) => self.explain(append, &error),
+            (Refusal::Constraint(error), _) => Err(storage(error)),
+        })
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<Answer, Refusal> {
+        match op {
+            Op::Append(append) => self.append(append),
+            Op::CompleteIntents { ids } => {
+                let mut statement = self
+                    .connection
+                    .prepare_cached("DELETE FROM outbox WHERE intent_id = ?1")?;
+                for id in ids {
+                    statement.execute([id])?;
+                }
+                Ok(Answer::Done)
+            }
+            Op::SaveSnapshot {
+                stream,
+                version,
+                state,
+            } => {
+                self.connection
+                    .prepare_cached(
+                        "INSERT INTO snapshots (stream, version, state) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
+                         state = excluded.state",
+                    )?
+                    .execute(params![stream, version, state])?;
+                Ok(Answer::Done)
+            }
+            Op::SetMetadata { stream, metadata } => {
+                self.connection
+                    .prepare_cached(
+                        "INSERT INTO stream_metadata (stream, metadata) VALUES (?1, ?2) \
+                         ON CONFLICT (stream) DO UPDATE SET metadata = excluded.metadata",
+                    )?
+                    .execute(params![stream, metadata])?;
+                Ok(Answer::Done)
+            }
+            Op::Trim { stream, trim } => self.trim(stream, *trim),
+            Op::SaveProjection {
+                name,
+                expected,
+                checkpoint,
+                model,
+            } => {
+                let actual: Option<i64> = self
+                    .connection
+                    .prepare_cached("SELECT checkpoint FROM projections WHERE name = ?1")?
+                    .query_row([name], |row| row.get(0))
+                    .optional()?;
+                let actual = unsigned(actual.unwrap_or(0))?;
+                if actual != *expected {
+                    return Err(Refusal::Error(Error::ProjectionConflict {
+                        name: name.clone(),
+                        expected: *expected,
+                        actual,
+                    }));
+                }
+                self.connection
+                    .prepare_cached(
+                        "INSERT INTO projections (name, checkpoint, model) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (name) DO UPDATE SET checkpoint = excluded.checkpoint, \
+                         model = excluded.model",
+                    )?
+                    .execute(params![name, checkpoint, model])?;
+                Ok(Answer::Done)
+            }
+        }
+    }
+
+    /// Appends, checking ids the cheap way: the insert's unique constraint. Only a
+    /// version conflict or a failed insert looks for an earlier identical append (see
+    /// [`Self::explain`]); once events were trimmed, their ids have no row for the
+    /// constraint to trip on, so every id is looked up first.
+    fn append(&mut self, append: &Append) -> Result<Answer, Refusal> {
+        if self.trimmed_any {
+            if let Some(earlier) = self.earlier_append(append)? {
+                return Ok(Answer::Appended(earlier));
+            }
+        }
+        let version = self.version(append.stream.as_str())?;
+        if let Err(conflict) = check_expected(&append.stream, append.expected, version) {
+            // A repeat of an earlier append is answered as before, whatever the stream's
+            // version is now (the memory store checks for repeats first).
+            return match self.earlier_append(append)? {
+                Some(earlier) => Ok(Answer::Appended(earlier)),
+                None => Err(Refusal::Error(conflict)),
+            };
+        }
+        if self.trimmed_any {
+            for row in &append.events {
+                if self.locate(&row.id)?.is_some() {
+                    return Err(Refusal::Error(self.duplicate(append, &"a stored id")));
+                }
+            }
+        }
+        let first_position = self.head + 1;
+        let count = append.events.len() as u64;
+        if !append.events.is_empty() {
+            let mut insert = self.connection.prepare_cached(
+                "INSERT INTO events (position, stream, version, id, event_type, source, \
+                 target, time_ns, correlation_id, causation_id, subject, sequence, \
+                 schema_version, priority, metadata, payload) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )?;
+            for (offset, row) in (0_u64..).zip(&append.events) {
+                let payload: &dyn rusqlite::ToSql = match &row.payload {
+                    PayloadColumn::Json(text) => text,
+                    PayloadColumn::Binary(bytes) => bytes,
+                };
+                insert.execute(params![
+                    sql_int(first_position + offset, "position")?,
+                    append.stream.as_str(),
+                    sql_int(version + 1 + offset, "version")?,
+                    &row.id[..],
+                    row.event_type,
+                    row.source,
+                    row.target,
+                    row.time_ns,
+                    &row.correlation_id[..],
+                    row.causation_id.as_ref().map(|id| &id[..]),
+                    row.subject,
+                    row.sequence,
+                    row.schema_version,
+                    row.priority,
+                    row.metadata,
+                    payload,
+                ])?;
+            }
+            self.connection
+                .prepare_cached(
+                    "INSERT INTO streams (stream, version) VALUES (?1, ?2) \
+                     ON CONFLICT (stream) DO UPDATE SET version = excluded.version",
+                )?
+                .execute(params![
+                    append.stream.as_str(),
+                    sql_int(version + count, "version")?
+                ])?;
+        }
+        if !append.intents.is_empty() {
+            let mut insert = self.connection.prepare_cached(
+                "INSERT OR IGNORE INTO outbox (intent_id, intent) VALUES (?1, ?2)",
+            )?;
+            for (id, intent) in &append.intents {
+                insert.execute([id, intent])?;
+            }
+        }
+        self.head += count;
+        Ok(Answer::Appended(Appended {
+            first_version: version + 1,
+            last_version: version + count,
+            first_position,
+            deduplicated: false,
+        }))
+    }
+
+    /// Why the insert of `append` broke a unique constraint, asked after its savepoint
+    /// was rolled back: it repeats an earlier append (answered as that one was), or it
+    /// reuses an id.
+    fn explain(&self, append: &Append, cause: &rusqlite::Error) -> Result<Answer, Error> {
+        match self.earlier_append(append)? {
+            Some(earlier) => Ok(Answer::Appended(earlier)),
+            None => Err(self.duplicate(append, cause)),
+        }
+    }
+
+    /// If `append`'s events are stored already, in its stream at consecutive versions,
+    /// that append's result; if its first id is stored otherwise, a duplicate.
+    fn earlier_append(&self, append: &Append) -> Result<Option<Appended>, Error> {
+        let Some(first) = append.events.first() else {
+            return Ok(None);
+        };
+        let Some(found) = self.locate(&first.id)? else {
+            return Ok(None);
+        };
+        let mut matches = found.stream == append.stream.as_str();
+        for (offset, row) in (1_u64..).zip(&append.events[1..]) {
+            if !matches {
+                break;
+            }
+            matches = self.locate(&row.id)?.is_some_and(|other| {
+                other.stream == append.stream.as_str() && other.version == found.version + offset
+            });
+        }
+        if !matches {
+            return Err(Error::DuplicateEventId {
+                id: first.event_id().to_string(),
+            });
+        }
+        Ok(Some(Appended {
+            first_version: found.version,
+            last_version: found.version + append.events.len() as u64 - 1,
+            first_position: found.position,
+            deduplicated: true,
+        }))
+    }
+
+    /// Names the reused id of `append` (none of whose rows is stored), as the memory
+    /// store would: the first of its ids stored before, else the first repeated in it.
+    fn duplicate(&self, append: &Append, cause: &dyn std::fmt::Display) -> Error {
+        let duplicate = |id: EventId| Error::DuplicateEventId { id: id.to_string() };
+        for row in &append.events {
+            match self.locate(&row.id) {
+                Ok(Some(_)) => return duplicate(row.event_id()),
+                Ok(None) => {}
+                Err(error) => return error,
+            }
+        }
+        let mut seen = HashSet::new();
+        if let Some(row) = append.events.iter().find(|row| !seen.insert(row.id)) {
+            return duplicate(row.event_id());
+        }
+        storage(format!(
+            "an append to stream `{}` failed ({cause}) though no event id repeats: the store may be damaged",
+            append.stream
+        ))
+    }
+
+    /// Where an event id is stored, trimmed or not.
+    fn locate(&self, id: &[u8; 16]) -> Result<Option<Located>, Error> {
+        let found: Option<(String, i64, i64)> = self
+            .connection
+            .prepare_cached(
+                "SELECT stream, version, position FROM events WHERE id = ?1 \
+                 UNION ALL SELECT stream, version, position FROM trimmed_ids WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([&id[..]], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .optional()
+            })
+            .map_err(storage)?;
+        found
+            .map(|(stream, version, position)| {
+                Ok(Located {
+                    stream,
+                    version: unsigned(version)?,
+                    position: unsigned(position)?,
+                })
+            })
+            .transpose()
+    }
+
+    fn version(&self, stream: &str) -> Result<u64, Error> {
+        let version: Option<i64> = self
+            .connection
+            .prepare_cached("SELECT version FROM streams WHERE stream = ?1")
+            .and_then(|mut s| s.query_row([stream], |row| row.get(0)).optional())
+            .map_err(storage)?;
+        unsigned(version.unwrap_or(0))
+    }
+
+    /// Removes the events `trim` selects, keeping their ids in `trimmed_ids`.
+    fn trim(&mut self, stream: &str, trim: Trim) -> Result<Answer, Refusal> {
+        let version = self.version(stream)?;
+        let below = match trim {
+            Trim::KeepLast(keep) => version.saturating_sub(keep).saturating_add(1),
+            Trim::BeforeVersion(before) => before,
+        };
+        let below = sql_bound(below);
+        self.connection
+            .prepare_cached(
+                "INSERT INTO trimmed_ids (id, stream, version, position) \
+                 SELECT id, stream, version, position FROM events \
+                 WHERE stream = ?1 AND version < ?2",
+            )?
+            .execute(params![stream, below])?;
+        let removed = self
+            .connection
+            .prepare_cached("DELETE FROM events WHERE stream = ?1 AND version < ?2")?
+            .execute(params![stream, below])?;
+        if removed > 0 {
+            self.trimmed_any = true;
+        }
+        Ok(Answer::Removed(removed as u64))
+    }
+
+    /// Stores the head and commits; the head after the commit.
+    pub(crate) fn commit(self) -> Result<u64, Error> {
+        let result = (|| {
+            if self.head != self.head_at_start {
+                self.connection
+                    .prepare_cached("UPDATE keel_meta SET value = ?1 WHERE key = 'head'")?
+                    .execute([sql_bound(self.head)])?;
+            }
+            self.connection.execute_batch("COMMIT")
+        })();
+        match result {
+            Ok(()) => Ok(self.head),
+            Err(error) => {
+                self.abort();
+                Err(storage(format!(
+                    "the commit failed, nothing of it is stored: {error}"
+                )))
+            }
+        }
+    }
+
+    /// Rolls the whole transaction back (if SQLite has not already).
+    pub(crate) fn abort(&self) {
+        if !self.connection.is_autocommit() {
+            let _ = self.connection.execute_batch("ROLLBACK");
+        }
+    }
+
+    fn execute(&self, sql: &str) -> Result<(), Error> {
+        let result = self
+            .connection
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([]));
+        match result {
+            // SQLite rolls the whole transaction back on some errors (a full disk, an
+            // I/O error); a savepoint statement then fails, and so does the group.
+            Ok(_) if !self.connection.is_autocommit() => Ok(()),
+            Ok(_) => Err(storage("the transaction was rolled back by SQLite")),
+            Err(error) => Err(storage(error)),
+        }
+    }
+}
+
+struct Located {
+    stream: String,
+    version: u64,
+    position: u64,
+}
+
+fn unsigned(value: i64) -> Result<u64, Error> {
+    u64::try_from(value)
+        .map_err(|_| storage(format!("a stored version or position is {value}, below 0")))
+}
