@@ -202,19 +202,22 @@ impl EventStore for MemoryStore {
         events: &'a [Envelope],
         intents: &'a [Intent],
     ) -> StoreFuture<'a, Appended> {
-        let result: Result<(Appended, u64), Error> = self.with_log(|log| {
+        let result = self.with_log(|log| {
             let appended = log.append(stream, expected, events, intents)?;
-            Ok((appended, log.head))
-        });
-        Box::pin(async move {
-            let (appended, head) = result?;
+            // Published under the lock, and only ever forward: two appends finishing in
+            // either order, or an append future that is never awaited, can neither move
+            // the live head back nor leave it behind the committed head.
+            let head = log.head;
             self.head.send_if_modified(|current| {
-                let moved = *current != head;
-                *current = head;
-                moved
+                let forward = head > *current;
+                if forward {
+                    *current = head;
+                }
+                forward
             });
             Ok(appended)
-        })
+        });
+        Self::ready(result)
     }
 
     fn read_stream<'a>(
