@@ -1,12 +1,13 @@
 //! Standard base64 (RFC 4648, with padding) for binary payloads and HTTP bodies.
 //!
 //! Thirty lines here instead of a dependency: `keel-core` keeps its dependency list to
-//! serde, serde_json, uuid and thiserror.
+//! serde, serde_json, uuid and thiserror. Public so that the effects crate encodes
+//! binary HTTP bodies the same way rather than with a copy.
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Encodes bytes as padded standard base64.
-pub(crate) fn encode(bytes: &[u8]) -> String {
+pub fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = chunk
@@ -25,7 +26,7 @@ pub(crate) fn encode(bytes: &[u8]) -> String {
 }
 
 /// Decodes padded standard base64; `None` if the text is not exactly that.
-pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
+pub fn decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     if bytes.len() % 4 != 0 {
         return None;

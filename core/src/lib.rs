@@ -18,7 +18,7 @@
 //!   and Graphviz.
 //! - [`aggregate`]: event-sourced aggregates (decide, apply, fold, snapshots).
 //! - [`upcast`]: upcaster chains that lift stored payloads to the current schema.
-//! - [`id`], [`time`]: id newtypes and [`Timestamp`].
+//! - [`id`], [`time`], [`base64`]: id newtypes, [`Timestamp`], base64.
 //! - [`error`]: the crate's one [`Error`] enum.
 //!
 //! # The driver contract
@@ -43,7 +43,7 @@
 //! retry, when to give up. The driver only carries out and reports.
 
 pub mod aggregate;
-mod base64;
+pub mod base64;
 pub mod cloudevents;
 pub mod envelope;
 pub mod error;
