@@ -2,8 +2,7 @@
 //! reordering in stream versions is `VersionGap`, a garbage payload is `EventDecode`, a
 //! schema this program cannot lift is `Upcast`.
 
-#[path = "common/aggregate_order.rs"]
-mod order;
+use crate::common::aggregate_order as order;
 
 use keel::aggregate::{Snapshot, Versioned};
 use keel::{Envelope, Error, EventType, Payload};

@@ -2,8 +2,7 @@
 //! states and intents (envelope ids included) on every run and after a serde round trip
 //! of the state, and `reduce` agrees with `reduce_into` on a reused, non-empty buffer.
 
-#[path = "common/aggregate_order.rs"]
-mod order;
+use crate::common::aggregate_order as order;
 
 use keel::aggregate::AggregateState;
 use keel::{Intent, Reducer};

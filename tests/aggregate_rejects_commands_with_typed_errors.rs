@@ -1,8 +1,7 @@
 //! A command the aggregate refuses yields its typed rejection, changes nothing else and
 //! emits no intent; the next accepted command clears the rejection.
 
-#[path = "common/aggregate_order.rs"]
-mod order;
+use crate::common::aggregate_order as order;
 
 use keel::Reducer;
 use keel::aggregate::{Aggregate, AggregateState, Refusal};

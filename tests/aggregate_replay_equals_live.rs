@@ -3,8 +3,7 @@
 //! schema and lifted back by the upcasters), and equals resuming from a snapshot taken at
 //! any point and folding the rest.
 
-#[path = "common/aggregate_order.rs"]
-mod order;
+use crate::common::aggregate_order as order;
 
 use keel::aggregate::{Snapshot, Versioned, decode, fold};
 use keel::{Envelope, ExpectedVersion, IntentKind};

@@ -1,7 +1,7 @@
 //! Fuzz-style law: whatever bytes or JSON reach the envelope decoder, it returns an
 //! envelope or a typed error, never a panic, and respects its size limits.
 
-mod common;
+use crate::common;
 
 use keel::cloudevents::DecodeLimits;
 use keel::{Envelope, Error};

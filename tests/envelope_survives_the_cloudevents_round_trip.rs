@@ -1,6 +1,6 @@
 //! Law: an envelope survives the CloudEvents round trip, as a value and as text.
 
-mod common;
+use crate::common;
 
 use keel::Envelope;
 use keel::cloudevents::DecodeLimits;

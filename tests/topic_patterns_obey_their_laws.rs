@@ -1,7 +1,7 @@
 //! Laws of topic patterns: the compiled matcher agrees with a plain reference model,
 //! and the wildcards mean what the docs say.
 
-mod common;
+use crate::common;
 
 use keel::{Topic, TopicPattern};
 use proptest::prelude::*;

@@ -2,8 +2,7 @@
 //! server says so up front (Content-Length) or just keeps sending; the handler stops
 //! reading at the cap.
 
-#[path = "common/http_server.rs"]
-mod http_server;
+use crate::common::http_server;
 
 use std::time::{Duration, Instant};
 

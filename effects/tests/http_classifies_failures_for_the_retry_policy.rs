@@ -2,8 +2,7 @@
 //! 5xx, 408 and 429 transient (429 with its `Retry-After`), other 4xx and redirects
 //! permanent, a refused connection transient.
 
-#[path = "common/http_server.rs"]
-mod http_server;
+use crate::common::http_server;
 
 use http_server::{TestServer, call, loopback_handler};
 use keel_core::HttpRequest;

@@ -1,8 +1,7 @@
 //! The guard refuses loopback and other private addresses, by literal or by name, before
 //! any request reaches them, unless `allow_hosts` lists the host.
 
-#[path = "common/http_server.rs"]
-mod http_server;
+use crate::common::http_server;
 
 use http_server::{TestServer, call, handler, loopback_handler};
 use keel_core::HttpRequest;

@@ -1,8 +1,7 @@
 //! A request with too many headers, an invalid header, or a header the handler owns
 //! fails as `Permanent` without reaching the server.
 
-#[path = "common/http_server.rs"]
-mod http_server;
+use crate::common::http_server;
 
 use http_server::{TestServer, call, loopback_handler};
 use keel_core::HttpRequest;

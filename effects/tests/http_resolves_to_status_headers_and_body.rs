@@ -1,8 +1,7 @@
 //! A successful request resolves to `{ status, headers, body, body_encoding }`: JSON
 //! parsed, text as text, other bytes as base64, no body as null, and no cookies.
 
-#[path = "common/http_server.rs"]
-mod http_server;
+use crate::common::http_server;
 
 use http_server::{TestServer, call, loopback_handler};
 use keel_core::{HttpMethod, HttpRequest};

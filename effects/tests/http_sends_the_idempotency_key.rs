@@ -2,8 +2,7 @@
 //! request's headers, and its body with the right content type; every attempt of one
 //! intent sends the same key.
 
-#[path = "common/http_server.rs"]
-mod http_server;
+use crate::common::http_server;
 
 use http_server::{TestServer, call, loopback_handler};
 use keel_core::{Cause, HttpBody, HttpRequest};

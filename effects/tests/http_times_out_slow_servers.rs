@@ -1,8 +1,7 @@
 //! The intent's `timeout_ms` bounds the whole exchange, reading the body included, and
 //! running out of it is a `Timeout` failure.
 
-#[path = "common/http_server.rs"]
-mod http_server;
+use crate::common::http_server;
 
 use std::time::{Duration, Instant};
 

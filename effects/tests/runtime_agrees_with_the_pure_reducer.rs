@@ -3,8 +3,7 @@
 //! reducer gives when applied by hand to the same actions and outcomes in the same
 //! order; and every effect emitted got exactly one outcome (none lost, none doubled).
 
-#[path = "common/workflow.rs"]
-mod workflow;
+use crate::common::workflow;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,8 +4,7 @@
 //! per dispatch comes back to the reducer; a dead letter replayed through the runtime
 //! reaches the reducer too.
 
-#[path = "common/http_server.rs"]
-mod http_server;
+use crate::common::http_server;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! Every intent's outcome comes back to the instance that emitted it as an action,
 //! caused by the intent, in the same workflow.
 
-#[path = "common/workflow.rs"]
-mod workflow;
+use crate::common::workflow;
 
 use std::sync::Arc;
 use std::time::Duration;

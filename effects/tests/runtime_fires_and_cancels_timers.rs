@@ -1,8 +1,7 @@
 //! Timers are scheduled and cancelled by stable id; a fired timer arrives as an action
 //! at its due time. Under tokio's paused clock these tests take no real time.
 
-#[path = "common/workflow.rs"]
-mod workflow;
+use crate::common::workflow;
 
 use std::sync::Arc;
 use std::time::Duration;

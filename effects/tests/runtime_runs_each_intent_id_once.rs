@@ -1,8 +1,7 @@
 //! A handler never executes the same intent id twice within a runtime: a repeated step
 //! (a redelivered action with the same cause) is answered from the recorded outcome.
 
-#[path = "common/workflow.rs"]
-mod workflow;
+use crate::common::workflow;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,8 +1,7 @@
 //! A graceful shutdown takes no new actions, finishes what is running within the grace
 //! period, and hands back every intent it did not carry out: nothing is lost.
 
-#[path = "common/workflow.rs"]
-mod workflow;
+use crate::common::workflow;
 
 use std::sync::Arc;
 use std::time::Duration;

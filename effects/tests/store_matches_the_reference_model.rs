@@ -10,8 +10,7 @@
 //! fail for either reason), the model accepts both answers. Racing appends must be
 //! explained by some order of the same appends made one after the other.
 
-#[path = "common/stores.rs"]
-mod stores;
+use crate::common::stores;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;

@@ -3,8 +3,7 @@
 //! pending, so the next dispatcher runs it again under the same intent id, and an intent
 //! once marked done never runs again, not even when its append is retried.
 
-#[path = "common/stores.rs"]
-mod stores;
+use crate::common::stores;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -8,8 +8,7 @@
 //! The killed process is this test binary again, started with `KEEL_PROJECTION_CHILD`
 //! naming the database: see [`child_projector`].
 
-#[path = "common/stores.rs"]
-mod stores;
+use crate::common::stores;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -251,7 +250,7 @@ fn run_and_kill(path: &std::path::Path, delay: Duration) -> Vec<u64> {
     let mut child = Command::new(exe)
         .args([
             "--exact",
-            "child_projector",
+            "store_projection_applies_each_event_exactly_once::child_projector",
             "--nocapture",
             "--include-ignored",
         ])

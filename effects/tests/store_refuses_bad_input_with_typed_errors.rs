@@ -2,8 +2,7 @@
 //! payload over the 1 MiB limit, an envelope with an empty source, a batch reusing an
 //! event id within itself.
 
-#[path = "common/stores.rs"]
-mod stores;
+use crate::common::stores;
 
 use keel_core::{Envelope, EventId, EventType, ExpectedVersion, Payload, StreamId, Timestamp};
 use keel_effects::Error;

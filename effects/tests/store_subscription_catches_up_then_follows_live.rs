@@ -4,8 +4,7 @@
 //! 1 as from the middle of the log, on every backend, while several writers append at
 //! once; on PostgreSQL also when another process commits.
 
-#[path = "common/stores.rs"]
-mod stores;
+use crate::common::stores;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,8 +7,7 @@
 //! The child is this test binary again, started with `KEEL_CRASH_CHILD` naming the
 //! database: see [`child_appender`]. Set `KEEL_KILL_SEED` to replay a run's kill delays.
 
-#[path = "common/stores.rs"]
-mod stores;
+use crate::common::stores;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, Write};
@@ -100,7 +99,7 @@ fn run_and_kill(path: &Path, delay: Duration, reports: &mut Reports) {
     let mut child = Command::new(exe)
         .args([
             "--exact",
-            "child_appender",
+            "store_survives_sigkill::child_appender",
             "--nocapture",
             "--include-ignored",
         ])

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)] // Each test crate uses a different part.
 
+pub mod aggregate_order;
+
 use std::collections::BTreeMap;
 
 use keel::{

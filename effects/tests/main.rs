@@ -1,0 +1,49 @@
+//! keel-effects' behaviour tests, one file per behaviour, linked into one test binary.
+//!
+//! One binary rather than one per file: each of these links tokio, reqwest, rusqlite and
+//! tokio-postgres, and forty separate binaries cost minutes of linking and gigabytes of
+//! disk (enough to fill CI's). Run one behaviour with `cargo test -p keel-effects --test
+//! behaviour bus_routes_by_topic_pattern`.
+
+mod common;
+
+mod bus_applies_backpressure_or_overflow_policy;
+mod bus_delivers_high_priority_first_when_a_subscriber_is_behind;
+mod bus_filters_by_type_source_and_time;
+mod bus_isolates_a_slow_subscriber;
+mod bus_loses_nothing_under_backpressure_with_concurrent_publishers;
+mod bus_notify_handler_publishes_notify_intents;
+mod bus_request_reply_matches_the_reply_by_correlation_and_causation;
+mod bus_request_reply_times_out;
+mod bus_routes_by_topic_pattern;
+mod bus_stops_delivery_after_unsubscribe;
+mod http_caps_the_response_body;
+mod http_classifies_failures_for_the_retry_policy;
+mod http_refuses_private_addresses_unless_allowed;
+mod http_rejects_malformed_requests_before_sending;
+mod http_resolves_to_status_headers_and_body;
+mod http_sends_the_idempotency_key;
+mod http_times_out_slow_servers;
+mod policy_circuit_breaker_opens_and_probes;
+mod policy_concurrency_limit_never_exceeds_its_maximum;
+mod policy_dead_letters_keep_the_intent_and_the_last_error;
+mod policy_dead_letters_replay_under_the_same_intent_id;
+mod policy_rate_limit_spaces_calls_by_the_refill_rate;
+mod policy_retry_backs_off_exponentially_and_stops;
+mod policy_retry_never_repeats_a_permanent_failure;
+mod policy_retry_waits_as_long_as_retry_after_asks;
+mod policy_stack_dead_letters_once_after_the_last_attempt;
+mod policy_timeout_bounds_each_attempt;
+mod runtime_agrees_with_the_pure_reducer;
+mod runtime_drives_http_through_policies_and_dead_letters;
+mod runtime_feeds_outcomes_back_as_actions;
+mod runtime_fires_and_cancels_timers;
+mod runtime_runs_each_intent_id_once;
+mod runtime_shutdown_hands_back_what_it_did_not_run;
+mod store_loads_aggregates_from_snapshots_and_upcast_events;
+mod store_matches_the_reference_model;
+mod store_outbox_redispatches_after_a_crash;
+mod store_projection_applies_each_event_exactly_once;
+mod store_refuses_bad_input_with_typed_errors;
+mod store_subscription_catches_up_then_follows_live;
+mod store_survives_sigkill;
