@@ -39,6 +39,17 @@ pub enum IntentKind {
         /// What to publish.
         envelope: Box<Envelope>,
     },
+    /// Publish a request envelope on the bus and wait for its reply: the first envelope
+    /// published afterwards with the request's correlation id whose causation id is the
+    /// request's id. The reply (or a timeout) comes back as the outcome.
+    Request {
+        /// Where to publish the request.
+        topic: Topic,
+        /// The request.
+        envelope: Box<Envelope>,
+        /// How long to wait for the reply, publishing included.
+        timeout_ms: u64,
+    },
     /// Append events to a stream of the event store, atomically.
     Persist {
         /// The stream to append to.
@@ -76,6 +87,7 @@ impl IntentKind {
     pub fn family(&self) -> &'static str {
         match self {
             Self::Notify { .. } => "notify",
+            Self::Request { .. } => "request",
             Self::Persist { .. } => "persist",
             Self::Http(_) => "http",
             Self::ScheduleTimer { .. } => "schedule_timer",

@@ -1,8 +1,44 @@
-//! keel's saga orchestrator: steps with compensations, a durable saga log, recovery.
+//! keel's saga orchestrator: steps with compensations, a durable saga log, recovery
+//! after a crash.
+//!
+//! A workflow author declares a saga ([`SagaDefinition`]): ordered steps and parallel
+//! groups, each step an action with an optional compensation, a retry policy and a
+//! timeout, perhaps a pivot and a deadline. keel drives every saga of that type to a
+//! clean end (completed, compensated, or parked for an operator with a reason) across
+//! failures, timeouts and crashes.
 //!
 //! # Layout
 //!
-//! Empty for now: sagas are built in their own issue on top of `keel-core` and
-//! `keel-effects`.
+//! - [`definition`]: declaring sagas, checked when built; retry policies; diagrams.
+//! - [`saga`]: the saga as a pure reducer: state, events, transitions, output.
+//! - [`engine`]: many sagas in memory, sans-IO: events in, batches of records and
+//!   calls out.
+//! - [`log`]: the saga log, one stream per saga, and replaying it.
+//! - [`id`]: saga ids and types, and the ids derived from them.
+//! - [`error`]: the crate's one [`Error`] enum.
+//!
+//! # How a saga runs
+//!
+//! Every change to a saga is a [`SagaEvent`] applied by the [`SagaReducer`]. The
+//! event is appended to the saga's stream in the event store before any call it asked
+//! for goes out; since the reducer is pure, the record determines the calls, so a crash
+//! at any point loses nothing: on restart each unfinished saga is rebuilt from its log
+//! and every attempt that was in flight is made again, under the same intent id (its
+//! idempotency key), so the service it calls can deduplicate.
 
+pub mod definition;
+pub mod engine;
+pub mod error;
+pub mod id;
+pub mod log;
+pub mod saga;
+
+pub use definition::{FailureClass, RetryPolicy, SagaDefinition, Step, StepAction, StepContext};
+pub use engine::{Batch, Engine, SagaAppend};
+pub use error::Error;
+pub use id::{Phase, SagaId, SagaType};
 pub use keel_core as core;
+pub use saga::{
+    Answer, OperatorCommand, SagaEvent, SagaReducer, SagaState, SagaStatus, SagaTimer, StepPhase,
+    StepState, Transition,
+};

@@ -19,7 +19,8 @@
 //! - **Request-reply.** [`Bus::request`] publishes a request and waits, with a timeout,
 //!   for the envelope that names it as its cause.
 //!
-//! [`NotifyHandler`] carries out `IntentKind::Notify` intents by publishing on a bus.
+//! [`NotifyHandler`] carries out `IntentKind::Notify` intents by publishing on a bus,
+//! and `IntentKind::Request` intents by publishing and waiting for the reply.
 //!
 //! # Layout
 //!
@@ -48,14 +49,19 @@ pub use subscription::{
 use keel_core::IntentKind;
 use serde_json::json;
 
+use crate::error::Error;
 use crate::handler::{Call, Failure, Handler, HandlerFuture};
 
 /// Carries out `IntentKind::Notify { topic, envelope }` by publishing on a [`Bus`].
 ///
 /// Publishing waits while a subscriber with backpressure is full; wrap the handler in a
 /// timeout layer to bound that wait. The value returned is
-/// `{"delivered": n, "dropped": m, "evicted": k}` (see [`Delivery`]). Any other intent
-/// fails permanently.
+/// `{"delivered": n, "dropped": m, "evicted": k}` (see [`Delivery`]).
+///
+/// It also carries out `IntentKind::Request { topic, envelope, timeout_ms }` with
+/// [`Bus::request`]: the value is the reply as CloudEvents JSON, and no reply in time is
+/// a [`FailureKind::Timeout`](crate::FailureKind::Timeout). Any other intent fails
+/// permanently.
 ///
 /// A retried intent is published again: subscribers that must see each envelope once
 /// deduplicate by envelope id, which a reducer derives deterministically.
@@ -105,6 +111,21 @@ impl Handler for NotifyHandler {
     fn call(&self, call: Call) -> HandlerFuture {
         let bus = self.bus.clone();
         Box::pin(async move {
+            if let IntentKind::Request {
+                topic,
+                envelope,
+                timeout_ms,
+            } = &call.intent.kind
+            {
+                let reply = bus
+                    .request(topic, envelope.as_ref().clone(), *timeout_ms)
+                    .await
+                    .map_err(|e| match e {
+                        Error::ReplyTimeout { .. } => Failure::timeout(e.to_string()),
+                        other => Failure::transient(other.to_string()),
+                    })?;
+                return Ok(reply.to_cloudevent());
+            }
             let IntentKind::Notify { topic, envelope } = &call.intent.kind else {
                 return Err(Failure::permanent(format!(
                     "the notify handler cannot carry out a `{}` intent: route it to its own handler",

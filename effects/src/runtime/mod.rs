@@ -137,6 +137,8 @@ impl Handlers {
     fn for_intent(&self, intent: &Intent) -> Result<SharedHandler, Failure> {
         let (handler, what) = match &intent.kind {
             IntentKind::Notify { .. } => (self.notify.as_ref(), "notify".to_owned()),
+            // A request is a publish on the same bus, plus a wait for the reply.
+            IntentKind::Request { .. } => (self.notify.as_ref(), "request".to_owned()),
             IntentKind::Persist { .. } => (self.persist.as_ref(), "persist".to_owned()),
             IntentKind::Http(_) => (self.http.as_ref(), "http".to_owned()),
             IntentKind::Custom { name, .. } => (self.custom.get(name), format!("custom `{name}`")),

@@ -1,0 +1,389 @@
+//! The engine: many sagas in memory, driven by events, producing batches of records to
+//! commit and calls, timers and notifications to carry out once they are committed.
+//!
+//! Sans-IO like the reducer it wraps: no store, no clock, no tasks. The tokio
+//! [`Orchestrator`](crate::Orchestrator) drives it in production, and the deterministic
+//! simulation in the tests drives it with a virtual clock, fake services and crashes.
+//!
+//! The contract with a driver:
+//!
+//! 1. Feed events ([`start`](Engine::start), [`handle`](Engine::handle),
+//!    [`cancel`](Engine::cancel), [`operate`](Engine::operate)); each that changes a
+//!    saga adds a record to the current [`Batch`].
+//! 2. [`take_batch`](Engine::take_batch), commit its appends, and only then carry out
+//!    its calls, timers and notifications. Many sagas share one commit.
+//! 3. If an append fails, [`forget`](Engine::forget) the saga and
+//!    [`restore`](Engine::restore) it from the store: the engine had run ahead of the log.
+//! 4. After a restart, [`restore`](Engine::restore) every unfinished saga and
+//!    [`resume`](Engine::resume): the batch then holds every call in flight and every
+//!    pending timer, under the ids they had before.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use keel_core::{CausationId, Cause, Envelope, Timestamp};
+use serde_json::Value;
+
+use crate::definition::SagaDefinition;
+use crate::error::Error;
+use crate::id::{SagaId, SagaType};
+use crate::log;
+use crate::saga::{
+    OperatorCommand, Output, SagaEvent, SagaReducer, SagaState, SagaStatus, SagaTimer, StepCall,
+    transition_envelope,
+};
+
+/// The records one saga appends in a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SagaAppend {
+    /// The saga.
+    pub saga: SagaId,
+    /// The stream version the append expects (0: the stream must not exist).
+    pub expected: u64,
+    /// The records, in order.
+    pub records: Vec<Envelope>,
+}
+
+/// What to commit, then what to do once it is committed.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Records to append, one entry per saga.
+    pub appends: Vec<SagaAppend>,
+    /// Attempts to carry out.
+    pub calls: Vec<(SagaId, StepCall)>,
+    /// Timers to set.
+    pub timers: Vec<(SagaId, SagaTimer, Timestamp)>,
+    /// Timers to drop.
+    pub cancelled: Vec<(SagaId, SagaTimer)>,
+    /// Transition envelopes to publish, if publishing is on.
+    pub notifications: Vec<Envelope>,
+    /// Sagas that came to rest (finished, or waiting for an operator), with their status.
+    pub settled: Vec<(SagaId, SagaStatus)>,
+}
+
+impl Batch {
+    /// Whether there is nothing to commit or do.
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty()
+            && self.calls.is_empty()
+            && self.timers.is_empty()
+            && self.cancelled.is_empty()
+            && self.notifications.is_empty()
+            && self.settled.is_empty()
+    }
+
+    /// How many records it appends.
+    pub fn record_count(&self) -> usize {
+        self.appends.iter().map(|append| append.records.len()).sum()
+    }
+}
+
+/// A saga the engine holds: every saga that has not finished.
+#[derive(Debug)]
+struct Live {
+    reducer: SagaReducer,
+    state: SagaState,
+    /// Records in its log, committed or in the current batch.
+    version: u64,
+}
+
+/// Many sagas, their definitions, and the batch being built.
+#[derive(Debug, Default)]
+pub struct Engine {
+    reducers: HashMap<SagaType, SagaReducer>,
+    live: HashMap<SagaId, Live>,
+    batch: Batch,
+    /// Where each saga's append sits in `batch.appends`.
+    appending: HashMap<SagaId, usize>,
+    scratch: Output,
+    publish: bool,
+}
+
+impl Engine {
+    /// An engine with no definitions.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a definition; a second one for the same type replaces the first.
+    pub fn register(&mut self, definition: Arc<SagaDefinition>) {
+        let saga_type = definition.saga_type().clone();
+        self.reducers
+            .insert(saga_type, SagaReducer::new(definition));
+    }
+
+    /// The reducer for `saga_type`, if registered.
+    pub fn reducer(&self, saga_type: &SagaType) -> Option<&SagaReducer> {
+        self.reducers.get(saga_type)
+    }
+
+    /// Whether batches carry transition envelopes for the bus.
+    pub fn set_publish(&mut self, publish: bool) {
+        self.publish = publish;
+    }
+
+    /// Starts saga `id` of `saga_type` with `input`.
+    ///
+    /// A saga that finished earlier is not held here; its id is caught when the append
+    /// (which expects a new stream) conflicts.
+    pub fn start(
+        &mut self,
+        saga_type: &SagaType,
+        id: SagaId,
+        input: Value,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let reducer = self
+            .reducers
+            .get(saga_type)
+            .ok_or_else(|| Error::UnknownSagaType {
+                saga_type: saga_type.to_string(),
+            })?
+            .clone();
+        if self.live.contains_key(&id) {
+            return Err(Error::SagaExists {
+                saga: id.to_string(),
+            });
+        }
+        let state = SagaState::new(id.clone(), saga_type.clone());
+        self.live.insert(
+            id.clone(),
+            Live {
+                reducer,
+                state,
+                version: 0,
+            },
+        );
+        let event = SagaEvent::Started {
+            saga_type: saga_type.clone(),
+            input,
+        };
+        self.apply(&id, &event, now).map(drop)
+    }
+
+    /// Feeds `event` to saga `id`; returns whether it changed the saga (and was
+    /// recorded). Answers and timers for a saga that is no longer held are stale: they
+    /// are refused with [`Error::UnknownSaga`], which a driver may ignore.
+    pub fn handle(
+        &mut self,
+        id: &SagaId,
+        event: &SagaEvent,
+        now: Timestamp,
+    ) -> Result<bool, Error> {
+        self.apply(id, event, now)
+    }
+
+    /// Asks saga `id` to turn back and compensate.
+    pub fn cancel(&mut self, id: &SagaId, reason: String, now: Timestamp) -> Result<(), Error> {
+        let live = self.live.get(id).ok_or_else(|| Error::UnknownSaga {
+            saga: id.to_string(),
+        })?;
+        let refuse = |reason: String| Error::NotAllowed {
+            saga: id.to_string(),
+            request: "cancel",
+            reason,
+        };
+        match (&live.state.status, live.state.pivot_passed) {
+            (SagaStatus::Running, false) => {}
+            (SagaStatus::Running, true) => {
+                return Err(refuse(
+                    "it is past its pivot and can only go forward".into(),
+                ));
+            }
+            (status, _) => return Err(refuse(format!("it is {}, not running", status.name()))),
+        }
+        self.apply(id, &SagaEvent::CancelRequested { reason }, now)
+            .map(drop)
+    }
+
+    /// Carries out an operator's decision on saga `id`, which must need intervention.
+    pub fn operate(
+        &mut self,
+        id: &SagaId,
+        command: OperatorCommand,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let live = self.live.get(id).ok_or_else(|| Error::UnknownSaga {
+            saga: id.to_string(),
+        })?;
+        if !matches!(live.state.status, SagaStatus::NeedsIntervention { .. }) {
+            return Err(Error::NotAllowed {
+                saga: id.to_string(),
+                request: command.name(),
+                reason: format!(
+                    "it is {}; only a saga that needs intervention takes operator commands",
+                    live.state.status.name()
+                ),
+            });
+        }
+        self.apply(id, &SagaEvent::Operator { command }, now)
+            .map(drop)
+    }
+
+    fn apply(&mut self, id: &SagaId, event: &SagaEvent, now: Timestamp) -> Result<bool, Error> {
+        let live = self.live.get_mut(id).ok_or_else(|| Error::UnknownSaga {
+            saga: id.to_string(),
+        })?;
+        let before = live.state.status.clone();
+        self.scratch.clear();
+        if !live
+            .reducer
+            .apply(&mut live.state, now, event, &mut self.scratch)
+        {
+            return Ok(false);
+        }
+        let version = live.version + 1;
+        let record = log::encode(&live.state, version, now, event, &self.scratch.transitions)?;
+        live.version = version;
+        let cause = Cause::new(live.state.id.correlation(), CausationId::from(record.id));
+        let slot = match self.appending.get(id) {
+            Some(&slot) => slot,
+            None => {
+                self.batch.appends.push(SagaAppend {
+                    saga: id.clone(),
+                    expected: version - 1,
+                    records: Vec::new(),
+                });
+                self.appending
+                    .insert(id.clone(), self.batch.appends.len() - 1);
+                self.batch.appends.len() - 1
+            }
+        };
+        self.batch.appends[slot].records.push(record);
+        let scratch = &mut self.scratch;
+        self.batch
+            .calls
+            .extend(scratch.calls.drain(..).map(|call| (id.clone(), call)));
+        self.batch.timers.extend(
+            scratch
+                .timers
+                .drain(..)
+                .map(|(timer, due)| (id.clone(), timer, due)),
+        );
+        self.batch
+            .cancelled
+            .extend(scratch.cancelled.drain(..).map(|timer| (id.clone(), timer)));
+        if self.publish {
+            let definition = live.reducer.definition();
+            for (index, transition) in scratch.transitions.iter().enumerate() {
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                self.batch.notifications.push(transition_envelope(
+                    &live.state,
+                    definition,
+                    cause,
+                    now,
+                    index,
+                    transition,
+                ));
+            }
+        }
+        let status = &live.state.status;
+        if status.is_at_rest() && *status != before {
+            self.batch.settled.push((id.clone(), status.clone()));
+        }
+        if status.is_finished() {
+            self.live.remove(id);
+        }
+        Ok(true)
+    }
+
+    /// Takes the batch built so far, leaving an empty one.
+    pub fn take_batch(&mut self) -> Batch {
+        self.appending.clear();
+        std::mem::take(&mut self.batch)
+    }
+
+    /// Drops saga `id` from memory (after its append failed: the engine ran ahead of the
+    /// log). [`restore`](Self::restore) it from the store to go on.
+    pub fn forget(&mut self, id: &SagaId) {
+        self.live.remove(id);
+    }
+
+    /// Rebuilds saga `id` from its log records `(version, envelope)`, in order, and holds
+    /// it if it has not finished. Returns its state.
+    pub fn restore<'a>(
+        &mut self,
+        id: &SagaId,
+        records: impl IntoIterator<Item = (u64, &'a Envelope)>,
+    ) -> Result<&SagaState, Error> {
+        let mut records = records.into_iter().peekable();
+        let Some((_, first)) = records.peek() else {
+            return Err(Error::UnknownSaga {
+                saga: id.to_string(),
+            });
+        };
+        let saga_type = log::saga_type_of(id, first)?;
+        let reducer = self
+            .reducers
+            .get(&saga_type)
+            .ok_or_else(|| Error::UnknownSagaType {
+                saga_type: saga_type.to_string(),
+            })?
+            .clone();
+        let mut version = 0;
+        let state = log::replay(&reducer, id, records.inspect(|(v, _)| version = *v))?;
+        self.live.remove(id);
+        let live = self.live.entry(id.clone()).or_insert(Live {
+            reducer,
+            state,
+            version,
+        });
+        Ok(&live.state)
+    }
+
+    /// Adds to the batch every call in flight and every pending timer of every saga held:
+    /// what a restart must pick up again.
+    pub fn resume(&mut self) {
+        for (id, live) in &self.live {
+            self.scratch.clear();
+            live.reducer.in_flight(&live.state, &mut self.scratch);
+            self.batch
+                .calls
+                .extend(self.scratch.calls.drain(..).map(|call| (id.clone(), call)));
+            self.batch.timers.extend(
+                self.scratch
+                    .timers
+                    .drain(..)
+                    .map(|(timer, due)| (id.clone(), timer, due)),
+            );
+        }
+    }
+
+    /// Like [`resume`](Self::resume), for one saga.
+    pub fn resume_one(&mut self, id: &SagaId) {
+        let Some(live) = self.live.get(id) else {
+            return;
+        };
+        self.scratch.clear();
+        live.reducer.in_flight(&live.state, &mut self.scratch);
+        self.batch
+            .calls
+            .extend(self.scratch.calls.drain(..).map(|call| (id.clone(), call)));
+        self.batch.timers.extend(
+            self.scratch
+                .timers
+                .drain(..)
+                .map(|(timer, due)| (id.clone(), timer, due)),
+        );
+    }
+
+    /// The state of saga `id`, if it is held (it has not finished).
+    pub fn state(&self, id: &SagaId) -> Option<&SagaState> {
+        self.live.get(id).map(|live| &live.state)
+    }
+
+    /// The sagas held, in no particular order.
+    pub fn sagas(&self) -> impl Iterator<Item = &SagaState> {
+        self.live.values().map(|live| &live.state)
+    }
+
+    /// How many sagas are held.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Whether no saga is held.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+}

@@ -1,0 +1,154 @@
+//! The saga log: one stream per saga (`saga-<id>`), one record per event that changed it.
+//!
+//! A record holds the event (the reducer's input) together with the status it led to
+//! and the transitions it caused. The event alone is enough to rebuild the saga (the
+//! reducer is pure); the rest makes the log readable without the definition (for
+//! `keel sagas show`) and lets a replay check itself against what was recorded.
+//!
+//! The log is also the outbox: a record commits the event, and the reducer derives the
+//! calls and timers from it deterministically, under the same ids, so recovery rebuilds
+//! exactly what was in flight (see [`SagaReducer::in_flight`]).
+
+use keel_core::{Envelope, EventType, MetaValue, Payload, Priority, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::id::{SagaId, record_id};
+use crate::saga::{Output, SagaEvent, SagaReducer, SagaState, SagaStatus, Transition};
+
+/// The type of every saga log record.
+pub const RECORD_TYPE: &str = "keel.saga.recorded";
+
+/// The schema version of records written by this version of keel.
+pub const RECORD_SCHEMA: u32 = 1;
+
+/// One record, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// What happened.
+    pub event: SagaEvent,
+    /// The saga's status after it.
+    pub status: SagaStatus,
+    /// What it led to.
+    pub transitions: Vec<Transition>,
+}
+
+/// The record's fields, borrowed, for encoding without copies.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    event: &'a SagaEvent,
+    status: &'a SagaStatus,
+    transitions: &'a [Transition],
+}
+
+/// The envelope storing the `version`-th record (from 1) of `state`'s saga.
+pub fn encode(
+    state: &SagaState,
+    version: u64,
+    now: Timestamp,
+    event: &SagaEvent,
+    transitions: &[Transition],
+) -> Result<Envelope, Error> {
+    let data = serde_json::to_value(RecordRef {
+        event,
+        status: &state.status,
+        transitions,
+    })
+    .map_err(|e| Error::CorruptLog {
+        saga: state.id.to_string(),
+        version,
+        reason: format!("the record cannot be encoded: {e}"),
+    })?;
+    let mut metadata = std::collections::BTreeMap::new();
+    metadata.insert(
+        "sagatype".to_owned(),
+        MetaValue::Text(state.saga_type.to_string()),
+    );
+    Ok(Envelope {
+        id: record_id(state.id.correlation(), version),
+        event_type: EventType::from_static(RECORD_TYPE),
+        source: crate::saga::SOURCE.to_owned(),
+        target: None,
+        time: now,
+        correlation_id: state.id.correlation(),
+        causation_id: None,
+        subject: Some(state.id.to_string()),
+        sequence: version,
+        schema_version: RECORD_SCHEMA,
+        priority: Priority::Normal,
+        metadata,
+        payload: Payload::Json(data),
+    })
+}
+
+/// The record stored in `envelope`, the `version`-th of `saga`'s log.
+pub fn decode(saga: &SagaId, version: u64, envelope: &Envelope) -> Result<Record, Error> {
+    let corrupt = |reason: String| Error::CorruptLog {
+        saga: saga.to_string(),
+        version,
+        reason,
+    };
+    if envelope.event_type.as_str() != RECORD_TYPE {
+        return Err(corrupt(format!(
+            "a `{}` event is not a saga record",
+            envelope.event_type
+        )));
+    }
+    if envelope.schema_version != RECORD_SCHEMA {
+        return Err(corrupt(format!(
+            "record schema {} is not the {RECORD_SCHEMA} this keel reads: upgrade keel",
+            envelope.schema_version
+        )));
+    }
+    let Payload::Json(data) = &envelope.payload else {
+        return Err(corrupt("the record's payload is binary, not JSON".into()));
+    };
+    Record::deserialize(data).map_err(|e| corrupt(format!("the record does not decode: {e}")))
+}
+
+/// Rebuilds a saga from its log: every record's event through the reducer, checking
+/// each step's status against the one recorded.
+pub fn replay<'a>(
+    reducer: &SagaReducer,
+    saga: &SagaId,
+    records: impl IntoIterator<Item = (u64, &'a Envelope)>,
+) -> Result<SagaState, Error> {
+    let mut state = SagaState::new(saga.clone(), reducer.definition().saga_type().clone());
+    let mut scratch = Output::default();
+    for (expected, (version, envelope)) in (1..).zip(records) {
+        if version != expected {
+            return Err(Error::CorruptLog {
+                saga: saga.to_string(),
+                version,
+                reason: format!("version {expected} is missing from the log"),
+            });
+        }
+        let record = decode(saga, version, envelope)?;
+        scratch.clear();
+        reducer.apply(&mut state, envelope.time, &record.event, &mut scratch);
+        if state.status != record.status {
+            return Err(Error::CorruptLog {
+                saga: saga.to_string(),
+                version,
+                reason: format!(
+                    "replaying it gives status `{}` where the log recorded `{}`: was the saga's definition changed while sagas were running?",
+                    state.status.name(),
+                    record.status.name()
+                ),
+            });
+        }
+    }
+    Ok(state)
+}
+
+/// The saga type named by a saga's first record.
+pub fn saga_type_of(saga: &SagaId, first: &Envelope) -> Result<crate::id::SagaType, Error> {
+    match decode(saga, 1, first)?.event {
+        SagaEvent::Started { saga_type, .. } => Ok(saga_type),
+        _ => Err(Error::CorruptLog {
+            saga: saga.to_string(),
+            version: 1,
+            reason: "the first record is not the saga's start".into(),
+        }),
+    }
+}

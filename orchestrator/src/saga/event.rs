@@ -1,0 +1,405 @@
+//! What a saga reacts to ([`SagaEvent`]), what it does in return ([`Output`]), and what
+//! happened to it ([`Transition`], the timeline).
+
+use std::fmt;
+use std::str::FromStr;
+
+use keel_core::{Intent, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::definition::FailureClass;
+use crate::id::{Phase, SagaType};
+
+/// One input to a saga: what the saga log records, one record per event that changed
+/// the saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum SagaEvent {
+    /// The saga was started.
+    Started {
+        /// Its type, naming its definition.
+        saga_type: SagaType,
+        /// Its input.
+        input: Value,
+    },
+    /// A step's action or compensation answered.
+    Answered {
+        /// The step's index.
+        step: u16,
+        /// Action or compensation.
+        phase: Phase,
+        /// The attempt that was answered, from 1.
+        attempt: u16,
+        /// The answer.
+        answer: Answer,
+    },
+    /// A timer came due.
+    TimerFired {
+        /// Which.
+        timer: SagaTimer,
+    },
+    /// Someone asked for the saga to be cancelled.
+    CancelRequested {
+        /// Why, for the timeline.
+        reason: String,
+    },
+    /// An operator acted on a saga that needs intervention.
+    Operator {
+        /// What they decided.
+        command: OperatorCommand,
+    },
+}
+
+/// What a service answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum Answer {
+    /// It worked; `value` is the service's answer.
+    Succeeded {
+        /// The answer.
+        value: Value,
+    },
+    /// It failed.
+    Failed {
+        /// Whether trying again could help and whether the effect may have happened.
+        class: FailureClass,
+        /// What went wrong.
+        reason: String,
+        /// The service's hint of when to try again.
+        retry_after_ms: Option<u64>,
+    },
+}
+
+impl Answer {
+    /// The answer a keel-effects handler gave.
+    pub fn from_result(result: keel_effects::HandlerResult) -> Self {
+        match result {
+            Ok(value) => Self::Succeeded { value },
+            Err(failure) => Self::Failed {
+                class: FailureClass::of(failure.kind),
+                reason: failure.reason,
+                retry_after_ms: failure.retry_after_ms,
+            },
+        }
+    }
+}
+
+/// An operator's decision about a saga that needs intervention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum OperatorCommand {
+    /// Try again what was stuck (with a fresh retry budget) and carry on.
+    Retry,
+    /// Treat what was stuck as settled (a parked compensation as done, a step of
+    /// unknown outcome as not to be undone, a failed step past the pivot as done) and
+    /// carry on.
+    Skip,
+    /// Close the saga as it is.
+    Resolve {
+        /// Why, for the timeline.
+        note: String,
+    },
+}
+
+impl OperatorCommand {
+    /// `retry`, `skip` or `resolve`.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::Skip => "skip",
+            Self::Resolve { .. } => "resolve",
+        }
+    }
+}
+
+/// A saga's timers, named by what they are for.
+///
+/// Each names the attempt it belongs to, so a timer that outlived its attempt is
+/// recognised and ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "timer", rename_all = "snake_case")]
+pub enum SagaTimer {
+    /// An attempt's answer is overdue.
+    Timeout {
+        /// The step.
+        step: u16,
+        /// Action or compensation.
+        phase: Phase,
+        /// The attempt.
+        attempt: u16,
+    },
+    /// The next attempt is due.
+    Retry {
+        /// The step.
+        step: u16,
+        /// Action or compensation.
+        phase: Phase,
+        /// The attempt to start.
+        attempt: u16,
+    },
+    /// The saga's deadline.
+    Deadline,
+}
+
+impl fmt::Display for SagaTimer {
+    /// `timeout/action/2/1`, `retry/compensation/0/3`, `deadline`: the [`TimerId`]
+    /// text of the timer.
+    ///
+    /// [`TimerId`]: keel_core::TimerId
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout {
+                step,
+                phase,
+                attempt,
+            } => {
+                write!(f, "timeout/{}/{step}/{attempt}", phase.as_str())
+            }
+            Self::Retry {
+                step,
+                phase,
+                attempt,
+            } => {
+                write!(f, "retry/{}/{step}/{attempt}", phase.as_str())
+            }
+            Self::Deadline => f.write_str("deadline"),
+        }
+    }
+}
+
+impl FromStr for SagaTimer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "deadline" {
+            return Ok(Self::Deadline);
+        }
+        let invalid = || {
+            format!(
+                "`{s}` is not a saga timer: expected `timeout|retry/action|compensation/STEP/ATTEMPT` or `deadline`"
+            )
+        };
+        let mut parts = s.split('/');
+        let (Some(kind), Some(phase), Some(step), Some(attempt), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(invalid());
+        };
+        let phase = match phase {
+            "action" => Phase::Action,
+            "compensation" => Phase::Compensation,
+            _ => return Err(invalid()),
+        };
+        let step = step.parse().map_err(|_| invalid())?;
+        let attempt = attempt.parse().map_err(|_| invalid())?;
+        match kind {
+            "timeout" => Ok(Self::Timeout {
+                step,
+                phase,
+                attempt,
+            }),
+            "retry" => Ok(Self::Retry {
+                step,
+                phase,
+                attempt,
+            }),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+/// One thing that happened to a saga: the timeline, and what is published on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "transition", rename_all = "snake_case")]
+pub enum Transition {
+    /// The saga started.
+    Started,
+    /// An attempt at a step's action went out.
+    StepStarted {
+        /// The step.
+        step: u16,
+        /// The attempt, from 1.
+        attempt: u16,
+    },
+    /// A step's action succeeded.
+    StepCompleted {
+        /// The step.
+        step: u16,
+    },
+    /// An attempt at a step's action failed.
+    StepFailed {
+        /// The step.
+        step: u16,
+        /// The attempt.
+        attempt: u16,
+        /// What kind of failure.
+        class: FailureClass,
+        /// What went wrong.
+        reason: String,
+        /// When the next attempt starts; `None` when the step has failed for good.
+        retry_in_ms: Option<u64>,
+    },
+    /// The saga turned back.
+    Compensating {
+        /// Why.
+        reason: String,
+    },
+    /// An attempt at a step's compensation went out.
+    CompensationStarted {
+        /// The step.
+        step: u16,
+        /// The attempt, from 1.
+        attempt: u16,
+    },
+    /// A step was undone.
+    StepCompensated {
+        /// The step.
+        step: u16,
+    },
+    /// An attempt at a compensation failed.
+    CompensationFailed {
+        /// The step.
+        step: u16,
+        /// The attempt.
+        attempt: u16,
+        /// What went wrong.
+        reason: String,
+        /// When the next attempt starts; `None` when the saga is parked.
+        retry_in_ms: Option<u64>,
+    },
+    /// Every step completed.
+    Completed,
+    /// Every completed step was undone.
+    Compensated,
+    /// The saga stopped for an operator.
+    NeedsIntervention {
+        /// Why.
+        reason: String,
+    },
+    /// The saga left intervention: an operator acted, or a late answer settled it.
+    Resumed {
+        /// What resumed it: `retry`, `skip`, or `late answer`.
+        by: String,
+    },
+    /// An operator closed the saga.
+    Resolved {
+        /// Their note.
+        note: String,
+    },
+}
+
+impl Transition {
+    /// The envelope type this transition is published as: `saga.step.completed`.
+    pub const fn event_type(&self) -> &'static str {
+        match self {
+            Self::Started => "saga.started",
+            Self::StepStarted { .. } => "saga.step.started",
+            Self::StepCompleted { .. } => "saga.step.completed",
+            Self::StepFailed { .. } => "saga.step.failed",
+            Self::Compensating { .. } => "saga.compensating",
+            Self::CompensationStarted { .. } => "saga.step.compensating",
+            Self::StepCompensated { .. } => "saga.step.compensated",
+            Self::CompensationFailed { .. } => "saga.step.compensation_failed",
+            Self::Completed => "saga.completed",
+            Self::Compensated => "saga.compensated",
+            Self::NeedsIntervention { .. } => "saga.needs_intervention",
+            Self::Resumed { .. } => "saga.resumed",
+            Self::Resolved { .. } => "saga.resolved",
+        }
+    }
+
+    /// The step it concerns, if any.
+    pub const fn step(&self) -> Option<u16> {
+        match self {
+            Self::StepStarted { step, .. }
+            | Self::StepCompleted { step }
+            | Self::StepFailed { step, .. }
+            | Self::CompensationStarted { step, .. }
+            | Self::StepCompensated { step }
+            | Self::CompensationFailed { step, .. } => Some(*step),
+            _ => None,
+        }
+    }
+}
+
+/// One attempt at a step's action or compensation, to carry out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepCall {
+    /// The step.
+    pub step: u16,
+    /// Action or compensation.
+    pub phase: Phase,
+    /// The attempt, from 1.
+    pub attempt: u16,
+    /// The effect, with the step's stable id as its idempotency key.
+    pub intent: Intent,
+}
+
+/// What one reduction asks the driver to do, and what it recorded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    /// Attempts to carry out.
+    pub calls: Vec<StepCall>,
+    /// Timers to set.
+    pub timers: Vec<(SagaTimer, Timestamp)>,
+    /// Timers no longer needed (a stale timer that fires anyway is ignored).
+    pub cancelled: Vec<SagaTimer>,
+    /// What happened.
+    pub transitions: Vec<Transition>,
+}
+
+impl Output {
+    /// Empties the buffers, keeping their capacity.
+    pub fn clear(&mut self) {
+        self.calls.clear();
+        self.timers.clear();
+        self.cancelled.clear();
+        self.transitions.clear();
+    }
+
+    /// Whether there is nothing in it.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+            && self.timers.is_empty()
+            && self.cancelled.is_empty()
+            && self.transitions.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_names_round_trip() {
+        for timer in [
+            SagaTimer::Deadline,
+            SagaTimer::Timeout {
+                step: 3,
+                phase: Phase::Action,
+                attempt: 2,
+            },
+            SagaTimer::Retry {
+                step: 0,
+                phase: Phase::Compensation,
+                attempt: 9,
+            },
+        ] {
+            assert_eq!(timer.to_string().parse::<SagaTimer>(), Ok(timer));
+        }
+        for bad in [
+            "",
+            "retry/action/1",
+            "nap/action/1/1",
+            "retry/undo/1/1",
+            "retry/action/x/1",
+        ] {
+            assert!(bad.parse::<SagaTimer>().is_err(), "{bad}");
+        }
+    }
+}

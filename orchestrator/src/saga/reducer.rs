@@ -1,0 +1,956 @@
+//! The saga reducer: `(saga state, saga event) -> (saga state, intents)`, pure.
+//!
+//! Every decision lives here: which steps start, when to retry and how long to wait,
+//! when to turn back, what to compensate and in which order, when to stop for an
+//! operator. The orchestrator around it only records events and carries out calls.
+//!
+//! The rules, in short:
+//!
+//! - A stage's steps start together; the next stage starts when all are done.
+//! - A failed attempt is retried by the step's policy, under the same intent id, so the
+//!   service sees one idempotency key however often it is called.
+//! - An attempt that timed out or failed transiently may still have taken effect; only a
+//!   definite answer (success, or a permanent refusal) settles that.
+//! - A step that fails for good before the pivot turns the saga back: steps still in
+//!   flight are awaited, then every completed step is compensated, last completed first,
+//!   one at a time. After the pivot, a failure parks the saga instead.
+//! - A step whose outcome is unknown is never guessed at: the saga parks, naming it, and
+//!   a late answer or an operator settles it.
+
+use std::sync::Arc;
+
+use keel_core::{
+    Cause, Envelope, EventId, EventType, Input, Intent, IntentKind, MetaValue, Payload, Priority,
+    Reducer, TimerId, Timestamp,
+};
+use serde_json::Value;
+
+use super::event::{Answer, OperatorCommand, Output, SagaEvent, SagaTimer, StepCall, Transition};
+use super::state::{Resume, SagaState, SagaStatus, StepPhase, StepState};
+use crate::definition::{FailureClass, SagaDefinition, StepAction, StepContext};
+use crate::id::{Phase, step_intent_id};
+
+/// The `source` of every envelope the orchestrator makes.
+pub const SOURCE: &str = "keel-orchestrator";
+
+/// Runs sagas of one definition.
+#[derive(Debug, Clone)]
+pub struct SagaReducer {
+    definition: Arc<SagaDefinition>,
+}
+
+impl SagaReducer {
+    /// A reducer for sagas of `definition`.
+    pub fn new(definition: Arc<SagaDefinition>) -> Self {
+        Self { definition }
+    }
+
+    /// The definition it runs.
+    pub fn definition(&self) -> &Arc<SagaDefinition> {
+        &self.definition
+    }
+
+    /// Applies `event` at time `now`, appending what to do to `out`. Returns whether the
+    /// state changed: an event that changes nothing (a duplicate answer, a stale timer)
+    /// need not be recorded.
+    pub fn apply(
+        &self,
+        state: &mut SagaState,
+        now: Timestamp,
+        event: &SagaEvent,
+        out: &mut Output,
+    ) -> bool {
+        let mut step = Step {
+            def: &self.definition,
+            state,
+            now,
+            out,
+        };
+        let changed = step.event(event);
+        if changed {
+            step.state.updated_at = now;
+        }
+        changed
+    }
+
+    /// What a saga recovered from its log has out or due: every attempt in flight (under
+    /// the same intent id as before the restart) and every pending timer.
+    pub fn in_flight(&self, state: &SagaState, out: &mut Output) {
+        if state.status.is_finished() {
+            return;
+        }
+        for (index, st) in state.steps.iter().enumerate() {
+            // Steps are at most STEPS_MAX, far below u16::MAX.
+            let step = u16::try_from(index).unwrap_or(u16::MAX);
+            match st.phase {
+                StepPhase::Running { timeout_at } => {
+                    out.calls
+                        .push(self.call(state, step, Phase::Action, st.attempts));
+                    if let Some(due) = timeout_at {
+                        out.timers.push((
+                            SagaTimer::Timeout {
+                                step,
+                                phase: Phase::Action,
+                                attempt: st.attempts,
+                            },
+                            due,
+                        ));
+                    }
+                }
+                StepPhase::Backoff { due } => {
+                    out.timers.push((
+                        SagaTimer::Retry {
+                            step,
+                            phase: Phase::Action,
+                            attempt: st.attempts + 1,
+                        },
+                        due,
+                    ));
+                }
+                StepPhase::Compensating { timeout_at } => {
+                    out.calls.push(self.call(
+                        state,
+                        step,
+                        Phase::Compensation,
+                        st.compensation_attempts,
+                    ));
+                    if let Some(due) = timeout_at {
+                        out.timers.push((
+                            SagaTimer::Timeout {
+                                step,
+                                phase: Phase::Compensation,
+                                attempt: st.compensation_attempts,
+                            },
+                            due,
+                        ));
+                    }
+                }
+                StepPhase::CompensationBackoff { due } => {
+                    out.timers.push((
+                        SagaTimer::Retry {
+                            step,
+                            phase: Phase::Compensation,
+                            attempt: st.compensation_attempts + 1,
+                        },
+                        due,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if let (SagaStatus::Running, Some(deadline), false) =
+            (&state.status, state.deadline, state.pivot_passed)
+        {
+            out.timers.push((SagaTimer::Deadline, deadline));
+        }
+    }
+
+    /// The call for attempt `attempt` of `phase` of `step`: the same intent every time
+    /// it is asked for, as long as the results it reads are the same.
+    pub fn call(&self, state: &SagaState, step: u16, phase: Phase, attempt: u16) -> StepCall {
+        build_call(&self.definition, state, step, phase, attempt)
+    }
+}
+
+/// The actions a saga takes, as [`Input`]s of [`SagaEvent`]s: `reduce` gives the
+/// calls, timers and bus notifications as plain intents.
+impl Reducer for SagaReducer {
+    type State = SagaState;
+    type Action = Input<SagaEvent>;
+
+    fn reduce_into(
+        &self,
+        state: &mut SagaState,
+        action: Input<SagaEvent>,
+        intents: &mut Vec<Intent>,
+    ) {
+        let mut out = Output::default();
+        if !self.apply(state, action.now, &action.body, &mut out) {
+            return;
+        }
+        intents.extend(out.calls.into_iter().map(|call| call.intent));
+        let mut emitter = action.cause.emitter(intents);
+        for (timer, due) in out.timers {
+            emitter.emit(IntentKind::ScheduleTimer {
+                timer: TimerId::from(timer.to_string()),
+                due,
+            });
+        }
+        for timer in out.cancelled {
+            emitter.emit(IntentKind::CancelTimer {
+                timer: TimerId::from(timer.to_string()),
+            });
+        }
+        for (index, transition) in out.transitions.iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let envelope = transition_envelope(
+                state,
+                &self.definition,
+                action.cause,
+                action.now,
+                index,
+                transition,
+            );
+            let topic = keel_core::Topic::from(envelope.event_type.clone());
+            emitter.emit(IntentKind::Notify {
+                topic,
+                envelope: Box::new(envelope),
+            });
+        }
+    }
+}
+
+/// The bus envelope announcing `transition`, the `index`-th of the reduction `cause`:
+/// its id derives from both, so a replay announces with the same id.
+pub fn transition_envelope(
+    state: &SagaState,
+    definition: &SagaDefinition,
+    cause: Cause,
+    now: Timestamp,
+    index: u32,
+    transition: &Transition,
+) -> Envelope {
+    let mut data = serde_json::json!({
+        "saga": state.id.as_str(),
+        "saga_type": state.saga_type.as_str(),
+        "status": state.status.name(),
+        "transition": transition,
+    });
+    if let Some(step) = transition.step() {
+        data["step_name"] = Value::String(definition.step(step).name.clone());
+    }
+    Envelope {
+        id: EventId::derived(cause.intent_id(index), u32::MAX - 1),
+        event_type: EventType::from_static(transition.event_type()),
+        source: SOURCE.to_owned(),
+        target: None,
+        time: now,
+        correlation_id: cause.correlation,
+        causation_id: Some(cause.causation),
+        subject: Some(state.id.to_string()),
+        sequence: 0,
+        schema_version: 1,
+        priority: Priority::Normal,
+        metadata: std::collections::BTreeMap::new(),
+        payload: Payload::Json(data),
+    }
+}
+
+/// One reduction in progress.
+struct Step<'a> {
+    def: &'a SagaDefinition,
+    state: &'a mut SagaState,
+    now: Timestamp,
+    out: &'a mut Output,
+}
+
+impl Step<'_> {
+    fn event(&mut self, event: &SagaEvent) -> bool {
+        match event {
+            SagaEvent::Started { input, .. } => self.started(input),
+            SagaEvent::Answered {
+                step,
+                phase,
+                attempt,
+                answer,
+            } => {
+                if usize::from(*step) >= self.state.steps.len() || self.state.status.is_finished() {
+                    return false;
+                }
+                match phase {
+                    Phase::Action => self.action_answered(*step, *attempt, answer),
+                    Phase::Compensation => self.compensation_answered(*step, *attempt, answer),
+                }
+            }
+            SagaEvent::TimerFired { timer } => self.timer_fired(*timer),
+            SagaEvent::CancelRequested { reason } => {
+                if !self.can_turn_back() {
+                    return false;
+                }
+                self.turn_back(format!("cancelled: {reason}"));
+                self.advance();
+                true
+            }
+            SagaEvent::Operator { command } => self.operator(command),
+        }
+    }
+
+    fn started(&mut self, input: &Value) -> bool {
+        if self.state.status != SagaStatus::New {
+            return false;
+        }
+        let state = &mut *self.state;
+        state.input = input.clone();
+        state.status = SagaStatus::Running;
+        state.steps = vec![StepState::pending(); self.def.steps().len()];
+        state.started_at = self.now;
+        state.deadline = self.def.deadline_ms().map(|ms| self.now.plus_millis(ms));
+        self.out.transitions.push(Transition::Started);
+        if let Some(deadline) = state.deadline {
+            self.out.timers.push((SagaTimer::Deadline, deadline));
+        }
+        self.start_stage();
+        true
+    }
+
+    /// Whether a cancellation or the deadline can still turn the saga back.
+    fn can_turn_back(&self) -> bool {
+        self.state.status == SagaStatus::Running && !self.state.pivot_passed
+    }
+
+    fn start_stage(&mut self) {
+        let stage = self.def.stages()[usize::from(self.state.stage)];
+        for step in stage.steps() {
+            self.start_attempt(step, Phase::Action);
+        }
+    }
+
+    fn start_attempt(&mut self, step: u16, phase: Phase) {
+        let reducer_call = {
+            let st = &self.state.steps[usize::from(step)];
+            let attempt = match phase {
+                Phase::Action => st.attempts + 1,
+                Phase::Compensation => st.compensation_attempts + 1,
+            };
+            build_call(self.def, self.state, step, phase, attempt)
+        };
+        let timeout_at = self
+            .def
+            .step(step)
+            .timeout()
+            .map(|ms| self.now.plus_millis(ms));
+        let st = &mut self.state.steps[usize::from(step)];
+        let attempt = reducer_call.attempt;
+        match phase {
+            Phase::Action => {
+                st.attempts = attempt;
+                st.phase = StepPhase::Running { timeout_at };
+                self.out
+                    .transitions
+                    .push(Transition::StepStarted { step, attempt });
+            }
+            Phase::Compensation => {
+                st.compensation_attempts = attempt;
+                st.phase = StepPhase::Compensating { timeout_at };
+                self.out
+                    .transitions
+                    .push(Transition::CompensationStarted { step, attempt });
+            }
+        }
+        if let Some(due) = timeout_at {
+            self.out.timers.push((
+                SagaTimer::Timeout {
+                    step,
+                    phase,
+                    attempt,
+                },
+                due,
+            ));
+        }
+        self.out.calls.push(reducer_call);
+    }
+
+    fn action_answered(&mut self, step: u16, attempt: u16, answer: &Answer) -> bool {
+        let st = &self.state.steps[usize::from(step)];
+        match answer {
+            Answer::Succeeded { value } => {
+                // Every attempt shares one idempotency key, so a success answered to any
+                // of them (late, or twice) is the one effect: take it while the step is
+                // still open, including a step given up as unknown.
+                let open = st.is_in_flight() || st.is_unknown();
+                if !open {
+                    return false;
+                }
+                if let Some(check) = &self.def.step(step).check {
+                    if let Err(reason) = check(value) {
+                        self.action_failed(
+                            step,
+                            FailureClass::Permanent,
+                            format!("the answer was refused: {reason}"),
+                            None,
+                        );
+                        return true;
+                    }
+                }
+                self.complete(step, value.clone());
+                true
+            }
+            Answer::Failed {
+                class,
+                reason,
+                retry_after_ms,
+            } => {
+                // A failure speaks only for its own attempt: an earlier attempt's failure
+                // arriving late says nothing about the current one.
+                if !matches!(st.phase, StepPhase::Running { .. }) || st.attempts != attempt {
+                    return false;
+                }
+                self.action_failed(step, *class, reason.clone(), *retry_after_ms);
+                true
+            }
+        }
+    }
+
+    fn complete(&mut self, step: u16, value: Value) {
+        let was_parked = matches!(self.state.status, SagaStatus::NeedsIntervention { .. });
+        let st = &mut self.state.steps[usize::from(step)];
+        self.out.cancelled.push(SagaTimer::Timeout {
+            step,
+            phase: Phase::Action,
+            attempt: st.attempts,
+        });
+        if matches!(st.phase, StepPhase::Backoff { .. }) {
+            self.out.cancelled.push(SagaTimer::Retry {
+                step,
+                phase: Phase::Action,
+                attempt: st.attempts + 1,
+            });
+        }
+        st.phase = StepPhase::Completed;
+        st.result = Some(value);
+        st.maybe_applied = false;
+        st.error = None;
+        self.state.completed.push(step);
+        self.out
+            .transitions
+            .push(Transition::StepCompleted { step });
+        if self.def.pivot() == Some(step) {
+            self.state.pivot_passed = true;
+            if self.state.deadline.is_some() {
+                self.out.cancelled.push(SagaTimer::Deadline);
+            }
+        }
+        if was_parked {
+            self.resume_if_settled("late answer");
+        }
+        self.advance();
+    }
+
+    fn action_failed(
+        &mut self,
+        step: u16,
+        class: FailureClass,
+        reason: String,
+        retry_after_ms: Option<u64>,
+    ) {
+        let policy = *self.def.step(step).retry_policy();
+        let seed = self.jitter_seed(step);
+        let keep_trying = self.keeps_trying(step, class);
+        let now = self.now;
+        let st = &mut self.state.steps[usize::from(step)];
+        let attempt = st.attempts;
+        self.out.cancelled.push(SagaTimer::Timeout {
+            step,
+            phase: Phase::Action,
+            attempt,
+        });
+        match class {
+            FailureClass::Transient | FailureClass::Timeout => st.maybe_applied = true,
+            // The service said no for good, for this key: nothing happened under it.
+            FailureClass::Permanent => st.maybe_applied = false,
+            FailureClass::Unavailable => {}
+        }
+        st.error = Some(reason.clone());
+        if keep_trying && policy.retries(class, attempt - st.budget_from) {
+            let delay_ms = policy
+                .delay_ms(attempt - st.budget_from, seed)
+                .max(retry_after_ms.unwrap_or(0));
+            let due = now.plus_millis(delay_ms);
+            st.phase = StepPhase::Backoff { due };
+            self.out.timers.push((
+                SagaTimer::Retry {
+                    step,
+                    phase: Phase::Action,
+                    attempt: attempt + 1,
+                },
+                due,
+            ));
+            self.out.transitions.push(Transition::StepFailed {
+                step,
+                attempt,
+                class,
+                reason,
+                retry_in_ms: Some(delay_ms),
+            });
+            return;
+        }
+        st.phase = StepPhase::Failed;
+        let unknown = st.maybe_applied;
+        self.out.transitions.push(Transition::StepFailed {
+            step,
+            attempt,
+            class,
+            reason: reason.clone(),
+            retry_in_ms: None,
+        });
+        let name = &self.def.step(step).name;
+        if self.state.status == SagaStatus::Running {
+            if self.state.pivot_passed {
+                self.park(
+                    format!("step `{name}` failed after the pivot ({reason}): retry or skip it"),
+                    Resume::Forward,
+                );
+            } else if unknown {
+                self.turn_back(format!("step `{name}` gave no definite answer: {reason}"));
+            } else {
+                self.turn_back(format!("step `{name}` failed: {reason}"));
+            }
+        }
+        self.advance();
+    }
+
+    /// Whether a failed attempt of `step` is worth following up at all, given where the
+    /// saga is going.
+    fn keeps_trying(&self, step: u16, class: FailureClass) -> bool {
+        let maybe_applied =
+            self.state.steps[usize::from(step)].maybe_applied || class.is_ambiguous();
+        match &self.state.status {
+            SagaStatus::Running
+            | SagaStatus::NeedsIntervention {
+                resume: Resume::Forward,
+                ..
+            } => true,
+            // Turning back: an attempt that surely did nothing needs no follow-up; one
+            // that may have done something is retried to learn what it did.
+            SagaStatus::Compensating { .. } | SagaStatus::NeedsIntervention { .. } => maybe_applied,
+            _ => false,
+        }
+    }
+
+    fn compensation_answered(&mut self, step: u16, attempt: u16, answer: &Answer) -> bool {
+        let st = &self.state.steps[usize::from(step)];
+        match answer {
+            Answer::Succeeded { .. } => {
+                if !(st.is_compensating() || st.phase == StepPhase::Parked) {
+                    return false;
+                }
+                let was_parked = st.phase == StepPhase::Parked;
+                let st = &mut self.state.steps[usize::from(step)];
+                self.out.cancelled.push(SagaTimer::Timeout {
+                    step,
+                    phase: Phase::Compensation,
+                    attempt: st.compensation_attempts,
+                });
+                if matches!(st.phase, StepPhase::CompensationBackoff { .. }) {
+                    self.out.cancelled.push(SagaTimer::Retry {
+                        step,
+                        phase: Phase::Compensation,
+                        attempt: st.compensation_attempts + 1,
+                    });
+                }
+                st.phase = StepPhase::Compensated;
+                st.error = None;
+                self.state.compensated.push(step);
+                self.out
+                    .transitions
+                    .push(Transition::StepCompensated { step });
+                if was_parked {
+                    self.resume_if_settled("late answer");
+                }
+                self.advance();
+                true
+            }
+            Answer::Failed {
+                class,
+                reason,
+                retry_after_ms,
+            } => {
+                if !matches!(st.phase, StepPhase::Compensating { .. })
+                    || st.compensation_attempts != attempt
+                {
+                    return false;
+                }
+                self.compensation_failed(step, *class, reason.clone(), *retry_after_ms);
+                true
+            }
+        }
+    }
+
+    fn compensation_failed(
+        &mut self,
+        step: u16,
+        class: FailureClass,
+        reason: String,
+        retry_after_ms: Option<u64>,
+    ) {
+        let policy = *self.def.step(step).compensation_retry_policy();
+        let seed = self.jitter_seed(step) ^ 0x5A5A;
+        let now = self.now;
+        let st = &mut self.state.steps[usize::from(step)];
+        let attempt = st.compensation_attempts;
+        self.out.cancelled.push(SagaTimer::Timeout {
+            step,
+            phase: Phase::Compensation,
+            attempt,
+        });
+        st.error = Some(reason.clone());
+        // Undoing is not optional: every class is retried but a permanent refusal,
+        // which no number of retries will change.
+        let budget = attempt - st.budget_from;
+        if class != FailureClass::Permanent && budget < policy.attempts_max {
+            let delay_ms = policy
+                .delay_ms(budget, seed)
+                .max(retry_after_ms.unwrap_or(0));
+            let due = now.plus_millis(delay_ms);
+            st.phase = StepPhase::CompensationBackoff { due };
+            self.out.timers.push((
+                SagaTimer::Retry {
+                    step,
+                    phase: Phase::Compensation,
+                    attempt: attempt + 1,
+                },
+                due,
+            ));
+            self.out.transitions.push(Transition::CompensationFailed {
+                step,
+                attempt,
+                reason,
+                retry_in_ms: Some(delay_ms),
+            });
+            return;
+        }
+        st.phase = StepPhase::Parked;
+        self.out.transitions.push(Transition::CompensationFailed {
+            step,
+            attempt,
+            reason: reason.clone(),
+            retry_in_ms: None,
+        });
+        let name = &self.def.step(step).name;
+        self.park(
+            format!("compensation of step `{name}` failed after {attempt} attempts ({reason}): retry or skip it"),
+            Resume::Compensate,
+        );
+    }
+
+    fn timer_fired(&mut self, timer: SagaTimer) -> bool {
+        if self.state.status.is_finished() {
+            return false;
+        }
+        match timer {
+            SagaTimer::Deadline => {
+                if !self.can_turn_back() {
+                    return false;
+                }
+                let ms = self.def.deadline_ms().unwrap_or_default();
+                self.turn_back(format!("its deadline of {ms} ms passed"));
+                self.advance();
+                true
+            }
+            SagaTimer::Timeout {
+                step,
+                phase,
+                attempt,
+            } => {
+                let Some(st) = self.state.steps.get(usize::from(step)) else {
+                    return false;
+                };
+                let ms = self.def.step(step).timeout().unwrap_or_default();
+                let reason = format!("no answer within {ms} ms");
+                match phase {
+                    Phase::Action
+                        if matches!(st.phase, StepPhase::Running { .. })
+                            && st.attempts == attempt =>
+                    {
+                        self.action_failed(step, FailureClass::Timeout, reason, None);
+                        true
+                    }
+                    Phase::Compensation
+                        if matches!(st.phase, StepPhase::Compensating { .. })
+                            && st.compensation_attempts == attempt =>
+                    {
+                        self.compensation_failed(step, FailureClass::Timeout, reason, None);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            SagaTimer::Retry {
+                step,
+                phase,
+                attempt,
+            } => {
+                let Some(st) = self.state.steps.get(usize::from(step)) else {
+                    return false;
+                };
+                match phase {
+                    Phase::Action
+                        if matches!(st.phase, StepPhase::Backoff { .. })
+                            && st.attempts + 1 == attempt =>
+                    {
+                        if self.keeps_trying(step, FailureClass::Unavailable) {
+                            self.start_attempt(step, Phase::Action);
+                        } else {
+                            // Turned back meanwhile, and the failed attempts surely did
+                            // nothing: no need to try again.
+                            self.state.steps[usize::from(step)].phase = StepPhase::Failed;
+                            self.advance();
+                        }
+                        true
+                    }
+                    Phase::Compensation
+                        if matches!(st.phase, StepPhase::CompensationBackoff { .. })
+                            && st.compensation_attempts + 1 == attempt =>
+                    {
+                        self.start_attempt(step, Phase::Compensation);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    fn operator(&mut self, command: &OperatorCommand) -> bool {
+        let SagaStatus::NeedsIntervention { resume, .. } = self.state.status else {
+            return false;
+        };
+        match command {
+            OperatorCommand::Resolve { note } => {
+                self.state.status = SagaStatus::Resolved { note: note.clone() };
+                self.out
+                    .transitions
+                    .push(Transition::Resolved { note: note.clone() });
+                return true;
+            }
+            OperatorCommand::Retry | OperatorCommand::Skip => {}
+        }
+        let retry = *command == OperatorCommand::Retry;
+        self.state.status = self.resumed_status(resume);
+        self.out.transitions.push(Transition::Resumed {
+            by: command.name().to_owned(),
+        });
+        for index in 0..self.state.steps.len() {
+            let step = u16::try_from(index).unwrap_or(u16::MAX);
+            let st = &mut self.state.steps[index];
+            let stuck_forward = resume == Resume::Forward && st.phase == StepPhase::Failed;
+            if st.phase == StepPhase::Parked {
+                if retry {
+                    st.budget_from = st.compensation_attempts;
+                    self.start_attempt(step, Phase::Compensation);
+                } else {
+                    st.phase = StepPhase::Skipped;
+                }
+            } else if st.is_unknown() || stuck_forward {
+                if retry {
+                    st.budget_from = st.attempts;
+                    self.start_attempt(step, Phase::Action);
+                } else {
+                    // Skipping a step of unknown outcome settles it as nothing to undo;
+                    // skipping a failed step past the pivot counts it as done.
+                    st.phase = StepPhase::Skipped;
+                    st.maybe_applied = false;
+                }
+            }
+        }
+        self.advance();
+        true
+    }
+
+    /// Turns the saga back: nothing new starts, and once nothing is in flight the
+    /// completed steps are compensated.
+    fn turn_back(&mut self, reason: String) {
+        if self.state.deadline.is_some() {
+            self.out.cancelled.push(SagaTimer::Deadline);
+        }
+        self.state.status = SagaStatus::Compensating {
+            reason: reason.clone(),
+        };
+        self.state.compensation_reason = Some(reason.clone());
+        self.out
+            .transitions
+            .push(Transition::Compensating { reason });
+        for index in 0..self.state.steps.len() {
+            let st = &mut self.state.steps[index];
+            // A step waiting to retry after failures that surely did nothing needs no
+            // further attempt now.
+            if matches!(st.phase, StepPhase::Backoff { .. }) && !st.maybe_applied {
+                let step = u16::try_from(index).unwrap_or(u16::MAX);
+                self.out.cancelled.push(SagaTimer::Retry {
+                    step,
+                    phase: Phase::Action,
+                    attempt: st.attempts + 1,
+                });
+                st.phase = StepPhase::Failed;
+            }
+        }
+    }
+
+    fn park(&mut self, reason: String, resume: Resume) {
+        self.state.status = SagaStatus::NeedsIntervention {
+            reason: reason.clone(),
+            resume,
+        };
+        self.out
+            .transitions
+            .push(Transition::NeedsIntervention { reason });
+    }
+
+    fn resumed_status(&self, resume: Resume) -> SagaStatus {
+        match resume {
+            Resume::Forward => SagaStatus::Running,
+            Resume::Compensate => SagaStatus::Compensating {
+                reason: self.state.compensation_reason.clone().unwrap_or_default(),
+            },
+        }
+    }
+
+    /// Leaves intervention if a late answer settled what it was waiting on.
+    fn resume_if_settled(&mut self, by: &str) {
+        let SagaStatus::NeedsIntervention { resume, .. } = self.state.status else {
+            return;
+        };
+        let stuck = self.state.steps.iter().any(|st| {
+            st.phase == StepPhase::Parked
+                || st.is_unknown()
+                || (resume == Resume::Forward && st.phase == StepPhase::Failed)
+        });
+        if !stuck {
+            self.state.status = self.resumed_status(resume);
+            self.out
+                .transitions
+                .push(Transition::Resumed { by: by.to_owned() });
+        }
+    }
+
+    /// Moves the saga on as far as its steps allow.
+    fn advance(&mut self) {
+        match self.state.status {
+            SagaStatus::Running => {
+                let stage = self.def.stages()[usize::from(self.state.stage)];
+                if !stage
+                    .steps()
+                    .all(|step| self.state.steps[usize::from(step)].is_done())
+                {
+                    return;
+                }
+                self.state.stage += 1;
+                if usize::from(self.state.stage) == self.def.stages().len() {
+                    self.state.status = SagaStatus::Completed;
+                    if self.state.deadline.is_some() && !self.state.pivot_passed {
+                        self.out.cancelled.push(SagaTimer::Deadline);
+                    }
+                    self.out.transitions.push(Transition::Completed);
+                } else {
+                    self.start_stage();
+                }
+            }
+            SagaStatus::Compensating { .. } => {
+                let steps = &self.state.steps;
+                if steps
+                    .iter()
+                    .any(|st| st.is_in_flight() || st.is_compensating())
+                {
+                    return;
+                }
+                // Undoing the steps before an unknown one first would break the order
+                // of compensation should it turn out to have completed: wait for it.
+                if let Some(index) = steps.iter().position(StepState::is_unknown) {
+                    let st = &steps[index];
+                    let name = &self.def.steps()[index].name;
+                    let reason = format!(
+                        "step `{name}` may have taken effect: no definite answer after {} attempts (last: {}); retry it to ask again, or skip it if it did nothing",
+                        st.attempts,
+                        st.error.as_deref().unwrap_or("no answer")
+                    );
+                    self.park(reason, Resume::Compensate);
+                    return;
+                }
+                let next = self.state.completed.iter().rev().copied().find(|&step| {
+                    self.state.steps[usize::from(step)].phase == StepPhase::Completed
+                        && self.def.step(step).is_compensated()
+                });
+                match next {
+                    Some(step) => self.start_attempt(step, Phase::Compensation),
+                    None => {
+                        let reason = self.state.compensation_reason.clone().unwrap_or_default();
+                        self.state.status = SagaStatus::Compensated { reason };
+                        self.out.transitions.push(Transition::Compensated);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Spreads the retries of different sagas and steps apart, deterministically.
+    fn jitter_seed(&self, step: u16) -> u64 {
+        let correlation = self.state.id.correlation().uuid().as_u128();
+        (correlation as u64)
+            ^ ((correlation >> 64) as u64)
+            ^ u64::from(step).wrapping_mul(0x9E37_79B9)
+    }
+}
+
+/// The call for attempt `attempt` of `phase` of `step`; one path for live and recovered
+/// calls, so they cannot differ.
+fn build_call(
+    def_all: &SagaDefinition,
+    state: &SagaState,
+    step: u16,
+    phase: Phase,
+    attempt: u16,
+) -> StepCall {
+    let ctx = StepContext {
+        saga: &state.id,
+        input: &state.input,
+        definition: def_all,
+        steps: &state.steps,
+        step,
+    };
+    let def = def_all.step(step);
+    let action = match (phase, &def.compensation) {
+        (Phase::Compensation, Some(compensation)) => compensation(&ctx),
+        // A step without compensation is never compensated; asking is a bug, and
+        // answering with its action would be worse than an effect that always fails.
+        (Phase::Compensation, None) => StepAction::Custom {
+            name: EventType::from_static("keel.no-compensation"),
+            payload: Value::Null,
+        },
+        (Phase::Action, _) => (def.action)(&ctx),
+    };
+    let id = step_intent_id(state.id.correlation(), step, phase);
+    let kind = match action {
+        StepAction::Http(request) => IntentKind::Http(Box::new(request)),
+        StepAction::Custom { name, payload } => IntentKind::Custom { name, payload },
+        StepAction::Request {
+            topic,
+            event_type,
+            payload,
+            timeout_ms,
+        } => {
+            let mut metadata = std::collections::BTreeMap::new();
+            metadata.insert("idempotencykey".to_owned(), MetaValue::Text(id.to_string()));
+            // Each attempt is a new request (the bus matches its reply by the
+            // request's id), but all carry the step's idempotency key.
+            let envelope = Envelope {
+                id: EventId::derived(id, u32::from(attempt)),
+                event_type,
+                source: SOURCE.to_owned(),
+                target: None,
+                // The saga's start, not the attempt's: a recovered attempt must rebuild
+                // the very same request, and the state keeps no time per attempt.
+                time: state.started_at,
+                correlation_id: state.id.correlation(),
+                causation_id: None,
+                subject: Some(state.id.to_string()),
+                sequence: 0,
+                schema_version: 1,
+                priority: Priority::Normal,
+                metadata,
+                payload: Payload::Json(payload),
+            };
+            IntentKind::Request {
+                topic,
+                envelope: Box::new(envelope),
+                timeout_ms,
+            }
+        }
+    };
+    StepCall {
+        step,
+        phase,
+        attempt,
+        intent: Intent { id, kind },
+    }
+}
