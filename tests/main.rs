@@ -12,6 +12,7 @@ mod core_stays_pure;
 mod envelope_decoder_returns_only_typed_errors;
 mod envelope_survives_the_cloudevents_round_trip;
 mod reducer_paths_agree_and_are_deterministic;
+mod saga_laws_hold_under_faults_and_crashes;
 mod state_machine_exports_mermaid_and_dot;
 mod state_machine_ignores_events_without_an_enabled_transition;
 mod state_machine_paths_agree;

@@ -97,6 +97,7 @@ pub struct Engine {
     appending: HashMap<SagaId, usize>,
     scratch: Output,
     publish: bool,
+    retain_finished: bool,
 }
 
 impl Engine {
@@ -120,6 +121,12 @@ impl Engine {
     /// Whether batches carry transition envelopes for the bus.
     pub fn set_publish(&mut self, publish: bool) {
         self.publish = publish;
+    }
+
+    /// Whether finished sagas stay in memory (for tests and inspection) instead of being
+    /// dropped as soon as they finish.
+    pub fn set_retain_finished(&mut self, retain: bool) {
+        self.retain_finished = retain;
     }
 
     /// Starts saga `id` of `saga_type` with `input`.
@@ -281,7 +288,7 @@ impl Engine {
         if status.is_at_rest() && *status != before {
             self.batch.settled.push((id.clone(), status.clone()));
         }
-        if status.is_finished() {
+        if status.is_finished() && !self.retain_finished {
             self.live.remove(id);
         }
         Ok(true)
@@ -332,25 +339,22 @@ impl Engine {
     }
 
     /// Adds to the batch every call in flight and every pending timer of every saga held:
-    /// what a restart must pick up again.
-    pub fn resume(&mut self) {
-        for (id, live) in &self.live {
-            self.scratch.clear();
-            live.reducer.in_flight(&live.state, &mut self.scratch);
-            self.batch
-                .calls
-                .extend(self.scratch.calls.drain(..).map(|call| (id.clone(), call)));
-            self.batch.timers.extend(
-                self.scratch
-                    .timers
-                    .drain(..)
-                    .map(|(timer, due)| (id.clone(), timer, due)),
-            );
+    /// what a restart must pick up again. Sagas with attempts in flight first record
+    /// [`SagaEvent::Recovered`]: the deliveries from before the restart may still take
+    /// effect, so their steps count as maybe applied until a definite answer.
+    pub fn resume(&mut self, now: Timestamp) {
+        // In id order: the same log must give the same batch, record for record.
+        let mut ids: Vec<SagaId> = self.live.keys().cloned().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.resume_one(&id, now);
         }
     }
 
     /// Like [`resume`](Self::resume), for one saga.
-    pub fn resume_one(&mut self, id: &SagaId) {
+    pub fn resume_one(&mut self, id: &SagaId, now: Timestamp) {
+        // An error here means the saga is not held: nothing to resume.
+        let _ = self.apply(id, &SagaEvent::Recovered, now);
         let Some(live) = self.live.get(id) else {
             return;
         };
@@ -367,7 +371,8 @@ impl Engine {
         );
     }
 
-    /// The state of saga `id`, if it is held (it has not finished).
+    /// The state of saga `id`, if it is held (it has not finished, or finished sagas are
+    /// retained).
     pub fn state(&self, id: &SagaId) -> Option<&SagaState> {
         self.live.get(id).map(|live| &live.state)
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)] // Each test crate uses a different part.
 
 pub mod aggregate_order;
+pub mod saga_sim;
 
 use std::collections::BTreeMap;
 

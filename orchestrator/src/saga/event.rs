@@ -49,6 +49,10 @@ pub enum SagaEvent {
         /// What they decided.
         command: OperatorCommand,
     },
+    /// The orchestrator restarted with attempts of this saga in flight. Each is sent
+    /// again, and the delivery from before the crash may still take effect: from now on
+    /// only a definite answer says the step did nothing.
+    Recovered,
 }
 
 /// What a service answered.
@@ -286,6 +290,11 @@ pub enum Transition {
         /// What resumed it: `retry`, `skip`, or `late answer`.
         by: String,
     },
+    /// The orchestrator restarted and sent the attempts in flight again.
+    Recovered {
+        /// The steps whose attempts were in flight.
+        steps: Vec<u16>,
+    },
     /// An operator closed the saga.
     Resolved {
         /// Their note.
@@ -309,6 +318,7 @@ impl Transition {
             Self::Compensated => "saga.compensated",
             Self::NeedsIntervention { .. } => "saga.needs_intervention",
             Self::Resumed { .. } => "saga.resumed",
+            Self::Recovered { .. } => "saga.recovered",
             Self::Resolved { .. } => "saga.resolved",
         }
     }

@@ -272,6 +272,7 @@ impl Step<'_> {
                 true
             }
             SagaEvent::Operator { command } => self.operator(command),
+            SagaEvent::Recovered => self.recovered(),
         }
     }
 
@@ -418,6 +419,19 @@ impl Step<'_> {
             self.state.pivot_passed = true;
             if self.state.deadline.is_some() {
                 self.out.cancelled.push(SagaTimer::Deadline);
+            }
+            // A pivot that completes while the saga was turning back (its answer came
+            // late, after a timeout or a cancellation) still passes the point of no
+            // return. Nothing was compensated yet: compensation waits for every step in
+            // flight and every step of unknown outcome, and the pivot was one of them.
+            if !matches!(self.state.status, SagaStatus::Running) {
+                self.state.status = SagaStatus::Running;
+                self.state.compensation_reason = None;
+                self.out.transitions.push(Transition::Resumed {
+                    by: "the pivot completed".to_owned(),
+                });
+                self.advance();
+                return;
             }
         }
         if was_parked {
@@ -699,6 +713,21 @@ impl Step<'_> {
                 }
             }
         }
+    }
+
+    fn recovered(&mut self) -> bool {
+        let mut steps = Vec::new();
+        for (index, st) in self.state.steps.iter_mut().enumerate() {
+            if matches!(st.phase, StepPhase::Running { .. }) && !st.maybe_applied {
+                st.maybe_applied = true;
+                steps.push(u16::try_from(index).unwrap_or(u16::MAX));
+            }
+        }
+        if steps.is_empty() {
+            return false;
+        }
+        self.out.transitions.push(Transition::Recovered { steps });
+        true
     }
 
     fn operator(&mut self, command: &OperatorCommand) -> bool {
