@@ -98,6 +98,9 @@ pub struct Engine {
     scratch: Output,
     publish: bool,
     retain_finished: bool,
+    /// Sagas that finished in the current batch: dropped when it is taken, so that
+    /// until then their final state can still be asked for.
+    finished: Vec<SagaId>,
 }
 
 impl Engine {
@@ -240,7 +243,14 @@ impl Engine {
             return Ok(false);
         }
         let version = live.version + 1;
-        let record = log::encode(&live.state, version, now, event, &self.scratch.transitions)?;
+        let record = log::encode(
+            live.reducer.definition(),
+            &live.state,
+            version,
+            now,
+            event,
+            &self.scratch.transitions,
+        )?;
         live.version = version;
         let cause = Cause::new(live.state.id.correlation(), CausationId::from(record.id));
         let slot = match self.appending.get(id) {
@@ -289,7 +299,7 @@ impl Engine {
             self.batch.settled.push((id.clone(), status.clone()));
         }
         if status.is_finished() && !self.retain_finished {
-            self.live.remove(id);
+            self.finished.push(id.clone());
         }
         Ok(true)
     }
@@ -297,6 +307,9 @@ impl Engine {
     /// Takes the batch built so far, leaving an empty one.
     pub fn take_batch(&mut self) -> Batch {
         self.appending.clear();
+        for id in self.finished.drain(..) {
+            self.live.remove(&id);
+        }
         std::mem::take(&mut self.batch)
     }
 
@@ -307,35 +320,93 @@ impl Engine {
     }
 
     /// Rebuilds saga `id` from its log records `(version, envelope)`, in order, and holds
-    /// it if it has not finished. Returns its state.
+    /// it if it has not finished (or finished sagas are retained). Returns its state if
+    /// it is held.
     pub fn restore<'a>(
         &mut self,
         id: &SagaId,
         records: impl IntoIterator<Item = (u64, &'a Envelope)>,
-    ) -> Result<&SagaState, Error> {
-        let mut records = records.into_iter().peekable();
-        let Some((_, first)) = records.peek() else {
+    ) -> Result<Option<&SagaState>, Error> {
+        self.live.remove(id);
+        let mut any = false;
+        for (version, envelope) in records {
+            self.restore_record(id, version, envelope)?;
+            any = true;
+        }
+        if !any {
             return Err(Error::UnknownSaga {
                 saga: id.to_string(),
             });
-        };
-        let saga_type = log::saga_type_of(id, first)?;
-        let reducer = self
-            .reducers
-            .get(&saga_type)
-            .ok_or_else(|| Error::UnknownSagaType {
-                saga_type: saga_type.to_string(),
-            })?
-            .clone();
-        let mut version = 0;
-        let state = log::replay(&reducer, id, records.inspect(|(v, _)| version = *v))?;
-        self.live.remove(id);
-        let live = self.live.entry(id.clone()).or_insert(Live {
-            reducer,
-            state,
+        }
+        Ok(self.live.get(id).map(|live| &live.state))
+    }
+
+    /// Applies one record of saga `id`'s log while rebuilding it: record 1 creates the
+    /// saga, each later one must follow the last. Lets recovery fold a whole store in one
+    /// pass without holding every record. Returns the saga's status after the record.
+    pub fn restore_record(
+        &mut self,
+        id: &SagaId,
+        version: u64,
+        envelope: &Envelope,
+    ) -> Result<SagaStatus, Error> {
+        if version == 1 {
+            let saga_type = log::saga_type_of(id, envelope)?;
+            let reducer = self
+                .reducers
+                .get(&saga_type)
+                .ok_or_else(|| Error::UnknownSagaType {
+                    saga_type: saga_type.to_string(),
+                })?
+                .clone();
+            let state = SagaState::new(id.clone(), saga_type);
+            self.live.insert(
+                id.clone(),
+                Live {
+                    reducer,
+                    state,
+                    version: 0,
+                },
+            );
+        }
+        let corrupt = |reason: String| Error::CorruptLog {
+            saga: id.to_string(),
             version,
-        });
-        Ok(&live.state)
+            reason,
+        };
+        let live = self
+            .live
+            .get_mut(id)
+            .ok_or_else(|| corrupt("the records before it are missing or ended the saga".into()))?;
+        if version != live.version + 1 {
+            return Err(corrupt(format!(
+                "it follows version {} in the log",
+                live.version
+            )));
+        }
+        let record = log::decode(id, version, envelope)?;
+        self.scratch.clear();
+        live.reducer.apply(
+            &mut live.state,
+            envelope.time,
+            &record.event,
+            &mut self.scratch,
+        );
+        live.version = version;
+        if live.state.status != record.status {
+            let reason = format!(
+                "replaying it gives status `{}` where the log recorded `{}`: was the saga's definition changed while sagas were running?",
+                live.state.status.name(),
+                record.status.name()
+            );
+            self.live.remove(id);
+            return Err(corrupt(reason));
+        }
+        let status = live.state.status.clone();
+        if status.is_finished() && !self.retain_finished {
+            self.live.remove(id);
+        }
+        Ok(status)
     }
 
     /// Adds to the batch every call in flight and every pending timer of every saga held:

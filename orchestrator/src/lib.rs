@@ -14,6 +14,9 @@
 //! - [`engine`]: many sagas in memory, sans-IO: events in, batches of records and
 //!   calls out.
 //! - [`log`]: the saga log, one stream per saga, and replaying it.
+//! - [`Orchestrator`]: the engine on tokio over an event store, with the handlers
+//!   that carry out steps; recovery on start.
+//! - [`query`]: status, timelines and lists read from the store.
 //! - [`id`]: saga ids and types, and the ids derived from them.
 //! - [`error`]: the crate's one [`Error`] enum.
 //!
@@ -31,6 +34,8 @@ pub mod engine;
 pub mod error;
 pub mod id;
 pub mod log;
+mod orchestrator;
+pub mod query;
 pub mod saga;
 
 pub use definition::{FailureClass, RetryPolicy, SagaDefinition, Step, StepAction, StepContext};
@@ -38,6 +43,10 @@ pub use engine::{Batch, Engine, SagaAppend};
 pub use error::Error;
 pub use id::{Phase, SagaId, SagaType};
 pub use keel_core as core;
+pub use orchestrator::{
+    Orchestrator, OrchestratorBuilder, OrchestratorConfig, Recovered, SHARDS_MAX,
+};
+pub use query::{SagaFilter, SagaSummary, Timeline, TimelineEntry};
 pub use saga::{
     Answer, OperatorCommand, SagaEvent, SagaReducer, SagaState, SagaStatus, SagaTimer, StepPhase,
     StepState, Transition,

@@ -1,6 +1,7 @@
 //! The saga log: one stream per saga (`saga-<id>`), one record per event that changed it.
 //!
-//! A record holds the event (the reducer's input) together with the status it led to
+//! A record is JSON (carried as a binary payload, so it is encoded once and handled as
+//! one buffer) holding the event (the reducer's input) together with the status it led to
 //! and the transitions it caused. The event alone is enough to rebuild the saga (the
 //! reducer is pure); the rest makes the log readable without the definition (for
 //! `keel sagas show`) and lets a replay check itself against what was recorded.
@@ -9,9 +10,10 @@
 //! calls and timers from it deterministically, under the same ids, so recovery rebuilds
 //! exactly what was in flight (see [`SagaReducer::in_flight`]).
 
-use keel_core::{Envelope, EventType, MetaValue, Payload, Priority, Timestamp};
+use keel_core::{Envelope, EventType, Payload, Priority, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use crate::definition::{SagaDefinition, Step};
 use crate::error::Error;
 use crate::id::{SagaId, record_id};
 use crate::saga::{Output, SagaEvent, SagaReducer, SagaState, SagaStatus, Transition};
@@ -31,6 +33,10 @@ pub struct Record {
     pub status: SagaStatus,
     /// What it led to.
     pub transitions: Vec<Transition>,
+    /// The names of the saga's steps, by index: in the first record only, so that the
+    /// log reads without the definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<String>>,
 }
 
 /// The record's fields, borrowed, for encoding without copies.
@@ -39,31 +45,34 @@ struct RecordRef<'a> {
     event: &'a SagaEvent,
     status: &'a SagaStatus,
     transitions: &'a [Transition],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<Vec<&'a str>>,
 }
 
-/// The envelope storing the `version`-th record (from 1) of `state`'s saga.
+/// The envelope storing the `version`-th record (from 1) of `state`'s saga, a saga of
+/// `definition`.
 pub fn encode(
+    definition: &SagaDefinition,
     state: &SagaState,
     version: u64,
     now: Timestamp,
     event: &SagaEvent,
     transitions: &[Transition],
 ) -> Result<Envelope, Error> {
-    let data = serde_json::to_value(RecordRef {
+    let steps = (version == 1).then(|| definition.steps().iter().map(Step::name).collect());
+    // JSON bytes in a binary payload: encoded once, then copied, stored and dropped as
+    // one buffer rather than a tree of values (`data_base64` in CloudEvents form).
+    let data = serde_json::to_vec(&RecordRef {
         event,
         status: &state.status,
         transitions,
+        steps,
     })
     .map_err(|e| Error::CorruptLog {
         saga: state.id.to_string(),
         version,
         reason: format!("the record cannot be encoded: {e}"),
     })?;
-    let mut metadata = std::collections::BTreeMap::new();
-    metadata.insert(
-        "sagatype".to_owned(),
-        MetaValue::Text(state.saga_type.to_string()),
-    );
     Ok(Envelope {
         id: record_id(state.id.correlation(), version),
         event_type: EventType::from_static(RECORD_TYPE),
@@ -76,8 +85,10 @@ pub fn encode(
         sequence: version,
         schema_version: RECORD_SCHEMA,
         priority: Priority::Normal,
-        metadata,
-        payload: Payload::Json(data),
+        // The saga type is in the first record; repeating it in every record would cost
+        // a map and two strings per record on the hot path.
+        metadata: std::collections::BTreeMap::new(),
+        payload: Payload::Binary(data),
     })
 }
 
@@ -100,10 +111,12 @@ pub fn decode(saga: &SagaId, version: u64, envelope: &Envelope) -> Result<Record
             envelope.schema_version
         )));
     }
-    let Payload::Json(data) = &envelope.payload else {
-        return Err(corrupt("the record's payload is binary, not JSON".into()));
+    let decoded = match &envelope.payload {
+        Payload::Binary(bytes) => serde_json::from_slice(bytes),
+        // Accepted too, for records rewritten by other tools as plain JSON data.
+        Payload::Json(data) => Record::deserialize(data),
     };
-    Record::deserialize(data).map_err(|e| corrupt(format!("the record does not decode: {e}")))
+    decoded.map_err(|e| corrupt(format!("the record does not decode: {e}")))
 }
 
 /// Rebuilds a saga from its log: every record's event through the reducer, checking

@@ -688,8 +688,9 @@ impl World {
                 saga,
                 envelopes.iter().enumerate().map(|(i, e)| (i as u64 + 1, e)),
             )
+            .map_err(|e| e.to_string())?
             .cloned()
-            .map_err(|e| e.to_string())
+            .ok_or_else(|| "not held after replay".to_owned())
     }
 
     /// The history: every record of every saga, as stored.

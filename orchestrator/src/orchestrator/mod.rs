@@ -1,0 +1,520 @@
+//! The orchestrator: the [`Engine`](crate::Engine) on tokio, over an event store, with
+//! the handlers that carry out steps.
+//!
+//! One task owns the engine. It takes requests and answers from a bounded channel in
+//! batches, feeds them to the engine, commits the batch's records to the store (every
+//! saga's append at once, so SQLite and PostgreSQL group them into few transactions),
+//! and only then sends the calls out, sets timers, publishes transitions and answers
+//! the callers. Calls run on their own tasks and come back through the same channel.
+//!
+//! On start it reads the store, rebuilds every unfinished saga and sends out again
+//! whatever was in flight.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use keel_effects::persist::MemoryStore;
+//! use keel_orchestrator::{Orchestrator, SagaDefinition, SagaId, SagaStatus, Step, StepAction};
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), keel_orchestrator::Error> {
+//! let saga = SagaDefinition::builder("greeting")
+//!     .step(Step::new("hello", |ctx| StepAction::custom("say.hello", json!({ "to": ctx.input()["name"] }))))
+//!     .build()?;
+//! let (orchestrator, _recovered) = Orchestrator::builder(Arc::new(MemoryStore::new()))
+//!     .saga(saga)
+//!     .handler("say.hello", |call: keel_effects::Call| async move { Ok(json!("hi")) })
+//!     .start()
+//!     .await?;
+//! let id = SagaId::new("greet-1")?;
+//! orchestrator.start_saga("greeting", id.clone(), json!({ "name": "Ada" })).await?;
+//! assert_eq!(orchestrator.wait(&id).await?, SagaStatus::Completed);
+//! orchestrator.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod driver;
+mod timers;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use keel_core::EventType;
+use keel_effects::notify::{Bus, NotifyHandler};
+use keel_effects::persist::EventStore;
+use keel_effects::{Clock, Handler, SharedHandler, TokioClock};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::definition::SagaDefinition;
+use crate::error::Error;
+use crate::id::{Phase, SagaId, SagaType};
+use crate::query::{self, SagaFilter, SagaSummary, Timeline};
+use crate::saga::{Answer, OperatorCommand, SagaStatus};
+use driver::Driver;
+
+/// The orchestrator's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrchestratorConfig {
+    /// Requests and answers waiting for the engine; a full queue makes callers wait.
+    pub queue_capacity: usize,
+    /// Requests and answers taken into one batch (one commit).
+    pub batch_max: usize,
+    /// Calls carried out at once; more wait their turn.
+    pub calls_in_flight_max: usize,
+    /// Whether every transition is published on the bus as `saga.*` (needs a bus).
+    pub publish_transitions: bool,
+    /// Engines, each owning the sagas whose id hashes to it and running on its own
+    /// task; one per core uses every core (default: the available parallelism).
+    pub shards: usize,
+}
+
+impl Default for OrchestratorConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 65_536,
+            batch_max: 4_096,
+            calls_in_flight_max: 100_000,
+            publish_transitions: true,
+            shards: std::thread::available_parallelism()
+                .map_or(1, std::num::NonZero::get)
+                .min(SHARDS_MAX),
+        }
+    }
+}
+
+/// The most shards an orchestrator runs.
+pub const SHARDS_MAX: usize = 64;
+
+/// What recovery found on start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recovered {
+    /// Sagas rebuilt and resumed (they had not finished).
+    pub resumed: usize,
+    /// Records read from the store.
+    pub records: u64,
+    /// Sagas that could not be rebuilt, with why (an unregistered type, a corrupt
+    /// record). They are left in the store untouched.
+    pub failed: Vec<(SagaId, Error)>,
+}
+
+/// Which handler carries out which calls.
+#[derive(Clone, Default)]
+pub(crate) struct Handlers {
+    http: Option<SharedHandler>,
+    request: Option<SharedHandler>,
+    custom: HashMap<EventType, SharedHandler>,
+}
+
+/// Builds an [`Orchestrator`].
+pub struct OrchestratorBuilder {
+    store: Arc<dyn EventStore>,
+    definitions: Vec<SagaDefinition>,
+    handlers: Handlers,
+    bus: Option<Bus>,
+    clock: Arc<dyn Clock>,
+    config: OrchestratorConfig,
+}
+
+impl std::fmt::Debug for OrchestratorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrchestratorBuilder")
+            .field(
+                "sagas",
+                &self
+                    .definitions
+                    .iter()
+                    .map(|d| d.saga_type().to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrchestratorBuilder {
+    /// Registers a saga definition.
+    #[must_use]
+    pub fn saga(mut self, definition: SagaDefinition) -> Self {
+        self.definitions.push(definition);
+        self
+    }
+
+    /// Carries out HTTP steps with `handler` (typically keel-effects' `HttpHandler`,
+    /// perhaps wrapped in policies).
+    #[must_use]
+    pub fn http(mut self, handler: impl Handler) -> Self {
+        self.handlers.http = Some(Arc::new(handler));
+        self
+    }
+
+    /// Carries out custom steps named `name` with `handler`.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not lowercase dotted segments: names are literals in code.
+    #[must_use]
+    pub fn handler(mut self, name: &'static str, handler: impl Handler) -> Self {
+        self.handlers
+            .custom
+            .insert(EventType::from_static(name), Arc::new(handler));
+        self
+    }
+
+    /// Uses `bus` for request-reply steps and for publishing transitions.
+    #[must_use]
+    pub fn bus(mut self, bus: Bus) -> Self {
+        self.handlers.request = Some(Arc::new(NotifyHandler::new(bus.clone())));
+        self.bus = Some(bus);
+        self
+    }
+
+    /// Reads time from `clock` (tests pause tokio's clock instead).
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Sets the bounds.
+    #[must_use]
+    pub fn config(mut self, config: OrchestratorConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Recovers every unfinished saga from the store and starts the orchestrator.
+    pub async fn start(self) -> Result<(Orchestrator, Recovered), Error> {
+        for (setting, value, max) in [
+            ("queue_capacity", self.config.queue_capacity, usize::MAX),
+            ("batch_max", self.config.batch_max, usize::MAX),
+            (
+                "calls_in_flight_max",
+                self.config.calls_in_flight_max,
+                usize::MAX,
+            ),
+            ("shards", self.config.shards, SHARDS_MAX),
+        ] {
+            if value == 0 || value > max {
+                return Err(Error::InvalidDefinition {
+                    saga_type: "(orchestrator config)".into(),
+                    reason: format!("{setting} must be 1 to {max}, not {value}"),
+                });
+            }
+        }
+        let definitions: Vec<Arc<SagaDefinition>> =
+            self.definitions.into_iter().map(Arc::new).collect();
+        let types: Vec<SagaType> = definitions.iter().map(|d| d.saga_type().clone()).collect();
+        let handlers = Arc::new(self.handlers);
+        let calls = Arc::new(tokio::sync::Semaphore::new(self.config.calls_in_flight_max));
+        let mut senders = Vec::with_capacity(self.config.shards);
+        let mut drivers = Vec::with_capacity(self.config.shards);
+        for _ in 0..self.config.shards {
+            let mut engine = crate::engine::Engine::new();
+            for definition in &definitions {
+                engine.register(Arc::clone(definition));
+            }
+            engine.set_publish(self.config.publish_transitions && self.bus.is_some());
+            let (sender, receiver) = mpsc::channel(self.config.queue_capacity);
+            drivers.push(Driver::new(
+                engine,
+                Arc::clone(&self.store),
+                Arc::clone(&handlers),
+                self.bus.clone(),
+                Arc::clone(&self.clock),
+                self.config,
+                Arc::clone(&calls),
+                &sender,
+                receiver,
+            ));
+            senders.push(sender);
+        }
+        let recovered = recover(self.store.as_ref(), &mut drivers).await?;
+        let tasks = drivers
+            .into_iter()
+            .map(|driver| tokio::spawn(driver.run()))
+            .collect();
+        Ok((
+            Orchestrator {
+                shards: senders,
+                store: self.store,
+                tasks: std::sync::Mutex::new(tasks),
+                types,
+            },
+            recovered,
+        ))
+    }
+}
+
+/// The shard that owns saga `id`, of `count`.
+fn shard_of(id: &SagaId, count: usize) -> usize {
+    // The correlation id is a hash of the saga id: spread evenly.
+    (id.correlation().uuid().as_u128() % count as u128) as usize
+}
+
+/// Reads the whole store once, rebuilding each saga in the shard that owns it, then
+/// resumes every shard.
+async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recovered, Error> {
+    let mut recovered = Recovered::default();
+    let mut failed: std::collections::HashSet<SagaId> = std::collections::HashSet::new();
+    let mut from = 1;
+    loop {
+        let page = store
+            .read_all(from, keel_effects::persist::READ_LIMIT_MAX)
+            .await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        from = last.position + 1;
+        for event in &page {
+            if event.envelope.event_type.as_str() != crate::log::RECORD_TYPE {
+                continue;
+            }
+            let Some(id) = SagaId::from_stream(&event.stream) else {
+                continue;
+            };
+            recovered.records += 1;
+            if failed.contains(&id) {
+                continue;
+            }
+            let shard = shard_of(&id, drivers.len());
+            if let Err(e) = drivers[shard].restore_record(&id, event.version, &event.envelope) {
+                tracing::error!(saga = %id, error = %e, "a saga cannot be recovered; it is left as it is in the store");
+                failed.insert(id.clone());
+                recovered.failed.push((id, e));
+            }
+        }
+    }
+    for driver in drivers.iter_mut() {
+        recovered.resumed += driver.resume().await;
+    }
+    tracing::info!(
+        resumed = recovered.resumed,
+        records = recovered.records,
+        failed = recovered.failed.len(),
+        "sagas recovered"
+    );
+    Ok(recovered)
+}
+
+/// A request to the engine's task.
+pub(crate) enum Command {
+    Start {
+        saga_type: SagaType,
+        id: SagaId,
+        input: Value,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Cancel {
+        id: SagaId,
+        reason: String,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Operate {
+        id: SagaId,
+        command: OperatorCommand,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Answer {
+        id: SagaId,
+        step: u16,
+        phase: Phase,
+        attempt: u16,
+        answer: Answer,
+    },
+    Status {
+        id: SagaId,
+        reply: oneshot::Sender<Option<SagaStatus>>,
+    },
+    Wait {
+        id: SagaId,
+        reply: oneshot::Sender<Option<SagaStatus>>,
+    },
+    Count {
+        reply: oneshot::Sender<usize>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Runs sagas: start them, steer them, ask about them.
+pub struct Orchestrator {
+    shards: Vec<mpsc::Sender<Command>>,
+    store: Arc<dyn EventStore>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    types: Vec<SagaType>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("sagas", &self.types)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Orchestrator {
+    /// Starts building an orchestrator over `store`.
+    pub fn builder(store: Arc<dyn EventStore>) -> OrchestratorBuilder {
+        OrchestratorBuilder {
+            store,
+            definitions: Vec::new(),
+            handlers: Handlers::default(),
+            bus: None,
+            clock: Arc::new(TokioClock::new()),
+            config: OrchestratorConfig::default(),
+        }
+    }
+
+    /// Asks the shard that owns `id`.
+    async fn ask<T>(
+        &self,
+        id: &SagaId,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Error> {
+        Self::ask_shard(&self.shards[shard_of(id, self.shards.len())], command).await
+    }
+
+    async fn ask_shard<T>(
+        shard: &mpsc::Sender<Command>,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Error> {
+        let (reply, answer) = oneshot::channel();
+        shard
+            .send(command(reply))
+            .await
+            .map_err(|_| Error::ShutDown)?;
+        answer.await.map_err(|_| Error::ShutDown)
+    }
+
+    /// Starts saga `id` of type `saga_type` with `input`; returns once its start is
+    /// durable. An id that was used before is refused with [`Error::SagaExists`].
+    pub async fn start_saga(&self, saga_type: &str, id: SagaId, input: Value) -> Result<(), Error> {
+        let saga_type = SagaType::new(saga_type)?;
+        if !self.types.contains(&saga_type) {
+            return Err(Error::UnknownSagaType {
+                saga_type: saga_type.to_string(),
+            });
+        }
+        let held = id.clone();
+        self.ask(&held, |reply| Command::Start {
+            saga_type,
+            id,
+            input,
+            reply,
+        })
+        .await?
+    }
+
+    /// Cancels saga `id`: what it did is compensated. Refused past the pivot.
+    pub async fn cancel(&self, id: &SagaId, reason: &str) -> Result<(), Error> {
+        let (held, reason) = (id.clone(), reason.to_owned());
+        self.ask(id, |reply| Command::Cancel {
+            id: held,
+            reason,
+            reply,
+        })
+        .await?
+    }
+
+    /// Retries what a parked saga was stuck on, with a fresh retry budget.
+    pub async fn retry(&self, id: &SagaId) -> Result<(), Error> {
+        self.operate(id, OperatorCommand::Retry).await
+    }
+
+    /// Treats what a parked saga was stuck on as settled, and carries on.
+    pub async fn skip(&self, id: &SagaId) -> Result<(), Error> {
+        self.operate(id, OperatorCommand::Skip).await
+    }
+
+    /// Closes a parked saga as it is.
+    pub async fn resolve(&self, id: &SagaId, note: &str) -> Result<(), Error> {
+        self.operate(
+            id,
+            OperatorCommand::Resolve {
+                note: note.to_owned(),
+            },
+        )
+        .await
+    }
+
+    async fn operate(&self, id: &SagaId, command: OperatorCommand) -> Result<(), Error> {
+        let held = id.clone();
+        self.ask(id, |reply| Command::Operate {
+            id: held,
+            command,
+            reply,
+        })
+        .await?
+    }
+
+    /// Where saga `id` stands now.
+    pub async fn status(&self, id: &SagaId) -> Result<SagaStatus, Error> {
+        let held = id.clone();
+        match self
+            .ask(id, |reply| Command::Status { id: held, reply })
+            .await?
+        {
+            Some(status) => Ok(status),
+            None => Ok(query::timeline(self.store.as_ref(), id)
+                .await?
+                .summary
+                .status),
+        }
+    }
+
+    /// Waits until saga `id` comes to rest (finished, or waiting for an operator) and
+    /// returns its status.
+    pub async fn wait(&self, id: &SagaId) -> Result<SagaStatus, Error> {
+        let held = id.clone();
+        match self
+            .ask(id, |reply| Command::Wait { id: held, reply })
+            .await?
+        {
+            Some(status) => Ok(status),
+            None => Ok(query::timeline(self.store.as_ref(), id)
+                .await?
+                .summary
+                .status),
+        }
+    }
+
+    /// Saga `id`'s history, from the store.
+    pub async fn timeline(&self, id: &SagaId) -> Result<Timeline, Error> {
+        query::timeline(self.store.as_ref(), id).await
+    }
+
+    /// The sagas in the store that `filter` admits (reads the whole store).
+    pub async fn list(&self, filter: &SagaFilter) -> Result<Vec<SagaSummary>, Error> {
+        query::list(self.store.as_ref(), filter).await
+    }
+
+    /// How many sagas are held in memory (not finished).
+    pub async fn live_count(&self) -> Result<usize, Error> {
+        let mut count = 0;
+        for shard in &self.shards {
+            count += Self::ask_shard(shard, |reply| Command::Count { reply }).await?;
+        }
+        Ok(count)
+    }
+
+    /// Stops taking requests and stops the engines. Calls still out are abandoned;
+    /// their sagas pick them up again, under the same ids, when an orchestrator next
+    /// starts on the store. Nothing committed is lost.
+    pub async fn shutdown(&self) {
+        for shard in &self.shards {
+            let _ = Self::ask_shard(shard, |reply| Command::Shutdown { reply }).await;
+        }
+        let tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
