@@ -7,13 +7,17 @@
 //!
 //! 1. durable appends per second from 64 concurrent writers, each appending one-event
 //!    batches to its own stream in a loop: group commit folds them into shared fsyncs
-//!    (target on the 2-core reference machine: at least 200,000 events per second);
+//!    (target on the 2-core reference machine: at least 200,000 events per second),
+//!    with the writer thread's CPU time per event and how busy it was (Linux only);
 //! 2. the latency of one append with a single writer (p50, p99): one fsync each;
 //! 3. ingest of one large stream in batches of 10,000 events;
 //! 4. replay of that stream: `read_stream` page by page, folding a payload field
 //!    (target: at least 2,000,000 events per second), then the same with the next page
 //!    read while the current one is folded, and a replay of the whole store with
 //!    `read_all`.
+//!
+//! `KEEL_BENCH_ONLY_CONCURRENT=1` stops after the first figure, for profiling the
+//! writer alone (e.g. under `valgrind --tool=callgrind --toggle-collect='*Writer::run*'`).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -85,9 +89,16 @@ fn open(dir: &TempDir, name: &str) -> Arc<SqliteStore> {
     Arc::new(store)
 }
 
-/// Events per second appended by `WRITERS` tasks in `duration`.
-async fn concurrent_appends(store: Arc<SqliteStore>, duration: Duration) -> f64 {
+/// Events per second appended by `WRITERS` tasks in `duration`, and the writer
+/// thread's CPU time per event.
+async fn concurrent_appends(
+    store: Arc<SqliteStore>,
+    duration: Duration,
+) -> (f64, Option<Duration>) {
     let started = Instant::now();
+    // The thread names itself once it runs, so it may not be found yet: it has used next
+    // to nothing then.
+    let writer_cpu_before = writer_cpu().unwrap_or_default();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..WRITERS)
         .map(|writer| {
@@ -112,7 +123,29 @@ async fn concurrent_appends(store: Arc<SqliteStore>, duration: Duration) -> f64 
     for task in tasks {
         total += task.await.expect("the writer finishes");
     }
-    total as f64 / started.elapsed().as_secs_f64()
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    // Read while `store` still holds the writer thread.
+    let cpu = writer_cpu().map(|after| {
+        after.saturating_sub(writer_cpu_before) / u32::try_from(total).unwrap_or(u32::MAX).max(1)
+    });
+    (rate, cpu)
+}
+
+/// The CPU time of the store's writer thread so far (user and system), from Linux's
+/// `/proc/self/task/*/schedstat`; `None` elsewhere. Throughput alone cannot tell a
+/// writer that burns CPU from one that waits for fsync on a shared disk.
+fn writer_cpu() -> Option<Duration> {
+    // Threads come and go (tokio's blocking pool) while this reads: skip what vanished.
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim_end() == "keel-sqlite-wri" {
+            let schedstat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+            let nanos = schedstat.split_whitespace().next()?.parse().ok()?;
+            return Some(Duration::from_nanos(nanos));
+        }
+    }
+    None
 }
 
 /// The latency of each of `count` appends from one writer, sorted.
@@ -239,8 +272,19 @@ fn main() {
         let dir = TempDir::new();
         println!("sqlite store in {}, synchronous=FULL", dir.0.display());
 
-        let rate = concurrent_appends(open(&dir, "concurrent.keel"), sizes.throughput_for).await;
+        let (rate, cpu) =
+            concurrent_appends(open(&dir, "concurrent.keel"), sizes.throughput_for).await;
         println!("concurrent appends, {WRITERS} writers x 1 event: {rate:>12.0} events/s");
+        if let Some(cpu) = cpu {
+            println!(
+                "  writer thread CPU per event:             {:>9.1} us ({:.0}% busy)",
+                micros(cpu),
+                micros(cpu) * rate / 1e4
+            );
+        }
+        if std::env::var_os("KEEL_BENCH_ONLY_CONCURRENT").is_some() {
+            return;
+        }
 
         let latencies = append_latencies(open(&dir, "latency.keel"), sizes.latency_appends).await;
         let at = |quantile: f64| latencies[(latencies.len() as f64 * quantile) as usize];

@@ -608,6 +608,71 @@ async fn concurrent_conflicting_appends_have_one_winner_per_version() {
     assert_eq!(store.pending_intents(100).await.unwrap().len(), 10);
 }
 
+/// One-event appends run without a savepoint: a refused one in the middle of a group
+/// must leave nothing behind and must not disturb the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_one_event_appends_in_a_group_leave_the_others_whole() {
+    let dir = TempDir::new();
+    let store = Arc::new(open(&dir));
+    store
+        .append_with_intents(
+            &StreamId::from("first"),
+            ExpectedVersion::NoStream,
+            &[event(1)],
+            &[intent(1)],
+        )
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for writer in 0..64_u128 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let stream = StreamId::from(format!("writer-{writer}"));
+            // A third reuse the stored id, a third expect a version the stream is not
+            // at, and the rest append; each with an intent of its own.
+            let (id, expected) = match writer % 3 {
+                0 => (1, ExpectedVersion::NoStream),
+                1 => (writer + 100, ExpectedVersion::Exact(5)),
+                _ => (writer + 100, ExpectedVersion::NoStream),
+            };
+            let result = store
+                .append_with_intents(
+                    &stream,
+                    expected,
+                    &[event(id)],
+                    &[intent(writer as u32 + 2)],
+                )
+                .await;
+            (writer, result)
+        }));
+    }
+    let mut stored = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (writer, Ok(appended)) => {
+                assert_eq!(writer % 3, 2);
+                assert_eq!(appended.first_version, 1);
+                stored += 1;
+            }
+            (writer, Err(Error::DuplicateEventId { .. })) => assert_eq!(writer % 3, 0),
+            (writer, Err(Error::VersionConflict { actual: 0, .. })) => assert_eq!(writer % 3, 1),
+            (writer, Err(other)) => panic!("writer {writer}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(stored, 21);
+    let all = store.read_all(1, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=22).collect::<Vec<_>>()
+    );
+    assert_eq!(store.head().await.unwrap(), 22);
+    assert_eq!(store.pending_intents(100).await.unwrap().len(), 22);
+    for writer in (0..64).filter(|writer| writer % 3 != 2) {
+        let stream = StreamId::from(format!("writer-{writer}"));
+        assert_eq!(store.stream_version(&stream).await.unwrap(), 0);
+    }
+}
+
 #[tokio::test]
 async fn the_head_watch_moves_after_each_commit() {
     let dir = TempDir::new();

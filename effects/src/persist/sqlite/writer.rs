@@ -1,12 +1,12 @@
 //! The writer thread: every write of the store, group-committed.
 //!
 //! One thread owns the write connection. It takes the first queued request, drains
-//! whatever else is queued (up to the group limits), runs each request inside its own
-//! savepoint of one transaction, commits once, publishes the new head, and only then
-//! answers. A request's own failure (a version conflict, a reused event id, a projection
-//! conflict) rolls back to its savepoint and touches nobody else; a failure of the
-//! transaction itself (the commit, an I/O error) fails every request of the group, and
-//! none of them is stored.
+//! whatever else is queued (up to the group limits), applies each request in one
+//! transaction, commits once, publishes the new head, and only then answers. A
+//! request's own failure (a version conflict, a reused event id, a projection conflict)
+//! undoes that request alone (see `transaction`) and touches nobody else; a failure of
+//! the transaction itself (the commit, an I/O error) fails every request of the group,
+//! and none of them is stored.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,7 +16,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::row::EventRow;
-use super::transaction::Transaction;
+use super::transaction::{Statements, Transaction};
 use super::{sql_int, storage};
 use crate::error::Error;
 use crate::persist::{Appended, ProjectionState, StoredSnapshot, Trim};
@@ -137,6 +137,15 @@ impl Op {
         })
     }
 
+    /// Whether the request can be refused after one of its writes completed, and so
+    /// needs a savepoint: only an append of several events, whose second or later id
+    /// may clash once the first row is in. Every other refusal (a version or
+    /// projection conflict, an id found stored, the single insert's own constraint)
+    /// comes before the request's first write.
+    pub(crate) fn refusable_after_writing(&self) -> bool {
+        matches!(self, Self::Append(append) if append.events.len() > 1)
+    }
+
     fn events(&self) -> usize {
         match self {
             Self::Append(append) => append.events.len(),
@@ -221,6 +230,15 @@ struct Writer {
 
 impl Writer {
     fn run(self, mut queue: mpsc::Receiver<Request>) {
+        let mut statements = match Statements::prepare(&self.connection) {
+            Ok(statements) => statements,
+            Err(error) => {
+                while let Some(request) = queue.blocking_recv() {
+                    let _ = request.reply.send(Err(error.clone()));
+                }
+                return;
+            }
+        };
         let mut group = Vec::with_capacity(self.group_max.min(1024));
         // `None` once every sender is gone and the queue is drained: the store was dropped.
         while let Some(first) = queue.blocking_recv() {
@@ -231,7 +249,7 @@ impl Writer {
                 events += next.op.events();
                 group.push(next);
             }
-            let answers = self.commit(&group);
+            let answers = self.commit(&mut statements, &group);
             for (request, answer) in group.drain(..).zip(answers) {
                 // The caller may have stopped waiting; its write stands regardless.
                 let _ = request.reply.send(answer);
@@ -240,9 +258,13 @@ impl Writer {
     }
 
     /// Runs `group` in one transaction; one answer per request, in order.
-    fn commit(&self, group: &[Request]) -> Vec<Result<Answer, Error>> {
+    fn commit<'c>(
+        &'c self,
+        statements: &mut Statements<'c>,
+        group: &[Request],
+    ) -> Vec<Result<Answer, Error>> {
         let fail_all = |error: Error| group.iter().map(|_| Err(error.clone())).collect();
-        let mut transaction = match Transaction::begin(&self.connection) {
+        let mut transaction = match Transaction::begin(&self.connection, statements) {
             Ok(transaction) => transaction,
             Err(error) => return fail_all(error),
         };
