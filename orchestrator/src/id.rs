@@ -52,6 +52,11 @@ impl SagaId {
         &self.0
     }
 
+    /// The id as shared text, without copying it.
+    pub fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
+
     /// The saga's stream in the event store.
     pub fn stream(&self) -> StreamId {
         StreamId::from(format!("{STREAM_PREFIX}{}", self.0))

@@ -1,25 +1,51 @@
 //! The task that owns the engine: batch, commit, then act.
+//!
+//! Calls run as futures polled by this same task (not spawned): a handler that answers
+//! at once costs no task, no channel and no cross-thread wake-up, and its answer joins
+//! the next batch. Handlers must therefore not block: an HTTP call or a bus request
+//! waits asynchronously, and CPU-heavy work belongs on `spawn_blocking`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use futures_util::FutureExt as _;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 
 use keel_core::{Envelope, ExpectedVersion, IntentKind, StreamId, Topic};
 use keel_effects::notify::Bus;
 use keel_effects::persist::{EventStore, READ_LIMIT_MAX};
 use keel_effects::{Call, Clock, InstanceId, Metrics};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::timers::Timers;
 use super::{Command, Handlers, OrchestratorConfig};
 use crate::definition::FailureClass;
 use crate::engine::{Batch, Engine};
 use crate::error::Error;
-use crate::id::SagaId;
+use crate::id::{Phase, SagaId};
 use crate::saga::{Answer, SagaEvent, SagaStatus, StepCall};
 
 /// How many envelopes may wait to be published before new ones are dropped (the bus
 /// carries transitions for monitoring; the saga log is the record).
 const NOTIFY_QUEUE: usize = 65_536;
+
+/// How many finished sagas each shard remembers the status of.
+const RECENT_MAX: usize = 65_536;
+
+/// A call in flight: resolves to its answer.
+type CallFuture = Pin<Box<dyn Future<Output = Answered> + Send>>;
+
+/// A call's answer, addressed to its saga.
+struct Answered {
+    id: SagaId,
+    step: u16,
+    phase: Phase,
+    attempt: u16,
+    answer: Answer,
+}
 
 /// A caller waiting for its request's records to be committed.
 enum Pending {
@@ -34,15 +60,20 @@ pub(super) struct Driver {
     notify: Option<mpsc::Sender<Vec<Envelope>>>,
     clock: Arc<dyn Clock>,
     config: OrchestratorConfig,
-    /// Calls send their answers here; weak, so that dropping every `Orchestrator`
-    /// stops the driver.
-    answers: mpsc::WeakSender<Command>,
     receiver: mpsc::Receiver<Command>,
     timers: Timers,
     waiters: HashMap<SagaId, Vec<oneshot::Sender<Option<SagaStatus>>>>,
     /// Status requests to answer once the current batch is committed.
     deferred: Vec<(SagaId, oneshot::Sender<Option<SagaStatus>>)>,
-    calls: Arc<Semaphore>,
+    /// The final status of recently finished sagas, so that a `wait` or `status` just
+    /// after a saga ends needs no read of the store. Bounded: oldest out first.
+    recent: HashMap<SagaId, SagaStatus>,
+    recent_order: VecDeque<SagaId>,
+    /// Calls in flight, polled by this task.
+    calls: FuturesUnordered<CallFuture>,
+    /// Calls waiting for a free slot (over `calls_in_flight_max`).
+    queued: VecDeque<(SagaId, StepCall)>,
+    calls_max: usize,
     metrics: Metrics,
 }
 
@@ -55,8 +86,6 @@ impl Driver {
         bus: Option<Bus>,
         clock: Arc<dyn Clock>,
         config: OrchestratorConfig,
-        calls: Arc<Semaphore>,
-        sender: &mpsc::Sender<Command>,
         receiver: mpsc::Receiver<Command>,
     ) -> Self {
         let notify = bus.filter(|_| config.publish_transitions).map(|bus| {
@@ -81,12 +110,15 @@ impl Driver {
             notify,
             clock,
             config,
-            answers: sender.downgrade(),
             receiver,
             timers: Timers::default(),
             waiters: HashMap::new(),
             deferred: Vec::new(),
-            calls,
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
+            calls: FuturesUnordered::new(),
+            queued: VecDeque::new(),
+            calls_max: (config.calls_in_flight_max / config.shards.max(1)).max(1),
             metrics: Metrics::default(),
         }
     }
@@ -117,39 +149,46 @@ impl Driver {
 
     pub(super) async fn run(mut self) {
         loop {
-            let first = match self.timers.next_due() {
-                Some(due) => {
-                    let at = self.clock.instant_at(due);
-                    tokio::select! {
-                        biased;
-                        command = self.receiver.recv() => match command {
-                            Some(command) => Some(command),
-                            None => return,
-                        },
-                        () = tokio::time::sleep_until(at) => None,
-                    }
-                }
-                None => match self.receiver.recv().await {
-                    Some(command) => Some(command),
+            let due = self.timers.next_due().map(|due| self.clock.instant_at(due));
+            let first = tokio::select! {
+                biased;
+                command = self.receiver.recv() => match command {
+                    Some(command) => Wake::Command(command),
+                    // Every `Orchestrator` handle is gone.
                     None => return,
                 },
+                Some(answered) = self.calls.next(), if !self.calls.is_empty() => Wake::Answered(answered),
+                () = sleep_until(due), if due.is_some() => Wake::Timer,
             };
             let now = self.clock.now();
             let mut pending = Vec::new();
             let mut stop = None;
             let mut taken = 0;
-            let mut next = first;
-            while let Some(command) = next {
+            let mut next = Some(first);
+            while let Some(wake) = next.take() {
                 taken += 1;
-                if let Command::Shutdown { reply } = command {
-                    stop = Some(reply);
-                    break;
+                match wake {
+                    Wake::Command(Command::Shutdown { reply }) => {
+                        stop = Some(reply);
+                        break;
+                    }
+                    Wake::Command(command) => self.take(command, now, &mut pending),
+                    Wake::Answered(answered) => self.answered(answered, now),
+                    Wake::Timer => {}
                 }
-                self.take(command, now, &mut pending);
                 if taken >= self.config.batch_max {
                     break;
                 }
-                next = self.receiver.try_recv().ok();
+                next = match self.receiver.try_recv() {
+                    Ok(command) => Some(Wake::Command(command)),
+                    // Answers already in: polled without waiting.
+                    Err(_) => self
+                        .calls
+                        .next()
+                        .now_or_never()
+                        .flatten()
+                        .map(Wake::Answered),
+                };
             }
             while let Some((id, timer)) = self.timers.pop_due(now) {
                 // A saga no longer held finished meanwhile: its timer is stale.
@@ -163,6 +202,30 @@ impl Driver {
                 return;
             }
         }
+    }
+
+    fn answered(&mut self, answered: Answered, now: keel_core::Timestamp) {
+        let Answered {
+            id,
+            step,
+            phase,
+            attempt,
+            answer,
+        } = answered;
+        if let Some((id, call)) = self.queued.pop_front() {
+            self.start_call(id, call);
+        }
+        // An answer for a saga no longer held is late: the saga finished.
+        let _ = self.engine.handle(
+            &id,
+            &SagaEvent::Answered {
+                step,
+                phase,
+                attempt,
+                answer,
+            },
+            now,
+        );
     }
 
     /// Feeds one command to the engine.
@@ -186,25 +249,6 @@ impl Driver {
                 Ok(()) => pending.push(Pending::Other(id, reply)),
                 Err(e) => drop(reply.send(Err(e))),
             },
-            Command::Answer {
-                id,
-                step,
-                phase,
-                attempt,
-                answer,
-            } => {
-                // An answer for a saga no longer held is late: the saga finished.
-                let _ = self.engine.handle(
-                    &id,
-                    &SagaEvent::Answered {
-                        step,
-                        phase,
-                        attempt,
-                        answer,
-                    },
-                    now,
-                );
-            }
             // Answered after this batch commits, so that a caller never hears of a
             // status that is not yet durable.
             Command::Status { id, reply } => self.deferred.push((id, reply)),
@@ -227,10 +271,11 @@ impl Driver {
         // so a store that keeps failing cannot spin the driver here.
         for _ in 0..4 {
             let batch = self.engine.take_batch();
-            if batch.is_empty() && pending.is_empty() {
+            if batch.is_empty() && pending.is_empty() && self.deferred.is_empty() {
                 return;
             }
-            let failed = self.commit(&batch).await;
+            let store = Arc::clone(&self.store);
+            let failed = Self::commit(store.as_ref(), &batch).await;
             for entry in pending.drain(..) {
                 let (id, reply, start) = match entry {
                     Pending::Start(id, reply) => (id, reply, true),
@@ -258,7 +303,10 @@ impl Driver {
     }
 
     /// Appends every saga's records at once; returns the sagas whose append failed.
-    async fn commit(&self, batch: &Batch) -> HashMap<SagaId, keel_effects::Error> {
+    ///
+    /// Takes the store rather than `&self`: the driver holds call futures that are
+    /// `Send` but not `Sync`, so no `&Driver` may live across an await.
+    async fn commit(store: &dyn EventStore, batch: &Batch) -> HashMap<SagaId, keel_effects::Error> {
         if batch.appends.is_empty() {
             return HashMap::new();
         }
@@ -272,7 +320,7 @@ impl Driver {
                 0 => ExpectedVersion::NoStream,
                 version => ExpectedVersion::Exact(version),
             };
-            self.store.append(stream, expected, &append.records)
+            store.append(stream, expected, &append.records)
         });
         // All at once: the store puts concurrent appends into shared transactions.
         let results = futures_util::future::join_all(appends).await;
@@ -335,65 +383,90 @@ impl Driver {
                     let _ = waiter.send(Some(status.clone()));
                 }
             }
+            if status.is_finished() {
+                self.remember(id.clone(), status.clone());
+            }
             settled.insert(id, status);
         }
         for (id, reply) in self.deferred.drain(..) {
-            // Held: its status now; finished in this batch: that; otherwise the caller
-            // reads the store, which now holds everything committed.
+            // Held: its status now; finished lately: that; otherwise the caller reads
+            // the store, which now holds everything committed.
             let status = match self.engine.state(&id) {
                 Some(state) => Some(state.status.clone()),
-                None => settled.get(&id).cloned(),
+                None => settled.get(&id).or_else(|| self.recent.get(&id)).cloned(),
             };
             let _ = reply.send(status);
         }
     }
 
-    /// Sends one call out on its own task; its answer comes back as a command.
-    fn dispatch(&self, id: SagaId, call: StepCall) {
+    /// Keeps the final status of a saga that just finished, forgetting the oldest.
+    fn remember(&mut self, id: SagaId, status: SagaStatus) {
+        if self.recent_order.len() >= RECENT_MAX {
+            if let Some(oldest) = self.recent_order.pop_front() {
+                self.recent.remove(&oldest);
+            }
+        }
+        self.recent_order.push_back(id.clone());
+        self.recent.insert(id, status);
+    }
+
+    /// Starts a call, or queues it while `calls_in_flight_max` calls are out.
+    fn dispatch(&mut self, id: SagaId, call: StepCall) {
+        if self.calls.len() >= self.calls_max {
+            self.queued.push_back((id, call));
+            return;
+        }
+        self.start_call(id, call);
+    }
+
+    fn start_call(&mut self, id: SagaId, call: StepCall) {
         let handler = match &call.intent.kind {
             IntentKind::Http(_) => self.handlers.http.clone(),
             IntentKind::Request { .. } => self.handlers.request.clone(),
             IntentKind::Custom { name, .. } => self.handlers.custom.get(name).cloned(),
             _ => None,
         };
-        let answers = self.answers.clone();
-        let calls = Arc::clone(&self.calls);
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            let StepCall {
-                step,
-                phase,
-                attempt,
-                intent,
-            } = call;
-            let answer = match handler {
-                Some(handler) => {
-                    // The semaphore is never closed; a failed acquire only happens if it is.
-                    let _permit = calls.acquire_owned().await;
-                    let call = Call::new(intent, InstanceId::new(id.as_str()), metrics);
-                    Answer::from_result(handler.call(call).await)
-                }
-                None => Answer::Failed {
-                    class: FailureClass::Permanent,
-                    reason: format!(
-                        "no handler is registered for {} steps: add one to the orchestrator",
-                        describe(&intent.kind)
-                    ),
-                    retry_after_ms: None,
-                },
-            };
-            if let Some(answers) = answers.upgrade() {
-                let _ = answers
-                    .send(Command::Answer {
+        let StepCall {
+            step,
+            phase,
+            attempt,
+            intent,
+        } = call;
+        let future: CallFuture = match handler {
+            Some(handler) => {
+                let call = Call::new(intent, InstanceId::new(id.shared()), self.metrics.clone());
+                let answer = handler.call(call);
+                Box::pin(async move {
+                    let answer = Answer::from_result(answer.await);
+                    Answered {
                         id,
                         step,
                         phase,
                         attempt,
                         answer,
-                    })
-                    .await;
+                    }
+                })
             }
-        });
+            None => {
+                let reason = format!(
+                    "no handler is registered for {} steps: add one to the orchestrator",
+                    describe(&intent.kind)
+                );
+                let answer = Answer::Failed {
+                    class: FailureClass::Permanent,
+                    reason,
+                    retry_after_ms: None,
+                };
+                Box::pin(std::future::ready(Answered {
+                    id,
+                    step,
+                    phase,
+                    attempt,
+                    answer,
+                }))
+            }
+        };
+        self.calls.push(future);
     }
 
     /// Rebuilds saga `id` from the store and puts what it has in flight in the batch.
@@ -419,6 +492,21 @@ impl Driver {
             .restore(id, events.iter().map(|e| (e.version, &e.envelope)))?;
         self.engine.resume_one(id, self.clock.now());
         Ok(())
+    }
+}
+
+/// What woke the driver.
+enum Wake {
+    Command(Command),
+    Answered(Answered),
+    Timer,
+}
+
+/// Sleeps until `at`; never returns when there is no timer (the branch is disabled).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -49,9 +49,9 @@ use tokio::task::JoinHandle;
 
 use crate::definition::SagaDefinition;
 use crate::error::Error;
-use crate::id::{Phase, SagaId, SagaType};
+use crate::id::{SagaId, SagaType};
 use crate::query::{self, SagaFilter, SagaSummary, Timeline};
-use crate::saga::{Answer, OperatorCommand, SagaStatus};
+use crate::saga::{OperatorCommand, SagaStatus};
 use driver::Driver;
 
 /// The orchestrator's bounds.
@@ -61,7 +61,7 @@ pub struct OrchestratorConfig {
     pub queue_capacity: usize,
     /// Requests and answers taken into one batch (one commit).
     pub batch_max: usize,
-    /// Calls carried out at once; more wait their turn.
+    /// Calls carried out at once (split evenly between shards); more wait their turn.
     pub calls_in_flight_max: usize,
     /// Whether every transition is published on the bus as `saga.*` (needs a bus).
     pub publish_transitions: bool,
@@ -207,7 +207,6 @@ impl OrchestratorBuilder {
             self.definitions.into_iter().map(Arc::new).collect();
         let types: Vec<SagaType> = definitions.iter().map(|d| d.saga_type().clone()).collect();
         let handlers = Arc::new(self.handlers);
-        let calls = Arc::new(tokio::sync::Semaphore::new(self.config.calls_in_flight_max));
         let mut senders = Vec::with_capacity(self.config.shards);
         let mut drivers = Vec::with_capacity(self.config.shards);
         for _ in 0..self.config.shards {
@@ -224,8 +223,6 @@ impl OrchestratorBuilder {
                 self.bus.clone(),
                 Arc::clone(&self.clock),
                 self.config,
-                Arc::clone(&calls),
-                &sender,
                 receiver,
             ));
             senders.push(sender);
@@ -315,13 +312,6 @@ pub(crate) enum Command {
         id: SagaId,
         command: OperatorCommand,
         reply: oneshot::Sender<Result<(), Error>>,
-    },
-    Answer {
-        id: SagaId,
-        step: u16,
-        phase: Phase,
-        attempt: u16,
-        answer: Answer,
     },
     Status {
         id: SagaId,
