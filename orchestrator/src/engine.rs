@@ -18,7 +18,7 @@
 //!    [`resume`](Engine::resume): the batch then holds every call in flight and every
 //!    pending timer, under the ids they had before.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use keel_core::{CausationId, Cause, Envelope, Timestamp};

@@ -22,9 +22,47 @@ pub const STREAM_PREFIX: &str = "saga-";
 ///
 /// One to 200 bytes of ASCII letters, digits and `-_.:`; so it can appear in a stream
 /// name, a URL path and a log line without escaping.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct SagaId(Arc<str>);
+pub struct SagaId {
+    text: Arc<str>,
+    /// The correlation id, a hash of the text: computed once, needed for every record,
+    /// intent and envelope of the saga.
+    correlation: CorrelationId,
+}
+
+impl PartialEq for SagaId {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for SagaId {}
+
+impl PartialOrd for SagaId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SagaId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
+impl std::hash::Hash for SagaId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Already a good hash of the text: hashing two words beats hashing the text.
+        self.correlation.uuid().as_u128().hash(state);
+    }
+}
+
+impl fmt::Debug for SagaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SagaId").field(&self.text).finish()
+    }
+}
 
 impl SagaId {
     /// Checks and wraps `id`.
@@ -44,22 +82,26 @@ impl SagaId {
                 "only ASCII letters, digits and `-_.:` may appear in it",
             ));
         }
-        Ok(Self(id.into()))
+        let correlation = CorrelationId::from_u128(hash128(id.as_bytes()));
+        Ok(Self {
+            text: id.into(),
+            correlation,
+        })
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// The id as shared text, without copying it.
     pub fn shared(&self) -> Arc<str> {
-        Arc::clone(&self.0)
+        Arc::clone(&self.text)
     }
 
     /// The saga's stream in the event store.
     pub fn stream(&self) -> StreamId {
-        StreamId::from(format!("{STREAM_PREFIX}{}", self.0))
+        StreamId::from(format!("{STREAM_PREFIX}{}", self.text))
     }
 
     /// The saga whose stream is `stream`, if it is a saga stream.
@@ -73,13 +115,13 @@ impl SagaId {
     /// The correlation id of every envelope and intent of this saga: a fixed hash of the
     /// id, so that it is the same in every process and after every restart.
     pub fn correlation(&self) -> CorrelationId {
-        CorrelationId::from_u128(hash128(self.0.as_bytes()))
+        self.correlation
     }
 }
 
 impl fmt::Display for SagaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -93,7 +135,7 @@ impl TryFrom<String> for SagaId {
 
 impl From<SagaId> for String {
     fn from(id: SagaId) -> Self {
-        id.0.to_string()
+        id.text.to_string()
     }
 }
 

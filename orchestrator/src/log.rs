@@ -21,6 +21,13 @@ use crate::saga::{Output, SagaEvent, SagaReducer, SagaState, SagaStatus, Transit
 /// The type of every saga log record.
 pub const RECORD_TYPE: &str = "keel.saga.recorded";
 
+/// [`RECORD_TYPE`], checked once rather than for every record.
+fn record_type() -> EventType {
+    static TYPE: std::sync::LazyLock<EventType> =
+        std::sync::LazyLock::new(|| EventType::from_static(RECORD_TYPE));
+    TYPE.clone()
+}
+
 /// The schema version of records written by this version of keel.
 pub const RECORD_SCHEMA: u32 = 1;
 
@@ -75,7 +82,7 @@ pub fn encode(
     })?;
     Ok(Envelope {
         id: record_id(state.id.correlation(), version),
-        event_type: EventType::from_static(RECORD_TYPE),
+        event_type: record_type(),
         source: crate::saga::SOURCE.to_owned(),
         target: None,
         time: now,

@@ -136,14 +136,22 @@ impl Log {
                 id: duplicate.id.to_string(),
             });
         }
-        let mut batch_ids = std::collections::HashSet::new();
-        if let Some(duplicate) = events.iter().find(|e| !batch_ids.insert(e.id)) {
-            return Err(Error::DuplicateEventId {
-                id: duplicate.id.to_string(),
-            });
+        // A single event cannot repeat itself: skip the set (the common case).
+        if events.len() > 1 {
+            let mut batch_ids = std::collections::HashSet::new();
+            if let Some(duplicate) = events.iter().find(|e| !batch_ids.insert(e.id)) {
+                return Err(Error::DuplicateEventId {
+                    id: duplicate.id.to_string(),
+                });
+            }
         }
         let first_position = self.head + 1;
-        let entry = self.streams.entry(stream.clone()).or_default();
+        if !self.streams.contains_key(stream) {
+            self.streams.insert(stream.clone(), Stream::default());
+        }
+        let Some(entry) = self.streams.get_mut(stream) else {
+            unreachable!("inserted just above");
+        };
         for (offset, envelope) in events.iter().enumerate() {
             let position = first_position + offset as u64;
             let event_version = version + 1 + offset as u64;

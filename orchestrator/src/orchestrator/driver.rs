@@ -5,7 +5,9 @@
 //! the next batch. Handlers must therefore not block: an HTTP call or a bus request
 //! waits asynchronously, and CPU-heavy work belongs on `spawn_blocking`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt as _};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -5,7 +5,9 @@
 //! finished are left to fire: the engine no longer holds the saga and ignores them.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use foldhash::HashMap;
 
 use keel_core::Timestamp;
 
