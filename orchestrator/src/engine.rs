@@ -59,6 +59,10 @@ pub struct Batch {
     pub notifications: Vec<Envelope>,
     /// Sagas that came to rest (finished, or waiting for an operator), with their status.
     pub settled: Vec<(SagaId, SagaStatus)>,
+    /// Dead letters for sagas that stopped for an operator, to append to
+    /// [`DEAD_LETTER_STREAM`](crate::requests::DEAD_LETTER_STREAM) before the sagas'
+    /// own records.
+    pub dead_letters: Vec<Envelope>,
 }
 
 impl Batch {
@@ -70,6 +74,7 @@ impl Batch {
             && self.cancelled.is_empty()
             && self.notifications.is_empty()
             && self.settled.is_empty()
+            && self.dead_letters.is_empty()
     }
 
     /// How many records it appends.
@@ -297,6 +302,25 @@ impl Engine {
         let status = &live.state.status;
         if status.is_at_rest() && *status != before {
             self.batch.settled.push((id.clone(), status.clone()));
+        }
+        if matches!(status, SagaStatus::NeedsIntervention { .. }) && *status != before {
+            let names: Vec<&str> = live
+                .reducer
+                .definition()
+                .steps()
+                .iter()
+                .map(crate::definition::Step::name)
+                .collect();
+            if let Some(letter) = crate::requests::dead_letter(
+                &live.state,
+                &names,
+                cause,
+                version,
+                now,
+                &scratch.transitions,
+            ) {
+                self.batch.dead_letters.push(letter);
+            }
         }
         if status.is_finished() && !self.retain_finished {
             self.finished.push(id.clone());

@@ -17,6 +17,7 @@
 //! - [`Orchestrator`]: the engine on tokio over an event store, with the handlers
 //!   that carry out steps; recovery on start.
 //! - [`query`]: status, timelines and lists read from the store.
+//! - [`requests`]: durable operator requests (how tools steer sagas) and dead letters.
 //! - [`id`]: saga ids and types, and the ids derived from them.
 //! - [`error`]: the crate's one [`Error`] enum.
 //!
@@ -36,6 +37,7 @@ pub mod id;
 pub mod log;
 mod orchestrator;
 pub mod query;
+pub mod requests;
 pub mod saga;
 
 pub use definition::{FailureClass, RetryPolicy, SagaDefinition, Step, StepAction, StepContext};

@@ -312,6 +312,17 @@ impl Driver {
         if batch.appends.is_empty() {
             return HashMap::new();
         }
+        if !batch.dead_letters.is_empty() {
+            // First: a crash before the sagas' records repeats these under the same ids
+            // (deduplicated by the store) rather than losing them.
+            let stream = StreamId::from_static(crate::requests::DEAD_LETTER_STREAM);
+            if let Err(e) = store
+                .append(&stream, ExpectedVersion::Any, &batch.dead_letters)
+                .await
+            {
+                tracing::warn!(error = %e, "dead letters could not be appended; the sagas stay parked and visible in `list`");
+            }
+        }
         let streams: Vec<StreamId> = batch
             .appends
             .iter()

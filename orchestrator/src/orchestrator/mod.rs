@@ -68,6 +68,10 @@ pub struct OrchestratorConfig {
     /// Engines, each owning the sagas whose id hashes to it and running on its own
     /// task; one per core uses every core (default: the available parallelism).
     pub shards: usize,
+    /// How often the request stream is read for commands from other processes (the
+    /// `keel` tool), in milliseconds; 0 turns following it off. The store's own commits
+    /// wake the follower at once; this bounds the delay for another process's.
+    pub request_poll_ms: u64,
 }
 
 impl Default for OrchestratorConfig {
@@ -80,6 +84,7 @@ impl Default for OrchestratorConfig {
             shards: std::thread::available_parallelism()
                 .map_or(1, std::num::NonZero::get)
                 .min(SHARDS_MAX),
+            request_poll_ms: 500,
         }
     }
 }
@@ -228,10 +233,16 @@ impl OrchestratorBuilder {
             senders.push(sender);
         }
         let recovered = recover(self.store.as_ref(), &mut drivers).await?;
-        let tasks = drivers
+        let mut tasks: Vec<JoinHandle<()>> = drivers
             .into_iter()
             .map(|driver| tokio::spawn(driver.run()))
             .collect();
+        if self.config.request_poll_ms > 0 {
+            let weak = senders.iter().map(mpsc::Sender::downgrade).collect();
+            let follower =
+                follow_requests(Arc::clone(&self.store), weak, self.config.request_poll_ms);
+            tasks.push(tokio::spawn(follower));
+        }
         Ok((
             Orchestrator {
                 shards: senders,
@@ -241,6 +252,66 @@ impl OrchestratorBuilder {
             },
             recovered,
         ))
+    }
+}
+
+/// Carries out the requests appended to the request stream, once each, until every
+/// `Orchestrator` handle is gone (or it is aborted on shutdown).
+async fn follow_requests(
+    store: Arc<dyn EventStore>,
+    shards: Vec<mpsc::WeakSender<Command>>,
+    poll_ms: u64,
+) {
+    let mut head = store.watch_head();
+    loop {
+        match crate::requests::pending(store.as_ref()).await {
+            Ok((done, requests)) => {
+                let mut last = done;
+                for (version, stored) in requests {
+                    let shard = &shards[shard_of(&stored.saga, shards.len())];
+                    let Some(shard) = shard.upgrade() else {
+                        return;
+                    };
+                    let id = stored.saga.clone();
+                    let result = match stored.request {
+                        crate::requests::Request::Operate { command } => {
+                            Orchestrator::ask_shard(&shard, |reply| Command::Operate {
+                                id,
+                                command,
+                                reply,
+                            })
+                            .await
+                        }
+                        crate::requests::Request::Cancel { reason } => {
+                            Orchestrator::ask_shard(&shard, |reply| Command::Cancel {
+                                id,
+                                reason,
+                                reply,
+                            })
+                            .await
+                        }
+                    };
+                    match result {
+                        Ok(Ok(())) => tracing::info!(saga = %stored.saga, "request carried out"),
+                        Ok(Err(e)) => {
+                            tracing::warn!(saga = %stored.saga, error = %e, "request refused")
+                        }
+                        Err(_) => return, // shut down
+                    }
+                    last = version;
+                }
+                if last != done {
+                    if let Err(e) = crate::requests::done(store.as_ref(), done, last).await {
+                        tracing::warn!(error = %e, "the request checkpoint could not be saved; requests since it may be repeated");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the request stream could not be read"),
+        }
+        tokio::select! {
+            changed = head.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(std::time::Duration::from_millis(poll_ms)) => {}
+        }
     }
 }
 
@@ -494,17 +565,28 @@ impl Orchestrator {
     /// their sagas pick them up again, under the same ids, when an orchestrator next
     /// starts on the store. Nothing committed is lost.
     pub async fn shutdown(&self) {
-        for shard in &self.shards {
-            let _ = Self::ask_shard(shard, |reply| Command::Shutdown { reply }).await;
-        }
         let tasks = std::mem::take(
             &mut *self
                 .tasks
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
+        // The request follower, if running, is the last task: it never ends by itself.
+        if tasks.len() > self.shards.len() {
+            if let Some(follower) = tasks.last() {
+                follower.abort();
+            }
+        }
+        for shard in &self.shards {
+            let _ = Self::ask_shard(shard, |reply| Command::Shutdown { reply }).await;
+        }
         for task in tasks {
             let _ = task.await;
         }
+    }
+
+    /// The store the orchestrator runs on.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
     }
 }
