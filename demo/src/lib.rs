@@ -18,6 +18,7 @@
 //! # Layout
 //!
 //! - [`sagas`]: the three saga definitions and the bus responders they ask.
+//! - [`machines`]: the traffic light, a declarative state machine.
 //! - [`services`]: the HTTP services the sagas call.
 //! - [`ledger`]: the services' durable record of effects, by idempotency key.
 //! - [`run`]: the program: store, services, orchestrator, sagas, report.
@@ -26,6 +27,7 @@
 
 pub mod args;
 pub mod ledger;
+pub mod machines;
 pub mod report;
 pub mod run;
 pub mod sagas;

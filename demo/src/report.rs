@@ -103,11 +103,9 @@ fn short(reason: &str) -> String {
 /// A progress line: `[#####.....]  523/1000 sagas at rest, 1234 sagas/s`.
 pub fn progress_line(done: u64, total: u64, rate: f64) -> String {
     const WIDTH: u64 = 30;
-    let filled = if total == 0 {
-        WIDTH
-    } else {
-        (done.min(total) * WIDTH / total).min(WIDTH)
-    };
+    let filled = (done.min(total) * WIDTH)
+        .checked_div(total)
+        .map_or(WIDTH, |f| f.min(WIDTH));
     // Both at most WIDTH.
     let (filled, empty) = (filled as usize, (WIDTH - filled) as usize);
     format!(

@@ -31,7 +31,12 @@ const STARTING_AT_ONCE: usize = 512;
 /// Runs `example` with the process's arguments; the exit code says whether every saga
 /// ended and no effect was doubled.
 pub fn main(example: Example) -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1)) {
+    main_with(example, std::env::args().skip(1))
+}
+
+/// Runs `example` with `args` (without the program name).
+pub fn main_with(example: Example, args: impl IntoIterator<Item = String>) -> ExitCode {
+    let args = match Args::parse(args) {
         Ok(args) => args,
         Err(message) => {
             eprintln!("{message}");

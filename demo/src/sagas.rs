@@ -139,7 +139,7 @@ impl Example {
 
     /// Starts the bus responders the saga asks (none for order fulfilment).
     pub fn spawn_responders(self, bus: &Bus, behaviour: Behaviour) -> Result<(), String> {
-        let (pattern, answer): (&str, fn(&str, Behaviour) -> (&'static str, Value)) = match self {
+        let (pattern, answer): (&str, Answerer) = match self {
             Self::OrderFulfillment => return Ok(()),
             Self::EquipmentCommissioning => ("equipment.validate", |saga, b| {
                 let valid = unit(&[saga, "validate"], b.seed) >= b.fail_rate;
@@ -191,6 +191,9 @@ impl Example {
         Ok(())
     }
 }
+
+/// How a responder answers a saga's request: the reply's type and data.
+type Answerer = fn(&str, Behaviour) -> (&'static str, Value);
 
 /// A step that POSTs to `base/service/operation` with `body` plus the saga's id.
 fn call(

@@ -137,14 +137,22 @@ pub(crate) fn dead_letter(
         Transition::NeedsIntervention { reason } => Some(reason.clone()),
         _ => None,
     })?;
+    let forward = matches!(
+        state.status,
+        crate::saga::SagaStatus::NeedsIntervention {
+            resume: crate::saga::Resume::Forward,
+            ..
+        }
+    );
     let stuck: Vec<String> = state
         .steps
         .iter()
         .enumerate()
         .filter(|(_, st)| {
+            // What an operator's retry or skip would act on: see the reducer's `operator`.
             st.phase == crate::saga::StepPhase::Parked
                 || st.is_unknown()
-                || st.phase == crate::saga::StepPhase::Failed
+                || (forward && st.phase == crate::saga::StepPhase::Failed)
         })
         .filter_map(|(index, _)| step_names.get(index).map(|name| (*name).to_owned()))
         .collect();
