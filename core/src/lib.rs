@@ -9,7 +9,8 @@
 //! - [`reducer`]: the [`Reducer`] trait, its two equivalent paths, and the [`Input`],
 //!   [`Cause`] and [`Emitter`] that give intents their stable ids.
 //! - [`intent`]: [`Intent`] and [`IntentKind`]: notify, persist, http, timers, custom.
-//! - [`outcome`]: [`Outcome`], what became of an intent, fed back as an action.
+//! - [`outcome`]: [`Outcome`], what became of an intent, fed back as an action, and the
+//!   [`FailureKind`] of a failed one.
 //! - [`envelope`]: [`Envelope`], the shape every event and command travels in.
 //! - [`cloudevents`]: lossless mapping of envelopes to and from CloudEvents 1.0 JSON,
 //!   with bounded, validating decoding.
@@ -30,9 +31,13 @@
 //!    of the workflow, causation id = the id of this action's envelope) and `now`.
 //! 2. It calls [`Reducer::reduce_into`] (or [`Reducer::reduce`]). The call is pure and
 //!    total: it cannot fail and it performs nothing.
-//! 3. It durably records the action (or the events it produced) *before* it performs any
-//!    intent, so that a crash after the record replays to the same intents with the same
-//!    ids.
+//! 3. If it promises that no effect is lost, it durably records the step's intents
+//!    *before* it performs any of them (a transactional outbox), and marks each done only
+//!    once its outcome has been reduced, so that after a crash the intents left pending
+//!    are performed again under the same ids. A driver without such a record (an
+//!    in-memory runtime, a test) performs them straight away, and a crash loses what was
+//!    in flight. Either way the reducer's state is the driver's caller's to keep: persist
+//!    it as events (`Persist` intents) or snapshots.
 //! 4. It performs the intents in the order emitted, using each [`IntentId`] as the
 //!    idempotency key, so a repeated intent has one visible effect.
 //! 5. It turns each outcome (success with a value, failure with a reason, timeout, a
@@ -64,7 +69,7 @@ pub use error::{Error, Result};
 pub use id::{CausationId, CorrelationId, EventId, IntentId, StreamId, TimerId};
 pub use intent::{ExpectedVersion, HttpBody, HttpMethod, HttpRequest, Intent, IntentKind};
 pub use machine::{Effect, Guard, Machine, MachineState};
-pub use outcome::{Outcome, OutcomeResult};
+pub use outcome::{FailureKind, Outcome, OutcomeResult};
 pub use reducer::{Cause, Emitter, Input, Reducer, reduce};
 pub use time::Timestamp;
 pub use topic::{Topic, TopicPattern};

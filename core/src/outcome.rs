@@ -39,6 +39,12 @@ pub enum OutcomeResult {
     Failed {
         /// What went wrong, for the reducer to decide on and for people to read.
         reason: String,
+        /// The class of the last failure, so the reducer can tell an effect that will
+        /// never succeed ([`FailureKind::Permanent`]) from one worth trying again later.
+        /// Outcomes stored before this field existed read as `Permanent`: they were
+        /// reported as failed for good.
+        #[serde(default = "FailureKind::permanent")]
+        kind: FailureKind,
     },
     /// The effect did not finish in time (after any retries).
     TimedOut,
@@ -47,6 +53,39 @@ pub enum OutcomeResult {
         /// The timer's name.
         timer: TimerId,
     },
+}
+
+/// Classes of failure: whether trying the effect again could help.
+///
+/// The effects runtime's handlers classify each failure (`keel_effects::Failure`
+/// carries one), its retry policy decides on the class, and the class reaches the reducer
+/// in [`OutcomeResult::Failed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// Might succeed if tried again: a 5xx, a 429, a refused or reset connection.
+    Transient,
+    /// Did not finish in time; might succeed if tried again. (The runtime reports a
+    /// final timeout as [`OutcomeResult::TimedOut`], not as a failure of this class.)
+    Timeout,
+    /// Not attempted because a protection is engaged (an open circuit, a rate limit, a
+    /// shutdown); worth trying again later.
+    Unavailable,
+    /// Will fail again however often it is tried: a 4xx, a refused address, bad input.
+    Permanent,
+}
+
+impl FailureKind {
+    /// Whether a retry could help.
+    pub const fn is_retryable(self) -> bool {
+        !matches!(self, Self::Permanent)
+    }
+
+    /// [`FailureKind::Permanent`], as a function for serde's `default`.
+    const fn permanent() -> Self {
+        Self::Permanent
+    }
 }
 
 impl Outcome {
@@ -90,5 +129,39 @@ mod tests {
             ..outcome.clone()
         };
         assert_ne!(outcome.causation(), other.causation());
+    }
+
+    #[test]
+    fn a_failed_outcome_carries_its_failure_kind_through_serde() {
+        let outcome = Outcome {
+            intent: Cause::root(3).intent_id(1),
+            attempts: 4,
+            result: OutcomeResult::Failed {
+                reason: "503".into(),
+                kind: FailureKind::Transient,
+            },
+        };
+        let json = serde_json::to_value(&outcome).expect("an outcome serialises");
+        assert_eq!(json["result"]["kind"], "transient");
+        let back: Outcome = serde_json::from_value(json).expect("and deserialises");
+        assert_eq!(back, outcome);
+    }
+
+    #[test]
+    fn a_failed_outcome_stored_without_a_kind_reads_as_permanent() {
+        let intent = Cause::root(3).intent_id(1);
+        let old = serde_json::json!({
+            "intent": intent,
+            "attempts": 1,
+            "result": { "result": "failed", "reason": "card declined" },
+        });
+        let outcome: Outcome = serde_json::from_value(old).expect("an old outcome reads");
+        assert_eq!(
+            outcome.result,
+            OutcomeResult::Failed {
+                reason: "card declined".into(),
+                kind: FailureKind::Permanent,
+            }
+        );
     }
 }

@@ -14,7 +14,11 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
+/// Classes of failure. Defined in `keel-core`, because the class reaches the reducer in
+/// [`OutcomeResult::Failed`](keel_core::OutcomeResult::Failed).
+pub use keel_core::FailureKind;
 use keel_core::Intent;
 
 use crate::metrics::Metrics;
@@ -55,6 +59,10 @@ pub trait Layer: Send + Sync {
 }
 
 /// One attempt at one intent.
+///
+/// Clones of a call share one count of the attempts made, so the layers above a retry
+/// (the dead letters, the runtime reporting the [`Outcome`](keel_core::Outcome)) learn how
+/// many attempts the layers below made, even if one of them ran the call on another task.
 #[derive(Clone)]
 pub struct Call {
     /// The intent; shared, because layers may attempt it several times.
@@ -65,6 +73,8 @@ pub struct Call {
     pub attempt: u32,
     /// The runtime's counters, for layers that count retries and dead letters.
     pub metrics: Metrics,
+    /// The highest attempt number made so far, shared by every clone of this call.
+    attempts_made: Arc<AtomicU32>,
 }
 
 impl fmt::Debug for Call {
@@ -79,14 +89,29 @@ impl fmt::Debug for Call {
 }
 
 impl Call {
-    /// A first attempt at `intent` from `instance`.
-    pub fn new(intent: Intent, instance: InstanceId, metrics: Metrics) -> Self {
+    /// A first attempt at `intent` (owned or already shared) from `instance`.
+    pub fn new(intent: impl Into<Arc<Intent>>, instance: InstanceId, metrics: Metrics) -> Self {
         Self {
-            intent: Arc::new(intent),
+            intent: intent.into(),
             instance,
             attempt: 1,
             metrics,
+            attempts_made: Arc::new(AtomicU32::new(1)),
         }
+    }
+
+    /// Records that attempt number [`attempt`](Self::attempt) is being made. A layer that
+    /// attempts a call again (like the retry layer) calls this before each attempt, so
+    /// that [`attempts_made`](Self::attempts_made) counts it.
+    pub fn record_attempt(&self) {
+        self.attempts_made
+            .fetch_max(self.attempt, Ordering::Relaxed);
+    }
+
+    /// How many attempts this call (any of its clones) has made so far: at least 1, the
+    /// attempt it was created for.
+    pub fn attempts_made(&self) -> u32 {
+        self.attempts_made.load(Ordering::Relaxed)
     }
 
     /// The idempotency key: the intent's id as text, unless an HTTP intent overrides it.
@@ -145,28 +170,6 @@ pub struct Failure {
     /// The earliest useful retry, when the other side said (`Retry-After`) or a circuit
     /// breaker knows.
     pub retry_after_ms: Option<u64>,
-}
-
-/// Classes of failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum FailureKind {
-    /// Might succeed if tried again: a 5xx, a 429, a refused or reset connection.
-    Transient,
-    /// Did not finish in time; might succeed if tried again.
-    Timeout,
-    /// Not attempted because a protection is engaged (an open circuit, a rate limit, a
-    /// shutdown); worth trying again later.
-    Unavailable,
-    /// Will fail again however often it is tried: a 4xx, a refused address, bad input.
-    Permanent,
-}
-
-impl FailureKind {
-    /// Whether a retry could help.
-    pub const fn is_retryable(self) -> bool {
-        !matches!(self, Self::Permanent)
-    }
 }
 
 impl Failure {

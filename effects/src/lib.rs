@@ -5,7 +5,7 @@
 //!
 //! - [`runtime`]: the [`Runtime`](runtime::Runtime) hosting reducer instances, each with a bounded
 //!   mailbox; dispatch of intents to handlers, deduplication by intent id, outcomes fed
-//!   back, graceful shutdown.
+//!   back, an optional durable outbox, graceful shutdown.
 //! - [`handler`]: the [`Handler`] contract, [`Call`], [`Failure`], and [`Layer`].
 //! - [`notify`]: the in-process event bus: topics, patterns, filters, priorities,
 //!   request-reply.
@@ -18,7 +18,14 @@
 //! - [`clock`], [`metrics`], [`error`]: the runtime's time source, counters and error.
 //!
 //! The contract this crate fulfils is written once, in `keel-core`'s crate docs
-//! ("The driver contract").
+//! ("The driver contract"). Step 3, the durable record, holds when the runtime is built
+//! with a store-backed outbox ([`RuntimeBuilder::outbox`](runtime::RuntimeBuilder::outbox)):
+//! each step's intents are committed to the store before any is performed, and what a
+//! crash leaves pending is performed again by [`Runtime::recover_outbox`](runtime::Runtime::recover_outbox).
+//! Without one, intents live in memory only: a graceful shutdown hands back what it did
+//! not run, but a crash loses it. Either way the runtime keeps no reducer state; the
+//! [`PersistHandler`](persist::PersistHandler) appends the events a reducer emits, which
+//! is how a workflow makes its state durable.
 
 pub mod clock;
 pub mod error;

@@ -38,6 +38,8 @@ mod runtime_agrees_with_the_pure_reducer;
 mod runtime_drives_http_through_policies_and_dead_letters;
 mod runtime_feeds_outcomes_back_as_actions;
 mod runtime_fires_and_cancels_timers;
+mod runtime_outbox_records_intents_before_performing_them;
+mod runtime_reports_attempts_and_failure_kind;
 mod runtime_runs_each_intent_id_once;
 mod runtime_shutdown_hands_back_what_it_did_not_run;
 mod store_loads_aggregates_from_snapshots_and_upcast_events;

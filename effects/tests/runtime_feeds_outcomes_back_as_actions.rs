@@ -71,7 +71,8 @@ async fn successes_and_failures_are_reduced_by_the_emitting_instance() {
     assert_eq!(
         failed.result,
         OutcomeResult::Failed {
-            reason: "odd tags fail".into()
+            reason: "odd tags fail".into(),
+            kind: keel_core::FailureKind::Permanent,
         }
     );
 }
@@ -91,6 +92,6 @@ async fn an_intent_without_a_handler_fails_with_a_reason() {
         panic!("expected an outcome")
     };
     assert!(
-        matches!(&outcome.result, OutcomeResult::Failed { reason } if reason.contains("no handler"))
+        matches!(&outcome.result, OutcomeResult::Failed { reason, .. } if reason.contains("no handler"))
     );
 }

@@ -1,7 +1,9 @@
 //! Intents committed with their events stay pending until the outbox dispatcher has
 //! carried them out; a crash between carrying one out and marking it done leaves it
 //! pending, so the next dispatcher runs it again under the same intent id, and an intent
-//! once marked done never runs again, not even when its append is retried.
+//! once marked done never runs again, not even when its append is retried. An intent
+//! whose attempt failed transiently stays pending for a later pass; one that failed
+//! permanently has its outcome and is done.
 
 use crate::common::stores;
 
@@ -212,6 +214,63 @@ async fn check(mut test: TestStore) -> TestStore {
 async fn the_outbox_redispatches_what_a_crash_left_pending_and_nothing_done() {
     for backend in Backend::available().await {
         let test = check(backend.open().await).await;
+        test.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_leaves_the_intent_pending_for_a_later_pass() {
+    for backend in Backend::available().await {
+        let test = backend.open().await;
+        let name = test.name;
+        let batch = intents(3, 3);
+        test.store
+            .append_with_intents(
+                &StreamId::from("order-3"),
+                ExpectedVersion::NoStream,
+                &[event(3, 0)],
+                &batch,
+            )
+            .await
+            .expect("the append");
+
+        // Position 1 is refused for good, position 2 meets a service that is down, 3 runs.
+        let down: SharedHandler = Arc::new(|call: Call| async move {
+            match &call.intent.kind {
+                IntentKind::Custom { payload, .. } if payload["position"] == 1 => {
+                    Err(Failure::permanent("card declined"))
+                }
+                IntentKind::Custom { payload, .. } if payload["position"] == 2 => {
+                    Err(Failure::transient("the payment service answered 503"))
+                }
+                _ => Ok(json!({ "done": true })),
+            }
+        });
+        let dispatched = OutboxDispatcher::new(Arc::clone(&test.store), down, Metrics::default())
+            .dispatch_pending()
+            .await
+            .expect("a dispatch");
+        assert_eq!(
+            dispatched.iter().map(|d| d.intent.id).collect::<Vec<_>>(),
+            ids(&batch),
+            "[{name}] each tried once in the pass, the transient one not again"
+        );
+        assert_eq!(
+            pending(test.store.as_ref()).await,
+            batch[1..2],
+            "[{name}] only the transient failure is left pending"
+        );
+
+        // The service is back: the next pass carries it out and marks it done.
+        let seen = Seen::default();
+        let dispatched =
+            OutboxDispatcher::new(Arc::clone(&test.store), seen.handler(), Metrics::default())
+                .dispatch_pending()
+                .await
+                .expect("the next pass");
+        assert_eq!(dispatched.len(), 1, "[{name}]");
+        assert_eq!(seen.count(batch[1].id), 1, "[{name}] under the same id");
+        assert!(pending(test.store.as_ref()).await.is_empty(), "[{name}]");
         test.cleanup().await;
     }
 }

@@ -7,14 +7,11 @@
 //! [`DeadLetterQueue`], and then returns the failure unchanged: the reducer still learns
 //! that the effect failed, and compensates or not as it sees fit.
 //!
-//! The attempt count travels from the retry layer up to this one in a task-local,
-//! because a [`Call`] only travels down and a [`Failure`] has no room for it. A layer in
-//! between that spawned the inner call onto another task would hide the count, and the
-//! dead letter would then report the attempt the call arrived with.
+//! The attempt count travels from the retry layer up to this one in the [`Call`]: its
+//! clones share one count of the attempts made ([`Call::attempts_made`]).
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keel_core::{Intent, Timestamp};
@@ -29,17 +26,6 @@ use crate::metrics::Metrics;
 
 /// The capacity of [`DeadLetterQueue::default`].
 pub const DEAD_LETTER_CAPACITY_DEFAULT: usize = 1_000;
-
-tokio::task_local! {
-    /// The attempts made so far for the call a [`DeadLetterLayer`] is waiting on.
-    static ATTEMPTS: Arc<AtomicU32>;
-}
-
-/// Tells an enclosing [`DeadLetterLayer`], if any, that attempt `attempt` has finished.
-pub(super) fn report_attempts(attempt: u32) {
-    // Outside a dead-letter layer there is no one to tell, which is fine.
-    let _ = ATTEMPTS.try_with(|attempts| attempts.fetch_max(attempt, Ordering::Relaxed));
-}
 
 /// One intent that failed for good.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,12 +149,7 @@ impl DeadLetterQueue {
     ) -> Result<HandlerResult, Error> {
         let letter = self.take(id)?;
         tracing::info!(dead_letter = id, intent = %letter.intent.id, "replaying dead letter");
-        let call = Call {
-            intent: letter.intent,
-            instance: letter.instance,
-            attempt: 1,
-            metrics,
-        };
+        let call = Call::new(letter.intent, letter.instance, metrics);
         Ok(handler.call(call).await)
     }
 
@@ -253,24 +234,20 @@ impl Handler for DeadLetters {
         let inner = Arc::clone(&self.inner);
         let layer = self.layer.clone();
         Box::pin(async move {
-            let attempts = Arc::new(AtomicU32::new(call.attempt));
-            let intent = Arc::clone(&call.intent);
-            let instance = call.instance.clone();
-            let metrics = call.metrics.clone();
-            let result = ATTEMPTS
-                .scope(Arc::clone(&attempts), inner.call(call))
-                .await;
+            // A clone shares the count of attempts that the layers inside record.
+            let counted = call.clone();
+            let result = inner.call(call).await;
             if let Err(failure) = &result {
-                let attempts = attempts.load(Ordering::Relaxed);
-                let intent_id = intent.id;
+                let attempts = counted.attempts_made();
+                let intent_id = counted.intent.id;
                 let id = layer.queue.push(
-                    intent,
-                    instance,
+                    counted.intent,
+                    counted.instance,
                     failure.clone(),
                     attempts,
                     layer.clock.now(),
                 );
-                metrics.dead_lettered();
+                counted.metrics.dead_lettered();
                 tracing::warn!(
                     dead_letter = id,
                     intent = %intent_id,
@@ -342,10 +319,5 @@ mod tests {
         assert_eq!(queue.get(1), None);
         assert_eq!(push(&queue, 2), 3);
         assert_eq!(queue.len(), 2);
-    }
-
-    #[test]
-    fn attempts_reported_outside_a_dead_letter_layer_are_ignored() {
-        report_attempts(7);
     }
 }

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use keel_core::IntentId;
 
-use super::dead_letter::report_attempts;
 use crate::handler::{Call, Failure, Handler, HandlerFuture, Layer, SharedHandler};
 
 /// The most attempts a [`RetryPolicy`] makes, whatever it is configured with.
@@ -251,8 +250,8 @@ impl Handler for Retry {
             // Bounded: `decide` gives up once `attempt` reaches `attempts_max`, which is
             // at most ATTEMPTS_LIMIT, and `attempt` grows by one per turn.
             loop {
+                call.record_attempt();
                 let result = inner.call(call.clone()).await;
-                report_attempts(call.attempt);
                 let failure = match result {
                     Ok(value) => return Ok(value),
                     Err(failure) => failure,

@@ -9,7 +9,15 @@ use tokio::sync::OnceCell;
 
 use crate::handler::HandlerResult;
 
-type Slot = Arc<OnceCell<HandlerResult>>;
+type Slot = Arc<OnceCell<Attempted>>;
+
+/// A handler's result and the attempts it took, as the runtime reports them in the
+/// [`Outcome`](keel_core::Outcome).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Attempted {
+    pub(crate) result: HandlerResult,
+    pub(crate) attempts: u32,
+}
 
 /// Maps intent ids to their (eventual) results.
 ///
@@ -40,10 +48,10 @@ impl OutcomeRecord {
 
     /// The result for `id`, running `effect` only if no call for `id` ran before.
     /// The flag says whether this call was answered from the record.
-    pub(crate) async fn run<F, Fut>(&self, id: IntentId, effect: F) -> (HandlerResult, bool)
+    pub(crate) async fn run<F, Fut>(&self, id: IntentId, effect: F) -> (Attempted, bool)
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = HandlerResult>,
+        Fut: Future<Output = Attempted>,
     {
         let slot = self.slot(id);
         let mut ran = false;
@@ -123,6 +131,13 @@ mod tests {
 
     use super::*;
 
+    fn attempted(result: HandlerResult) -> Attempted {
+        Attempted {
+            result,
+            attempts: 1,
+        }
+    }
+
     #[tokio::test]
     async fn an_intent_runs_once_and_repeats_get_the_recorded_result() {
         let record = OutcomeRecord::new(10);
@@ -132,10 +147,10 @@ mod tests {
             let (result, repeat) = record
                 .run(id, || async {
                     runs.fetch_add(1, Ordering::SeqCst);
-                    Ok(json!(7))
+                    attempted(Ok(json!(7)))
                 })
                 .await;
-            assert_eq!((result, repeat), (Ok(json!(7)), expected_repeat));
+            assert_eq!((result, repeat), (attempted(Ok(json!(7))), expected_repeat));
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
@@ -146,7 +161,7 @@ mod tests {
         for position in 0..5 {
             let _ = record
                 .run(Cause::root(1).intent_id(position), || async {
-                    Ok(json!(null))
+                    attempted(Ok(json!(null)))
                 })
                 .await;
         }

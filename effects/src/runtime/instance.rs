@@ -5,17 +5,18 @@
 //! to this task through a `JoinSet`, never through the bounded mailbox, so an instance
 //! can never block on sending to itself.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use keel_core::{Input, Intent, IntentKind, Outcome, OutcomeResult, Reducer};
+use keel_core::{Input, Intent, IntentId, IntentKind, Outcome, OutcomeResult, Reducer};
 use tokio::sync::mpsc;
 use tokio::task::{Id as TaskId, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::dedup::Attempted;
 use super::{HandBackReason, HandedBack, Message, Shared};
-use crate::handler::{Call, Failure, FailureKind, HandlerResult, InstanceId};
+use crate::handler::{Call, Failure, FailureKind, InstanceId};
 use crate::timer::TimerWheel;
 
 /// What an instance task leaves behind when it ends.
@@ -32,7 +33,7 @@ pub(super) struct Instance<R: Reducer> {
     buffer: Vec<Intent>,
     /// Intents emitted but not started: the in-flight bound was reached.
     queued: VecDeque<Intent>,
-    in_flight: JoinSet<HandlerResult>,
+    in_flight: JoinSet<Attempted>,
     /// The intent of each in-flight task, so that an aborted or panicked task's intent
     /// can be handed back.
     in_flight_intents: HashMap<TaskId, Arc<Intent>>,
@@ -41,6 +42,12 @@ pub(super) struct Instance<R: Reducer> {
     draining: Option<Instant>,
     handed_back: Vec<HandedBack>,
     fault: Option<crate::Error>,
+    /// Intents whose outcome has been reduced, to mark done in the outbox (only kept
+    /// when the runtime has one).
+    completed: Vec<IntentId>,
+    /// Intents recovered from the outbox and not finished yet, so that a second
+    /// recovery does not start one twice.
+    recovering: HashSet<IntentId>,
 }
 
 impl<R, M> Instance<R>
@@ -62,6 +69,8 @@ where
             draining: None,
             handed_back: Vec::new(),
             fault: None,
+            completed: Vec::new(),
+            recovering: HashSet::new(),
         }
     }
 
@@ -70,9 +79,10 @@ where
         mut mailbox: mpsc::Receiver<Message<R>>,
         initial: Vec<Intent>,
     ) -> Finished<R::State> {
-        initial.into_iter().for_each(|intent| self.dispatch(intent));
+        self.record_and_dispatch(initial).await;
         let mut mailbox_open = true;
         loop {
+            self.flush_completed().await;
             self.start_queued();
             if !mailbox_open && self.in_flight.is_empty() && self.queued.is_empty() {
                 break;
@@ -89,9 +99,9 @@ where
                 biased;
                 Some(joined) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
                     match joined {
-                        Ok((task, result)) => {
+                        Ok((task, attempted)) => {
                             if let Some(intent) = self.in_flight_intents.remove(&task) {
-                                self.outcome(&intent, result);
+                                self.outcome(&intent, attempted).await;
                             }
                         }
                         Err(error) => {
@@ -100,7 +110,9 @@ where
                             if let Some(intent) = self.in_flight_intents.remove(&error.id()) {
                                 tracing::error!(instance = %self.id, intent = %intent.id, %error, "effect task failed");
                                 let failure = Failure::new(FailureKind::Transient, format!("the effect task failed: {error}"));
-                                self.outcome(&intent, Err(failure));
+                                // How many attempts the task made before it failed is lost
+                                // with it; it made one at least.
+                                self.outcome(&intent, Attempted { result: Err(failure), attempts: 1 }).await;
                             }
                         }
                     }
@@ -113,15 +125,24 @@ where
                             attempts: 0,
                             result: OutcomeResult::TimerFired { timer: fired.timer },
                         };
-                        self.step(Input::new(outcome.cause(), now, M::from(outcome)));
+                        self.step(Input::new(outcome.cause(), now, M::from(outcome))).await;
+                        self.complete(fired.intent.id);
                     }
                 }
                 message = mailbox.recv(), if take_mail => match message {
-                    Some(Message::Action(action)) => self.step(action),
+                    Some(Message::Action(action)) => self.step(action).await,
                     Some(Message::Inspect(look)) => look(&self.state),
                     Some(Message::Redispatch(intent)) => {
                         self.shared.outcomes.forget(intent.id);
-                        self.dispatch(intent);
+                        // Its failure was reduced and marked done: record it again.
+                        self.record_and_dispatch(vec![intent]).await;
+                    }
+                    Some(Message::Recovered(intent)) => {
+                        // Pending in the outbox already; a second recovery may send an
+                        // intent that this instance is still carrying out.
+                        if self.recovering.insert(intent.id) {
+                            self.dispatch(intent);
+                        }
                     }
                     Some(Message::Drain { deadline }) => {
                         // Take no new mail, but finish what is queued: those actions were
@@ -136,8 +157,10 @@ where
                     mailbox.close();
                     while let Ok(message) = mailbox.try_recv() {
                         match message {
-                            Message::Action(action) => self.step(action),
-                            Message::Redispatch(intent) => self.hand_back(intent, HandBackReason::NotStarted),
+                            Message::Action(action) => self.step(action).await,
+                            Message::Redispatch(intent) | Message::Recovered(intent) => {
+                                self.hand_back(intent, HandBackReason::NotStarted);
+                            }
                             Message::Inspect(look) => look(&self.state),
                             Message::Drain { .. } => {}
                         }
@@ -147,6 +170,7 @@ where
                 }
             }
         }
+        self.flush_completed().await;
         Finished {
             state: self.state,
             handed_back: self.handed_back,
@@ -154,8 +178,9 @@ where
         }
     }
 
-    /// Reduces one action and dispatches its intents.
-    fn step(&mut self, action: Input<M>) {
+    /// Reduces one action, records its intents in the outbox (if any) and dispatches
+    /// them.
+    async fn step(&mut self, action: Input<M>) {
         self.shared.metrics.actions();
         let span = tracing::info_span!(
             "keel.action",
@@ -163,14 +188,19 @@ where
             correlation = %action.cause.correlation,
             causation = %action.cause.causation,
         );
-        let _entered = span.enter();
-        self.buffer.clear();
-        self.shared
-            .reducer
-            .reduce_into(&mut self.state, action, &mut self.buffer);
+        // The span is entered only around code that does not await: a guard held while
+        // the task is suspended would leak the span into other tasks.
+        let mut intents = {
+            let _entered = span.enter();
+            self.buffer.clear();
+            self.shared
+                .reducer
+                .reduce_into(&mut self.state, action, &mut self.buffer);
+            std::mem::take(&mut self.buffer)
+        };
         let limit = self.shared.config.intents_per_step_max;
-        let mut intents = std::mem::take(&mut self.buffer);
         if intents.len() > limit {
+            let _entered = span.enter();
             let error = crate::Error::TooManyIntents {
                 instance: self.id.to_string(),
                 emitted: intents.len(),
@@ -180,7 +210,11 @@ where
             self.hand_back_all(intents.drain(..), HandBackReason::StepOverLimit);
             self.fault.get_or_insert(error);
             self.begin_draining(Instant::now());
+        } else if let Err(error) = self.record(&intents).instrument(span.clone()).await {
+            let _entered = span.enter();
+            self.refuse_unrecorded(intents.drain(..), error);
         } else {
+            let _entered = span.enter();
             for intent in intents.drain(..) {
                 self.dispatch(intent);
             }
@@ -188,10 +222,72 @@ where
         self.buffer = intents;
     }
 
+    /// Records `intents` in the outbox (if any) and dispatches them.
+    async fn record_and_dispatch(&mut self, intents: Vec<Intent>) {
+        match self.record(&intents).await {
+            Ok(()) => intents.into_iter().for_each(|intent| self.dispatch(intent)),
+            Err(error) => self.refuse_unrecorded(intents, error),
+        }
+    }
+
+    /// Commits `intents` to the runtime's outbox, if it has one, before any is performed.
+    async fn record(&mut self, intents: &[Intent]) -> Result<(), crate::Error> {
+        // Borrows of two fields, not of `self`: a `&Instance` held across the await
+        // would need the reducer's state to be `Sync`.
+        let (shared, id) = (&self.shared, &self.id);
+        match &shared.outbox {
+            Some(outbox) if !intents.is_empty() => outbox.record(id, intents).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops the instance over intents that could not be recorded: performing them
+    /// unrecorded would lose them in a crash, which the outbox promises never happens.
+    fn refuse_unrecorded(
+        &mut self,
+        intents: impl IntoIterator<Item = Intent>,
+        error: crate::Error,
+    ) {
+        tracing::error!(instance = %self.id, %error, "could not record intents in the outbox: instance stopped");
+        self.hand_back_all(intents, HandBackReason::NotRecorded);
+        self.fault.get_or_insert(error);
+        self.begin_draining(Instant::now());
+    }
+
+    /// Notes that the intent `id` is finished: its outcome is reduced, or it will have
+    /// none (a cancelled or replaced timer).
+    fn complete(&mut self, id: IntentId) {
+        if !self.recovering.is_empty() {
+            self.recovering.remove(&id);
+        }
+        if self.shared.outbox.is_some() {
+            self.completed.push(id);
+        }
+    }
+
+    /// Marks the finished intents done in the outbox, in one call. It runs after the
+    /// step that reduced their outcomes has recorded the intents it caused, so a crash
+    /// in between runs an intent again rather than losing what followed from it.
+    async fn flush_completed(&mut self) {
+        if self.completed.is_empty() {
+            return;
+        }
+        if let Some(outbox) = &self.shared.outbox {
+            if let Err(error) = outbox.complete(&self.completed).await {
+                // Left pending, they run again after a restart under the same ids:
+                // at least once, never lost.
+                tracing::warn!(instance = %self.id, %error, intents = self.completed.len(), "could not mark outbox intents done");
+            }
+        }
+        self.completed.clear();
+    }
+
     fn dispatch(&mut self, intent: Intent) {
         match &intent.kind {
             IntentKind::CancelTimer { timer } => {
-                self.timers.cancel(timer);
+                if let Some(cancelled) = self.timers.cancel(timer) {
+                    self.complete(cancelled.intent.id);
+                }
             }
             _ if self.draining.is_some() || self.fault.is_some() => {
                 self.hand_back(intent, HandBackReason::NotStarted);
@@ -204,8 +300,12 @@ where
                     self.hand_back(intent, HandBackReason::StepOverLimit);
                     return;
                 }
-                let (timer, due) = (timer.clone(), *due);
-                self.timers.schedule(timer, due, intent);
+                let (timer, due, id) = (timer.clone(), *due, intent.id);
+                if let Some(replaced) = self.timers.schedule(timer, due, intent) {
+                    if replaced.intent.id != id {
+                        self.complete(replaced.intent.id);
+                    }
+                }
             }
             _ => self.queued.push_back(intent),
         }
@@ -229,12 +329,7 @@ where
         let shared = Arc::clone(&self.shared);
         let handler = shared.handlers.for_intent(&intent);
         let intent = Arc::new(intent);
-        let call = Call {
-            intent: Arc::clone(&intent),
-            instance: self.id.clone(),
-            attempt: 1,
-            metrics: shared.metrics.clone(),
-        };
+        let call = Call::new(Arc::clone(&intent), self.id.clone(), shared.metrics.clone());
         let span = tracing::info_span!(
             "keel.intent",
             instance = %self.id,
@@ -250,9 +345,16 @@ where
                     .run(id, || {
                         shared.metrics.started();
                         async move {
-                            match handler {
+                            // The layers inside (a retry) count their attempts into the
+                            // clones of this call.
+                            let counted = call.clone();
+                            let result = match handler {
                                 Ok(handler) => handler.call(call).await,
                                 Err(failure) => Err(failure),
+                            };
+                            Attempted {
+                                result,
+                                attempts: counted.attempts_made(),
                             }
                         }
                     })
@@ -268,7 +370,8 @@ where
         self.in_flight_intents.insert(task.id(), intent);
     }
 
-    fn outcome(&mut self, intent: &Intent, result: HandlerResult) {
+    async fn outcome(&mut self, intent: &Intent, attempted: Attempted) {
+        let Attempted { result, attempts } = attempted;
         let result = match result {
             Ok(value) => {
                 self.shared.metrics.succeeded();
@@ -279,19 +382,22 @@ where
                 tracing::debug!(instance = %self.id, intent = %intent.id, %failure, "effect failed");
                 match failure.kind {
                     FailureKind::Timeout => OutcomeResult::TimedOut,
-                    _ => OutcomeResult::Failed {
+                    kind => OutcomeResult::Failed {
                         reason: failure.reason,
+                        kind,
                     },
                 }
             }
         };
         let outcome = Outcome {
             intent: intent.id,
-            attempts: 1,
+            attempts,
             result,
         };
         let now = self.shared.clock.now();
-        self.step(Input::new(outcome.cause(), now, M::from(outcome)));
+        self.step(Input::new(outcome.cause(), now, M::from(outcome)))
+            .await;
+        self.complete(intent.id);
     }
 
     fn begin_draining(&mut self, deadline: Instant) {

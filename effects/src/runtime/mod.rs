@@ -6,6 +6,13 @@
 //! family; the outcome comes back to the same instance as an action (see
 //! [`Outcome`]), so the reducer decides what happens next.
 //!
+//! With an outbox ([`RuntimeBuilder::outbox`]), each step first commits its intents to a
+//! store and performs them only after the commit; each is marked done once its outcome
+//! has been reduced. After a crash, [`Runtime::recover_outbox`] performs the pending ones
+//! again under the same intent ids. Without one, nothing is written anywhere: a crash
+//! loses the intents in flight (a graceful [`shutdown`](Runtime::shutdown) still hands
+//! them back).
+//!
 //! ```
 //! use keel_core::{Cause, HttpRequest, Input, Intent, Outcome, Reducer};
 //! use keel_effects::runtime::Runtime;
@@ -46,6 +53,7 @@
 
 mod dedup;
 mod instance;
+mod outbox;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -64,9 +72,12 @@ use crate::clock::{Clock, TokioClock};
 use crate::error::Error;
 use crate::handler::{Failure, InstanceId, SharedHandler};
 use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::persist::{EventStore, READ_LIMIT_MAX};
 use crate::policy::DeadLetterQueue;
 use dedup::OutcomeRecord;
 use instance::{Finished, Instance};
+use outbox::Outbox;
+pub use outbox::{OUTBOX_ENTRY_NAME, OUTBOX_STREAM};
 
 /// The runtime's bounds. Every queue and table it keeps is limited by one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +169,8 @@ struct Shared<R: Reducer> {
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     outcomes: OutcomeRecord,
+    /// Where each step's intents are committed before they are performed, if anywhere.
+    outbox: Option<Outbox>,
     instances: Mutex<HashMap<InstanceId, InstanceHandle<R>>>,
     accepting: AtomicBool,
 }
@@ -175,6 +188,9 @@ enum Message<R: Reducer> {
     Inspect(Inspector<R::State>),
     /// Run this intent again (a dead-letter replay), forgetting its recorded outcome.
     Redispatch(Intent),
+    /// Run this intent, left pending in the outbox by an earlier run; it is recorded
+    /// already.
+    Recovered(Intent),
     Drain {
         deadline: Instant,
     },
@@ -188,12 +204,14 @@ pub struct RuntimeBuilder<R> {
     config: RuntimeConfig,
     clock: Option<Arc<dyn Clock>>,
     metrics: Metrics,
+    outbox: Option<Arc<dyn EventStore>>,
 }
 
 impl<R> fmt::Debug for RuntimeBuilder<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RuntimeBuilder")
             .field("config", &self.config)
+            .field("outbox", &self.outbox.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -245,6 +263,24 @@ impl<R> RuntimeBuilder<R> {
         self
     }
 
+    /// Makes the runtime's intents durable in `store`'s outbox: each step's intents
+    /// (all but `CancelTimer`, which acts at once) are committed, in one
+    /// [`append_with_intents`](EventStore::append_with_intents) to [`OUTBOX_STREAM`],
+    /// before any of them is performed, and each is marked done once its outcome has been
+    /// reduced and the intents that outcome caused are committed in turn. After a crash,
+    /// [`Runtime::recover_outbox`] carries out what was left pending, under the same
+    /// intent ids.
+    ///
+    /// Each step then waits for its commit, which the durable stores group with the
+    /// commits of other instances. A step whose commit fails stops its instance (see
+    /// [`HandBackReason::NotRecorded`]): an intent is never performed unrecorded. Give
+    /// the runtime a store (or database) of its own for this, not one whose outbox an
+    /// [`OutboxDispatcher`](crate::persist::outbox::OutboxDispatcher) drains.
+    pub fn outbox(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.outbox = Some(store);
+        self
+    }
+
     /// Builds the runtime. Must be called inside a tokio runtime when the default clock
     /// is used.
     pub fn build(self) -> Result<Runtime<R>, Error>
@@ -260,6 +296,7 @@ impl<R> RuntimeBuilder<R> {
                 clock: self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
                 metrics: self.metrics,
                 outcomes: OutcomeRecord::new(self.config.outcome_record_capacity),
+                outbox: self.outbox.map(Outbox::new),
                 instances: Mutex::new(HashMap::new()),
                 accepting: AtomicBool::new(true),
             }),
@@ -301,6 +338,7 @@ impl<R: Reducer> Runtime<R> {
             config: RuntimeConfig::default(),
             clock: None,
             metrics: Metrics::default(),
+            outbox: None,
         }
     }
 }
@@ -427,6 +465,55 @@ where
         Ok(())
     }
 
+    /// Carries out the intents that an earlier run committed to the outbox (see
+    /// [`RuntimeBuilder::outbox`]) and left pending: crashed before their outcome, or
+    /// handed back by a shutdown. Each goes, under its own intent id, to the instance
+    /// that emitted it, which reduces its outcome like any other and then marks it done.
+    ///
+    /// Call it after spawning the instances with their restored states. Intents of an
+    /// instance that is not running stay pending, counted in the report; call again once
+    /// it runs. Calling again is safe: an instance skips an intent it is already
+    /// carrying out. One call reads at most [`READ_LIMIT_MAX`] pending intents per page
+    /// and stops at the first page with nothing new; `more_pending` then says whether
+    /// another call may find more. Without an outbox, there is nothing to recover.
+    pub async fn recover_outbox(&self) -> Result<RecoveryReport, Error> {
+        let mut report = RecoveryReport::default();
+        let Some(outbox) = &self.shared.outbox else {
+            return Ok(report);
+        };
+        // Bounded by the pending intents: each turn sends at least one not sent before.
+        let mut sent = std::collections::HashSet::new();
+        loop {
+            let page = outbox.pending(READ_LIMIT_MAX).await?;
+            report.more_pending = page.full;
+            let mut fresh = false;
+            for id in page.foreign {
+                if sent.insert(id) {
+                    fresh = true;
+                    report.foreign += 1;
+                }
+            }
+            for (instance, intent) in page.entries {
+                if !sent.insert(intent.id) {
+                    continue;
+                }
+                fresh = true;
+                let delivered = match self.mailbox(&instance) {
+                    Ok(mailbox) => mailbox.send(Message::Recovered(intent)).await.is_ok(),
+                    Err(_) => false,
+                };
+                if delivered {
+                    report.dispatched += 1;
+                } else {
+                    report.orphaned += 1;
+                }
+            }
+            if !fresh {
+                return Ok(report);
+            }
+        }
+    }
+
     /// The counters now.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.shared.metrics.snapshot()
@@ -502,11 +589,30 @@ where
 pub struct ShutdownReport<S> {
     /// Each instance's state when it stopped, sorted by id.
     pub instances: Vec<(InstanceId, S)>,
-    /// Intents not carried out, to be dispatched again after a restart (the durable
-    /// outbox does this by itself).
+    /// Intents not carried out, to be dispatched again after a restart. With an outbox
+    /// they are still pending in the store (except those handed back as
+    /// [`HandBackReason::NotRecorded`] or [`HandBackReason::StepOverLimit`]), and
+    /// [`Runtime::recover_outbox`] dispatches them; without one, this list is all
+    /// that is left of them.
     pub handed_back: Vec<HandedBack>,
     /// Instances that stopped on an error, with the error.
     pub faults: Vec<(InstanceId, String)>,
+}
+
+/// What [`Runtime::recover_outbox`] did with the pending intents it read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Intents sent to the instance that emitted them, to be carried out again.
+    pub dispatched: usize,
+    /// Intents of instances that are not running: left pending.
+    pub orphaned: usize,
+    /// Pending intents that a runtime did not record (another producer shares the
+    /// store's outbox): left pending.
+    pub foreign: usize,
+    /// Whether the last page read was full, so that more intents may be pending than
+    /// this call saw.
+    pub more_pending: bool,
 }
 
 /// An intent the runtime did not carry out, and why.
@@ -533,4 +639,7 @@ pub enum HandBackReason {
     Aborted,
     /// Emitted by a step over a bound (intents per step, pending timers).
     StepOverLimit,
+    /// Emitted by a step whose intents could not be committed to the outbox (the fault
+    /// says why); never started, and not pending in the store either.
+    NotRecorded,
 }

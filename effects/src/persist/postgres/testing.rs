@@ -6,15 +6,25 @@ use tokio_postgres::NoTls;
 
 use super::{PostgresConfig, PostgresStore};
 
+/// What a test prints when it is skipped: the same line as the behaviour tests print,
+/// which the README quotes.
+const SKIPPED: &str = "skipped postgres: KEEL_PG_URL not set";
+
 /// The server's URL, or `None` (after saying the test is skipped).
 pub(super) fn url() -> Option<String> {
     match std::env::var("KEEL_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            eprintln!("skipped: KEEL_PG_URL not set (PostgreSQL tests need a server)");
+            eprintln!("{SKIPPED}");
             None
         }
     }
+}
+
+#[test]
+fn the_skip_line_is_the_one_the_readme_quotes() {
+    let readme = include_str!("../../../../README.md");
+    assert!(readme.contains(&format!("`{SKIPPED}`")));
 }
 
 /// A configuration with a schema of its own, so tests run in parallel.

@@ -87,6 +87,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -173,6 +174,7 @@ struct Inner {
     requests: mpsc::Sender<Request>,
     readers: Arc<Readers>,
     head: Arc<watch::Sender<u64>>,
+    commits: Arc<AtomicU64>,
     #[expect(
         dead_code,
         reason = "held only for its drop, which joins the writer thread"
@@ -194,10 +196,12 @@ impl SqliteStore {
         let readers = Arc::new(Readers::open(&path, config.readers)?);
         let head = Arc::new(watch::Sender::new(head));
         let (requests, queue) = mpsc::channel(config.group_commit_max * 2);
+        let commits = Arc::new(AtomicU64::new(0));
         let writer = WriterThread::spawn(
             connection,
             queue,
             Arc::clone(&head),
+            Arc::clone(&commits),
             config.group_commit_max,
         )?;
         Ok(Self {
@@ -206,6 +210,7 @@ impl SqliteStore {
                 requests,
                 readers,
                 head,
+                commits,
                 writer,
             }),
         })
@@ -214,6 +219,13 @@ impl SqliteStore {
     /// The path of the store's file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// How many write transactions (each one fsync) this handle's writer has committed
+    /// since the store was opened. With group commit, concurrent writes share them, so
+    /// this grows more slowly than the writes acknowledged: the ratio is the group size.
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
     }
 
     /// Sends `op` to the writer thread and waits for its answer, given after the commit.

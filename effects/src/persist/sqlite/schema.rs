@@ -110,6 +110,11 @@ enum Found {
     Current,
 }
 
+/// `PRAGMA synchronous` reads `FULL` as 2: each commit fsyncs the WAL.
+pub(crate) const SYNCHRONOUS_FULL: i64 = 2;
+/// `PRAGMA synchronous` reads `NORMAL` as 1.
+const SYNCHRONOUS_NORMAL: i64 = 1;
+
 /// Opens the write connection: checks the file, creates the schema if the database is
 /// empty, then switches to WAL and sets the pragmas.
 pub(crate) fn open_writer(path: &Path, synchronous_full: bool) -> Result<Connection, Error> {
@@ -128,10 +133,24 @@ pub(crate) fn open_writer(path: &Path, synchronous_full: bool) -> Result<Connect
             path.display()
         )));
     }
-    let synchronous = if synchronous_full { "FULL" } else { "NORMAL" };
+    let (synchronous, level) = if synchronous_full {
+        ("FULL", SYNCHRONOUS_FULL)
+    } else {
+        ("NORMAL", SYNCHRONOUS_NORMAL)
+    };
     connection
         .pragma_update(None, "synchronous", synchronous)
         .map_err(storage)?;
+    // SQLite ignores a pragma it does not know without an error; read it back, so that
+    // a store never claims a durability its connection does not have.
+    let set: i64 = connection
+        .pragma_query_value(None, "synchronous", |row| row.get(0))
+        .map_err(storage)?;
+    if set != level {
+        return Err(storage(format!(
+            "SQLite kept synchronous={set} when asked for {synchronous} ({level})"
+        )));
+    }
     // A 64 MiB page cache keeps the hot index pages of a large store in memory; the WAL
     // is truncated back to 64 MiB after a checkpoint, so one huge batch does not leave a
     // huge file behind.

@@ -673,6 +673,68 @@ async fn refused_one_event_appends_in_a_group_leave_the_others_whole() {
     }
 }
 
+/// The write connection the store opens with its default configuration fsyncs every
+/// commit: `synchronous=FULL`, which SQLite reads back as 2.
+#[test]
+fn the_writer_runs_with_synchronous_full_by_default() {
+    let dir = TempDir::new();
+    let config = SqliteConfig::default();
+    let connection = schema::open_writer(&dir.file(), config.synchronous_full).unwrap();
+    let level: i64 = connection
+        .pragma_query_value(None, "synchronous", |row| row.get(0))
+        .unwrap();
+    assert_eq!(level, schema::SYNCHRONOUS_FULL);
+    assert_eq!(level, 2);
+    drop(connection);
+    let relaxed = schema::open_writer(&dir.file(), false).unwrap();
+    let level: i64 = relaxed
+        .pragma_query_value(None, "synchronous", |row| row.get(0))
+        .unwrap();
+    assert_eq!(level, 1, "synchronous_full: false asks for NORMAL");
+}
+
+/// Appends made one after another commit one transaction each; appends made at once
+/// share transactions (and so fsyncs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_transactions() {
+    const WRITERS: u64 = 64;
+    let dir = TempDir::new();
+    let store = Arc::new(open(&dir));
+    for id in 1..=3 {
+        store
+            .append(&StreamId::from("alone"), ExpectedVersion::Any, &[event(id)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.commits(), 3, "one transaction per append made alone");
+
+    let start = Arc::new(tokio::sync::Barrier::new(WRITERS as usize));
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let (store, start) = (Arc::clone(&store), Arc::clone(&start));
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let stream = StreamId::from(format!("writer-{writer}"));
+            store
+                .append(
+                    &stream,
+                    ExpectedVersion::NoStream,
+                    &[event(1_000 + u128::from(writer))],
+                )
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(store.head().await.unwrap(), 3 + WRITERS);
+    let commits = store.commits() - 3;
+    assert!(
+        (1..WRITERS).contains(&commits),
+        "{WRITERS} concurrent appends took {commits} transactions"
+    );
+}
+
 #[tokio::test]
 async fn the_head_watch_moves_after_each_commit() {
     let dir = TempDir::new();

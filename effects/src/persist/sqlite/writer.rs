@@ -9,6 +9,7 @@
 //! and none of them is stored.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use keel_core::{Envelope, ExpectedVersion, Intent, StreamId};
@@ -198,11 +199,13 @@ impl WriterThread {
         connection: Connection,
         queue: mpsc::Receiver<Request>,
         head: Arc<watch::Sender<u64>>,
+        commits: Arc<AtomicU64>,
         group_max: usize,
     ) -> Result<Self, Error> {
         let writer = Writer {
             connection,
             head,
+            commits,
             group_max,
         };
         let handle = std::thread::Builder::new()
@@ -225,6 +228,8 @@ impl Drop for WriterThread {
 struct Writer {
     connection: Connection,
     head: Arc<watch::Sender<u64>>,
+    /// Transactions committed, for [`SqliteStore::commits`](super::SqliteStore::commits).
+    commits: Arc<AtomicU64>,
     group_max: usize,
 }
 
@@ -280,6 +285,7 @@ impl Writer {
         }
         match transaction.commit() {
             Ok(head) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
                 self.head.send_if_modified(|current| {
                     let moved = *current != head;
                     *current = head;
