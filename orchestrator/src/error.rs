@@ -41,8 +41,8 @@ pub enum Error {
         saga: String,
     },
 
-    /// No saga with this id is known.
-    #[error("no saga `{saga}` is known: check the id with `list`")]
+    /// No saga with this id is known (or, to an orchestrator, none is running).
+    #[error("no saga `{saga}` is running or recorded here: check the id with `status` or `list`")]
     UnknownSaga {
         /// The id.
         saga: String,

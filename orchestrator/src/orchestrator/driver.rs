@@ -244,13 +244,15 @@ impl Driver {
             },
             Command::Cancel { id, reason, reply } => match self.engine.cancel(&id, reason, now) {
                 Ok(()) => pending.push(Pending::Other(id, reply)),
-                Err(e) => drop(reply.send(Err(e))),
+                Err(e) => drop(reply.send(Err(self.explain(&id, "cancel", e)))),
             },
-            Command::Operate { id, command, reply } => match self.engine.operate(&id, command, now)
-            {
-                Ok(()) => pending.push(Pending::Other(id, reply)),
-                Err(e) => drop(reply.send(Err(e))),
-            },
+            Command::Operate { id, command, reply } => {
+                let request = command.name();
+                match self.engine.operate(&id, command, now) {
+                    Ok(()) => pending.push(Pending::Other(id, reply)),
+                    Err(e) => drop(reply.send(Err(self.explain(&id, request, e)))),
+                }
+            }
             // Answered after this batch commits, so that a caller never hears of a
             // status that is not yet durable.
             Command::Status { id, reply } => self.deferred.push((id, reply)),
@@ -339,10 +341,21 @@ impl Driver {
         let results = futures_util::future::join_all(appends).await;
         let mut failed = HashMap::new();
         for (append, result) in batch.appends.iter().zip(results) {
-            if let Err(e) = result {
-                tracing::warn!(saga = %append.saga, error = %e, "a saga's records could not be appended");
-                failed.insert(append.saga.clone(), e);
-            }
+            let error = match result {
+                Ok(appended) if !appended.deduplicated => continue,
+                // Record ids derive from the saga id and the version only, so the same
+                // records already stored mean this saga's log was written before by
+                // another run under the same id (a finished saga started again): the
+                // store's idempotency must not pass that off as a success.
+                Ok(_) => keel_effects::Error::VersionConflict {
+                    stream: append.saga.stream(),
+                    expected: append.expected.to_string(),
+                    actual: append.expected + append.records.len() as u64,
+                },
+                Err(e) => e,
+            };
+            tracing::warn!(saga = %append.saga, error = %error, "a saga's records could not be appended");
+            failed.insert(append.saga.clone(), error);
         }
         tracing::trace!(
             sagas = batch.appends.len(),
@@ -409,6 +422,18 @@ impl Driver {
                 None => settled.get(&id).or_else(|| self.recent.get(&id)).cloned(),
             };
             let _ = reply.send(status);
+        }
+    }
+
+    /// A saga that is not held may simply have finished: say so rather than "unknown".
+    fn explain(&self, id: &SagaId, request: &'static str, error: Error) -> Error {
+        match (&error, self.recent.get(id)) {
+            (Error::UnknownSaga { .. }, Some(status)) => Error::NotAllowed {
+                saga: id.to_string(),
+                request,
+                reason: format!("it has finished ({})", status.name()),
+            },
+            _ => error,
         }
     }
 

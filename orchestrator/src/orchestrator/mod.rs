@@ -264,6 +264,10 @@ async fn follow_requests(
 ) {
     let mut head = store.watch_head();
     loop {
+        // Every handle gone (dropped without `shutdown`): nothing left to serve.
+        if shards.iter().all(|shard| shard.strong_count() == 0) {
+            return;
+        }
         match crate::requests::pending(store.as_ref()).await {
             Ok((done, requests)) => {
                 let mut last = done;
@@ -325,7 +329,12 @@ fn shard_of(id: &SagaId, count: usize) -> usize {
 /// resumes every shard.
 async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recovered, Error> {
     let mut recovered = Recovered::default();
-    let mut failed: std::collections::HashSet<SagaId> = std::collections::HashSet::new();
+    // Sagas that could not be rebuilt, with the error and the status their log last
+    // recorded: one that finished anyway is no loss (a saga type retired after its
+    // sagas ended, say) and is not reported.
+    let mut failed: foldhash::HashMap<SagaId, (Error, Option<SagaStatus>)> =
+        foldhash::HashMap::default();
+    let mut order = Vec::new();
     let mut from = 1;
     loop {
         let page = store
@@ -343,15 +352,29 @@ async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recov
                 continue;
             };
             recovered.records += 1;
-            if failed.contains(&id) {
+            if let Some((_, status)) = failed.get_mut(&id) {
+                *status = crate::log::decode(&id, event.version, &event.envelope)
+                    .ok()
+                    .map(|r| r.status);
                 continue;
             }
             let shard = shard_of(&id, drivers.len());
             if let Err(e) = drivers[shard].restore_record(&id, event.version, &event.envelope) {
-                tracing::error!(saga = %id, error = %e, "a saga cannot be recovered; it is left as it is in the store");
-                failed.insert(id.clone());
-                recovered.failed.push((id, e));
+                let status = crate::log::decode(&id, event.version, &event.envelope)
+                    .ok()
+                    .map(|r| r.status);
+                order.push(id.clone());
+                failed.insert(id, (e, status));
             }
+        }
+    }
+    for id in order {
+        if let Some((error, status)) = failed.remove(&id) {
+            if status.as_ref().is_some_and(SagaStatus::is_finished) {
+                continue;
+            }
+            tracing::error!(saga = %id, error = %error, "a saga cannot be recovered; it is left as it is in the store");
+            recovered.failed.push((id, error));
         }
     }
     for driver in drivers.iter_mut() {
