@@ -96,7 +96,9 @@ struct Live {
 #[derive(Debug, Default)]
 pub struct Engine {
     reducers: HashMap<SagaType, SagaReducer>,
-    live: HashMap<SagaId, Live>,
+    /// Boxed: a table slot then holds a key and a pointer, and the table, which grows
+    /// by doubling, stays a small part of what each saga costs.
+    live: HashMap<SagaId, Box<Live>>,
     batch: Batch,
     /// Where each saga's append sits in `batch.appends`.
     appending: HashMap<SagaId, usize>,
@@ -163,11 +165,11 @@ impl Engine {
         let state = SagaState::new(id.clone(), saga_type.clone());
         self.live.insert(
             id.clone(),
-            Live {
+            Box::new(Live {
                 reducer,
                 state,
                 version: 0,
-            },
+            }),
         );
         let event = SagaEvent::Started {
             saga_type: saga_type.clone(),
@@ -386,11 +388,11 @@ impl Engine {
             let state = SagaState::new(id.clone(), saga_type);
             self.live.insert(
                 id.clone(),
-                Live {
+                Box::new(Live {
                     reducer,
                     state,
                     version: 0,
-                },
+                }),
             );
         }
         let corrupt = |reason: String| Error::CorruptLog {

@@ -156,7 +156,7 @@ impl<'a> StepContext<'a> {
         self.definition
             .step_index(name)
             .and_then(|index| self.steps.get(usize::from(index)))
-            .and_then(|step| step.result.as_ref())
+            .and_then(|step| step.result.as_deref())
             .unwrap_or(&Value::Null)
     }
 
@@ -165,7 +165,7 @@ impl<'a> StepContext<'a> {
     pub fn own_result(&self) -> &'a Value {
         self.steps
             .get(usize::from(self.step))
-            .and_then(|step| step.result.as_ref())
+            .and_then(|step| step.result.as_deref())
             .unwrap_or(&Value::Null)
     }
 

@@ -17,10 +17,9 @@ use crate::saga::SagaTimer;
 /// Timers by due time.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Timestamp, u64)>>,
-    /// What each live heap entry is, by its sequence number.
-    entries: HashMap<u64, (SagaId, SagaTimer)>,
-    /// The live sequence number of each timer.
+    /// Every setting, live or not: (due, sequence number, saga, timer).
+    heap: BinaryHeap<Reverse<(Timestamp, u64, SagaId, SagaTimer)>>,
+    /// The live sequence number of each timer; a heap entry with another is stale.
     index: HashMap<(SagaId, SagaTimer), u64>,
     seq: u64,
 }
@@ -29,25 +28,24 @@ impl Timers {
     /// Sets `timer` of `saga` to fire at `due`, replacing an earlier setting.
     pub(crate) fn set(&mut self, saga: SagaId, timer: SagaTimer, due: Timestamp) {
         self.seq += 1;
-        if let Some(old) = self.index.insert((saga.clone(), timer), self.seq) {
-            self.entries.remove(&old);
-        }
-        self.entries.insert(self.seq, (saga, timer));
-        self.heap.push(Reverse((due, self.seq)));
+        self.index.insert((saga.clone(), timer), self.seq);
+        self.heap.push(Reverse((due, self.seq, saga, timer)));
     }
 
     /// Drops `timer` of `saga`, if set.
     pub(crate) fn cancel(&mut self, saga: &SagaId, timer: SagaTimer) {
-        if let Some(seq) = self.index.remove(&(saga.clone(), timer)) {
-            self.entries.remove(&seq);
-        }
+        self.index.remove(&(saga.clone(), timer));
+    }
+
+    fn is_live(&self, saga: &SagaId, timer: SagaTimer, seq: u64) -> bool {
+        self.index.get(&(saga.clone(), timer)) == Some(&seq)
     }
 
     /// When the next live timer is due.
     pub(crate) fn next_due(&mut self) -> Option<Timestamp> {
-        while let Some(Reverse((due, seq))) = self.heap.peek().copied() {
-            if self.entries.contains_key(&seq) {
-                return Some(due);
+        while let Some(Reverse((due, seq, saga, timer))) = self.heap.peek() {
+            if self.is_live(saga, *timer, *seq) {
+                return Some(*due);
             }
             self.heap.pop();
         }
@@ -60,8 +58,7 @@ impl Timers {
         if due > now {
             return None;
         }
-        let Reverse((_, seq)) = self.heap.pop()?;
-        let (saga, timer) = self.entries.remove(&seq)?;
+        let Reverse((_, _, saga, timer)) = self.heap.pop()?;
         self.index.remove(&(saga.clone(), timer));
         Some((saga, timer))
     }
@@ -69,7 +66,7 @@ impl Timers {
     /// How many timers are live.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 }
 

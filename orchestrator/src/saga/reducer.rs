@@ -408,7 +408,7 @@ impl Step<'_> {
             });
         }
         st.phase = StepPhase::Completed;
-        st.result = Some(value);
+        st.result = Some(Box::new(value));
         st.maybe_applied = false;
         st.error = None;
         self.state.completed.push(step);
@@ -464,7 +464,7 @@ impl Step<'_> {
             FailureClass::Permanent => st.maybe_applied = false,
             FailureClass::Unavailable => {}
         }
-        st.error = Some(reason.clone());
+        st.error = Some(reason.as_str().into());
         if keep_trying && policy.retries(class, attempt - st.budget_from) {
             let delay_ms = policy
                 .delay_ms(attempt - st.budget_from, seed)
@@ -597,7 +597,7 @@ impl Step<'_> {
             phase: Phase::Compensation,
             attempt,
         });
-        st.error = Some(reason.clone());
+        st.error = Some(reason.as_str().into());
         // Undoing is not optional: every class is retried but a permanent refusal,
         // which no number of retries will change.
         let budget = attempt - st.budget_from;

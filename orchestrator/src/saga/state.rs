@@ -147,10 +147,11 @@ pub struct StepState {
     pub budget_from: u16,
     /// Whether the effect may have happened without a definite answer saying so.
     pub maybe_applied: bool,
-    /// The action's answer, once it completed.
-    pub result: Option<Value>,
+    /// The action's answer, once it completed (boxed: most steps of an idle saga have
+    /// none, and a pointer is a quarter of a `Value`).
+    pub result: Option<Box<Value>>,
     /// The last failure, for people.
-    pub error: Option<String>,
+    pub error: Option<Box<str>>,
 }
 
 impl StepState {
