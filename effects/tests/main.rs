@@ -46,6 +46,8 @@ mod store_loads_aggregates_from_snapshots_and_upcast_events;
 mod store_matches_the_reference_model;
 mod store_outbox_redispatches_after_a_crash;
 mod store_projection_applies_each_event_exactly_once;
+mod store_projection_follows_new_commits_live;
 mod store_refuses_bad_input_with_typed_errors;
 mod store_subscription_catches_up_then_follows_live;
 mod store_survives_sigkill;
+mod store_trims_a_log_stream_before_a_position;

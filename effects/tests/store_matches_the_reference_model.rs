@@ -2,7 +2,16 @@
 //! reference model of the `EventStore` contract does: appends (right and wrong expected
 //! versions, repeats, reused ids, intents, envelopes of every shape), racing appends,
 //! reads, versions, the head and the live head, the outbox, snapshots, metadata, trimming
-//! and projection checkpoints.
+//! (to the last N, before a version, before a position), projection checkpoints, and
+//! subscriptions.
+//!
+//! A subscription is opened at a random step, from a random position, and follows the
+//! store in a task of its own while the later operations run, so it catches up and then
+//! goes live at whatever point the sequence puts it. At random steps, and at the end
+//! (after one last append it must reach), every open subscription must have delivered
+//! the model's events from its position on, in position order, each once, exactly as
+//! stored. Only a trim leaves a choice: an event trimmed after the subscription opened
+//! may or may not have been delivered before it went.
 //!
 //! The model is plain maps and vectors written from the contract in `persist/mod.rs`,
 //! not `MemoryStore`, which is one of the systems under test. Where the contract leaves
@@ -16,6 +25,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
+
+use keel_effects::persist::subscription::Subscription;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use keel_core::{
     CausationId, CorrelationId, Envelope, EventId, EventType, ExpectedVersion, Intent, IntentId,
@@ -40,6 +53,11 @@ const OPS_MAX: usize = 40;
 /// How long the live head may take to reach the committed head (PostgreSQL's
 /// notification, or its fallback poll every second).
 const WATCH_WAIT: Duration = Duration::from_secs(5);
+/// The most subscriptions one case keeps open; later `Subscribe` steps open none.
+const SUBSCRIPTIONS_MAX: usize = 3;
+/// Events a subscription's task may hand over before the test takes them; when full,
+/// the task waits (and the subscription with it), which the test tolerates.
+const SUBSCRIPTION_BUFFER: usize = 256;
 
 // ---- Operations -----------------------------------------------------------------------
 
@@ -103,6 +121,13 @@ enum Op {
     LoadProjection {
         name: usize,
     },
+    /// Opens a subscription from this position (counted from the case's first), which
+    /// follows the store in a task of its own for the rest of the case.
+    Subscribe {
+        from: u64,
+    },
+    /// Every open subscription delivers the model's events so far.
+    CheckSubscriptions,
 }
 
 /// One of the appends of a race; events are never empty, so that the positions of the
@@ -198,6 +223,8 @@ fn trim() -> impl Strategy<Value = Trim> {
     prop_oneof![
         (0..4_u64).prop_map(Trim::KeepLast),
         (0..8_u64).prop_map(Trim::BeforeVersion),
+        // Relative to the case's first position (see `Case::run`); past the head too.
+        (0..30_u64).prop_map(Trim::BeforePosition),
     ]
 }
 
@@ -226,6 +253,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..PROJECTIONS, prop_oneof![3 => Just(0_u64), 1 => 1..3_u64], any::<u8>())
             .prop_map(|(name, stale_by, model)| Op::SaveProjection { name, stale_by, model }),
         1 => (0..PROJECTIONS).prop_map(|name| Op::LoadProjection { name }),
+        2 => (0..30_u64).prop_map(|from| Op::Subscribe { from }),
+        2 => Just(Op::CheckSubscriptions),
     ]
 }
 
@@ -314,6 +343,9 @@ struct Model {
     base: u64,
     head: u64,
     events: BTreeMap<u64, RecordedEvent>,
+    /// Every event ever appended, trimmed or not: what a subscription may have
+    /// delivered before a trim.
+    ever: BTreeMap<u64, RecordedEvent>,
     streams: HashMap<usize, StreamState>,
     /// Event id -> (stream, version, position); kept after trimming.
     ids: HashMap<EventId, (usize, u64, u64)>,
@@ -383,15 +415,14 @@ impl Model {
             state.kept.push((event_version, position));
             self.ids
                 .insert(envelope.id, (stream, event_version, position));
-            self.events.insert(
+            let recorded = RecordedEvent {
+                stream: stream_id.clone(),
+                version: event_version,
                 position,
-                RecordedEvent {
-                    stream: stream_id.clone(),
-                    version: event_version,
-                    position,
-                    envelope: envelope.clone(),
-                },
-            );
+                envelope: envelope.clone(),
+            };
+            self.ever.insert(position, recorded.clone());
+            self.events.insert(position, recorded);
         }
         state.version += events.len() as u64;
         self.head += events.len() as u64;
@@ -446,6 +477,9 @@ impl Model {
                 .len()
                 .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX)),
             Trim::BeforeVersion(version) => state.kept.iter().filter(|(v, _)| *v < version).count(),
+            Trim::BeforePosition(position) => {
+                state.kept.iter().filter(|(_, p)| *p < position).count()
+            }
         };
         for (_, position) in state.kept.drain(..remove) {
             self.events.remove(&position);
@@ -510,6 +544,132 @@ fn orders(n: usize) -> Vec<Vec<usize>> {
     all
 }
 
+// ---- Subscriptions --------------------------------------------------------------------
+
+/// A subscription opened at some step of a case, with what the model held then.
+struct OpenSubscription {
+    /// The absolute position it started from.
+    from: u64,
+    /// The model's head when it opened: every later event may be delivered.
+    head_at_open: u64,
+    /// The positions from `from` on that the model held when it opened: of the events
+    /// up to `head_at_open`, only these may be delivered (the rest were trimmed).
+    alive_at_open: HashSet<u64>,
+    /// What it has delivered so far, in the order it did.
+    delivered: Vec<RecordedEvent>,
+    events: mpsc::Receiver<Result<RecordedEvent, Error>>,
+    task: JoinHandle<()>,
+}
+
+impl OpenSubscription {
+    /// Opens a subscription on `store` from `from` and starts its task, which hands
+    /// every event over (or the error that ended it).
+    fn open(store: Arc<dyn EventStore>, from: u64, model: &Model) -> Self {
+        // Opened here, not in the task, so that it watches the head from this step on.
+        let mut subscription = Subscription::new(store, from);
+        let (sender, events) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        let task = tokio::spawn(async move {
+            loop {
+                let next = subscription.next().await;
+                let failed = next.is_err();
+                if sender.send(next).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Self {
+            from,
+            head_at_open: model.head,
+            alive_at_open: model.events.range(from..).map(|(p, _)| *p).collect(),
+            delivered: Vec::new(),
+            events,
+            task,
+        }
+    }
+
+    /// Takes what the subscription delivers until it has reached the model's last event
+    /// from its position on, then checks everything it delivered against the model.
+    async fn check(&mut self, model: &Model) -> Result<(), String> {
+        let from = self.from;
+        let wanted: Vec<&RecordedEvent> = model.events.range(from..).map(|(_, e)| e).collect();
+        let last_wanted = wanted.last().map_or(0, |e| e.position);
+        let reached = |delivered: &[RecordedEvent]| delivered.last().map_or(0, |e| e.position);
+        while reached(&self.delivered) < last_wanted {
+            match tokio::time::timeout(WATCH_WAIT, self.events.recv()).await {
+                Ok(Some(Ok(event))) => self.delivered.push(event),
+                Ok(Some(Err(error))) => {
+                    return Err(format!("the subscription from {from} failed: {error}"));
+                }
+                Ok(None) => return Err(format!("the subscription from {from} stopped")),
+                Err(_) => {
+                    return Err(format!(
+                        "the subscription from {from} stalled at position {} for {WATCH_WAIT:?}; \
+                         the model's last event from {from} on is at {last_wanted}",
+                        reached(&self.delivered)
+                    ));
+                }
+            }
+        }
+        // Anything it already handed over beyond that must fit too.
+        while let Ok(next) = self.events.try_recv() {
+            let event = next.map_err(|e| format!("the subscription from {from} failed: {e}"))?;
+            self.delivered.push(event);
+        }
+        self.verify(model, &wanted)
+    }
+
+    /// In position order, each once, each as stored, none it could not have seen, and
+    /// none of the model's events from `from` on left out.
+    fn verify(&self, model: &Model, wanted: &[&RecordedEvent]) -> Result<(), String> {
+        let from = self.from;
+        let mut previous = None;
+        for event in &self.delivered {
+            let position = event.position;
+            if previous.is_some_and(|previous| position <= previous) {
+                return Err(format!(
+                    "the subscription from {from} delivered position {position} after {}",
+                    previous.unwrap_or_default()
+                ));
+            }
+            previous = Some(position);
+            let could_see = position >= from
+                && (position > self.head_at_open || self.alive_at_open.contains(&position));
+            if !could_see {
+                return Err(format!(
+                    "the subscription from {from}, opened at head {}, delivered position \
+                     {position}, which it cannot have seen",
+                    self.head_at_open
+                ));
+            }
+            if model.ever.get(&position) != Some(event) {
+                return Err(format!(
+                    "the subscription from {from} delivered\n  {event:?}\nthe model stored\n  {:?}",
+                    model.ever.get(&position)
+                ));
+            }
+        }
+        let delivered: HashSet<u64> = self.delivered.iter().map(|e| e.position).collect();
+        if let Some(missed) = wanted.iter().find(|e| !delivered.contains(&e.position)) {
+            return Err(format!(
+                "the subscription from {from} skipped position {} (delivered {:?})",
+                missed.position,
+                self.delivered
+                    .iter()
+                    .map(|e| e.position)
+                    .collect::<Vec<_>>()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OpenSubscription {
+    fn drop(&mut self) {
+        // A subscription never ends by itself; it must not outlive its case.
+        self.task.abort();
+    }
+}
+
 // ---- Running a case -------------------------------------------------------------------
 
 /// One case against one store: names unique to the case, fresh ids, and the model.
@@ -523,6 +683,7 @@ struct Case {
     id_salt: u128,
     ids_made: u128,
     model: Model,
+    subscriptions: Vec<OpenSubscription>,
 }
 
 impl Case {
@@ -561,6 +722,7 @@ impl Case {
                 head: base,
                 ..Model::default()
             },
+            subscriptions: Vec::new(),
         })
     }
 
@@ -952,10 +1114,17 @@ impl Case {
                 )
             }
             Op::Trim { stream, trim } => {
-                let want = self.model.trim(*stream, *trim);
+                // Positions before this case's own belong to earlier cases.
+                let trim = match *trim {
+                    Trim::BeforePosition(position) => {
+                        Trim::BeforePosition(self.model.base + position)
+                    }
+                    by_version => by_version,
+                };
+                let want = self.model.trim(*stream, trim);
                 same(
                     "trim",
-                    store.trim(&self.stream_id(*stream), *trim).await,
+                    store.trim(&self.stream_id(*stream), trim).await,
                     Ok(want),
                 )
             }
@@ -984,7 +1153,48 @@ impl Case {
                     Ok(want),
                 )
             }
+            Op::Subscribe { from } => {
+                if self.subscriptions.len() < SUBSCRIPTIONS_MAX {
+                    // Positions before this case's own belong to earlier cases.
+                    let from = if self.model.base == 0 {
+                        *from
+                    } else {
+                        self.model.base + (*from).max(1)
+                    };
+                    let subscription = OpenSubscription::open(store, from, &self.model);
+                    self.subscriptions.push(subscription);
+                }
+                Ok(())
+            }
+            Op::CheckSubscriptions => self.check_subscriptions().await,
         }
+    }
+
+    async fn check_subscriptions(&mut self) -> Result<(), String> {
+        for subscription in &mut self.subscriptions {
+            subscription.check(&self.model).await?;
+        }
+        Ok(())
+    }
+
+    /// The end of a case: one more event, which every open subscription must reach
+    /// after all the others, so that a repeat of an earlier event it hands over late is
+    /// caught too.
+    async fn finish_subscriptions(&mut self) -> Result<(), String> {
+        if self.subscriptions.is_empty() {
+            return Ok(());
+        }
+        let last = vec![self.fresh_event(0)];
+        let stream_id = self.stream_id(0);
+        let want = self
+            .model
+            .append(0, &stream_id, ExpectedVersion::Any, &last, &[]);
+        let got = self
+            .store
+            .append(&stream_id, ExpectedVersion::Any, &last)
+            .await;
+        same("the last append", got, want)?;
+        self.check_subscriptions().await
     }
 }
 
@@ -1077,6 +1287,9 @@ async fn run_case(
             .await
             .map_err(|e| format!("[{}] step {step} ({op:?}): {e}", case.backend))?;
     }
+    case.finish_subscriptions()
+        .await
+        .map_err(|e| format!("[{backend}] after the last step: {e}"))?;
     // Finally the whole store must agree, not only what the operations looked at.
     let everything = case.model.read_all(case.model.base + 1, usize::MAX);
     let got = case.store.read_all(case.model.base + 1, 10_000).await;

@@ -194,6 +194,9 @@ impl Log {
                     .unwrap_or(usize::MAX)
                     .min(entry.positions.len())
             }
+            // Positions are kept in ascending order (versions and positions grow
+            // together within a stream).
+            Trim::BeforePosition(position) => entry.positions.partition_point(|p| *p < position),
         };
         for position in entry.positions.drain(..remove) {
             self.events.remove(&position);

@@ -192,13 +192,21 @@ pub struct StoredSnapshot {
     pub state: serde_json::Value,
 }
 
-/// What to remove from a stream.
+/// What to remove from a stream, like Redis `XTRIM` (`MAXLEN` and `MINID`).
+///
+/// Whichever variant, a trim removes a prefix of the stream's remaining events and
+/// nothing else: the stream's version stays, so appends go on numbering from it, and the
+/// trimmed positions are skipped by [`EventStore::read_all`] and subscriptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Trim {
     /// Keep only the last `n` events.
     KeepLast(u64),
     /// Remove events with a version below this one.
     BeforeVersion(u64),
+    /// Remove events with a global position below this one: trimming several log
+    /// streams to one point of the store's history (say, the checkpoint every projection
+    /// has passed) needs no per-stream version.
+    BeforePosition(u64),
 }
 
 /// A projection's checkpoint and read model.

@@ -6,7 +6,10 @@
 //! ([`EventStore::save_projection`]). A crash before the save loses the work of that
 //! batch, not its events: the next run starts from the old checkpoint and applies them
 //! again to the old read model. So each event counts exactly once in the saved model.
+//! [`ProjectionRunner::catch_up`] runs once; [`ProjectionRunner::follow`] keeps the
+//! read model current, catching up again after every commit.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -93,6 +96,25 @@ impl<P: Projection> ProjectionRunner<P> {
             }
             self.save(checkpoint, last, &model).await?;
             checkpoint = last;
+        }
+    }
+
+    /// Catches up, then follows the store: after each commit it applies the new events
+    /// and saves, like [`Self::catch_up`]. It runs until the store shuts down
+    /// ([`Error::ShutDown`]), a read or save fails, or another runner of the same
+    /// projection saved first ([`Error::ProjectionConflict`]); stop it by dropping the
+    /// future (or aborting its task), which loses at most an unsaved batch's work, never
+    /// its events.
+    pub async fn follow(&self) -> Result<Infallible, Error> {
+        let mut head = self.store.watch_head();
+        loop {
+            // Marked as seen before catching up, so that a commit landing meanwhile
+            // still wakes the wait below.
+            head.borrow_and_update();
+            self.catch_up().await?;
+            if head.changed().await.is_err() {
+                return Err(Error::ShutDown);
+            }
         }
     }
 

@@ -170,6 +170,7 @@ pub(super) struct Sql {
     pub(super) metadata: String,
     pub(super) lock_stream: String,
     pub(super) first_version: String,
+    pub(super) first_version_from: String,
     pub(super) trim: String,
     pub(super) load_projection: String,
     pub(super) insert_projection: String,
@@ -246,6 +247,10 @@ impl Sql {
                 "SELECT version FROM {s}.streams WHERE stream = $1::text FOR UPDATE"
             ),
             first_version: format!("SELECT min(version) FROM {s}.events WHERE stream = $1::text"),
+            first_version_from: format!(
+                "SELECT min(version) FROM {s}.events \
+                 WHERE stream = $1::text AND position >= $2::int8"
+            ),
             trim: format!(
                 "WITH moved AS ( \
                      DELETE FROM {s}.events WHERE stream = $1::text AND version < $2::int8 \

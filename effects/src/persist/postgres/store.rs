@@ -295,7 +295,26 @@ impl EventStore for PostgresStore {
                 Some(first) => from_i64(first, "event version")?,
                 None => version + 1,
             };
-            let remove = trimmed_count(version, first_kept, trim);
+            // Within a stream positions grow with versions, so the events below a
+            // position are those below the version of its first event at or after it.
+            let first_at_position = match trim {
+                Trim::BeforePosition(position) => {
+                    let first_at: Option<i64> = transaction
+                        .query_one(
+                            &statements.first_version_from,
+                            &[&stream.as_str(), &clamp_i64(position)],
+                        )
+                        .await
+                        .map_err(storage("find where a trim by position ends"))?
+                        .get(0);
+                    first_at
+                        .map(|first_at| from_i64(first_at, "event version"))
+                        .transpose()?
+                }
+                Trim::KeepLast(_) | Trim::BeforeVersion(_) => None,
+            };
+            let before = version_bound(version, trim, first_at_position);
+            let remove = trimmed_count(version, first_kept, before);
             if remove == 0 {
                 return Ok(0);
             }
@@ -382,14 +401,23 @@ impl EventStore for PostgresStore {
     }
 }
 
-/// How many events a trim removes from a stream at `version` whose first remaining
-/// event has version `first_kept` (`version + 1` when none remain); as `MemoryStore`.
-fn trimmed_count(version: u64, first_kept: u64, trim: Trim) -> u64 {
-    let remaining = version + 1 - first_kept;
+/// The version below which `trim` removes the events of a stream at `version`.
+/// `first_at_position` is, for [`Trim::BeforePosition`], the version of the stream's
+/// first event at or after that position (`None` when it has none: all go).
+fn version_bound(version: u64, trim: Trim, first_at_position: Option<u64>) -> u64 {
     match trim {
-        Trim::KeepLast(keep) => remaining.saturating_sub(keep),
-        Trim::BeforeVersion(before) => before.saturating_sub(first_kept).min(remaining),
+        Trim::KeepLast(keep) => version.saturating_sub(keep).saturating_add(1),
+        Trim::BeforeVersion(before) => before,
+        Trim::BeforePosition(_) => first_at_position.unwrap_or(version.saturating_add(1)),
     }
+}
+
+/// How many events a trim up to version `before` (exclusive) removes from a stream at
+/// `version` whose first remaining event has version `first_kept` (`version + 1` when
+/// none remain); as `MemoryStore`.
+fn trimmed_count(version: u64, first_kept: u64, before: u64) -> u64 {
+    let remaining = version + 1 - first_kept;
+    before.saturating_sub(first_kept).min(remaining)
 }
 
 /// PostgreSQL text cannot hold NUL characters, so no stored stream has one.
@@ -454,13 +482,25 @@ mod tests {
 
     #[test]
     fn trimming_counts_like_the_memory_store() {
+        let count = |version, first_kept, trim, first_at_position| {
+            trimmed_count(
+                version,
+                first_kept,
+                version_bound(version, trim, first_at_position),
+            )
+        };
         // Stream at version 5 with versions 3..=5 left.
-        assert_eq!(trimmed_count(5, 3, Trim::KeepLast(1)), 2);
-        assert_eq!(trimmed_count(5, 3, Trim::KeepLast(9)), 0);
-        assert_eq!(trimmed_count(5, 3, Trim::BeforeVersion(2)), 0);
-        assert_eq!(trimmed_count(5, 3, Trim::BeforeVersion(5)), 2);
-        assert_eq!(trimmed_count(5, 3, Trim::BeforeVersion(u64::MAX)), 3);
-        assert_eq!(trimmed_count(5, 6, Trim::KeepLast(0)), 0);
+        assert_eq!(count(5, 3, Trim::KeepLast(1), None), 2);
+        assert_eq!(count(5, 3, Trim::KeepLast(9), None), 0);
+        assert_eq!(count(5, 3, Trim::BeforeVersion(2), None), 0);
+        assert_eq!(count(5, 3, Trim::BeforeVersion(5), None), 2);
+        assert_eq!(count(5, 3, Trim::BeforeVersion(u64::MAX), None), 3);
+        assert_eq!(count(5, 6, Trim::KeepLast(0), None), 0);
+        // By position: up to the first event at or after it, or everything.
+        assert_eq!(count(5, 3, Trim::BeforePosition(40), Some(4)), 1);
+        assert_eq!(count(5, 3, Trim::BeforePosition(2), Some(3)), 0);
+        assert_eq!(count(5, 3, Trim::BeforePosition(99), None), 3);
+        assert_eq!(count(5, 6, Trim::BeforePosition(99), None), 0);
     }
 
     fn intent(position: u32) -> Intent {

@@ -414,6 +414,21 @@ impl<'t, 'c> Transaction<'t, 'c> {
         let below = match trim {
             Trim::KeepLast(keep) => version.saturating_sub(keep).saturating_add(1),
             Trim::BeforeVersion(before) => before,
+            // Within a stream positions grow with versions, so the events below a
+            // position are those below the version of its first event at or after it
+            // (all of them if there is none); one version bound serves every variant.
+            Trim::BeforePosition(position) => {
+                let first_at: Option<i64> = self
+                    .connection
+                    .prepare_cached(
+                        "SELECT min(version) FROM events WHERE stream = ?1 AND position >= ?2",
+                    )?
+                    .query_row(params![stream, sql_bound(position)], |row| row.get(0))?;
+                match first_at {
+                    Some(first_at) => unsigned(first_at)?,
+                    None => version.saturating_add(1),
+                }
+            }
         };
         let below = sql_bound(below);
         self.connection
