@@ -8,110 +8,135 @@ use std::fmt::Write as _;
 
 use super::SagaDefinition;
 
+/// A node's shape.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    /// `start`.
+    Circle,
+    /// `completed`, `compensated`.
+    End,
+    /// A step.
+    Step,
+    /// An undo.
+    Undo,
+}
+
+/// One diagram, before it is written in either language.
+struct Graph {
+    /// (id, label, shape).
+    nodes: Vec<(String, String, Shape)>,
+    /// (from, to, dashed, label).
+    edges: Vec<(String, String, bool, Option<&'static str>)>,
+}
+
 impl SagaDefinition {
     /// The saga as a Mermaid `flowchart LR`.
     pub fn to_mermaid(&self) -> String {
-        let mut out =
-            String::from("flowchart LR\n    start((start))\n    completed((completed))\n");
-        for step in &self.steps {
-            let label = if step.pivot {
-                format!("{} (pivot)", step.name)
-            } else {
-                step.name.clone()
+        let graph = self.graph();
+        let mut out = String::from("flowchart LR\n");
+        for (id, label, shape) in &graph.nodes {
+            let _ = match shape {
+                Shape::Circle | Shape::End => writeln!(out, "    {id}(({label}))"),
+                Shape::Step | Shape::Undo => writeln!(out, "    {id}[\"{label}\"]"),
             };
-            let _ = writeln!(out, "    {}[\"{}\"]", node(&step.name), label);
         }
-        let undone = self.undo_chain();
-        if !undone.is_empty() {
-            out.push_str("    compensated((compensated))\n");
-        }
-        for step in &undone {
-            let _ = writeln!(out, "    undo_{}[\"undo {}\"]", node(step), step);
-        }
-        for (from, to) in self.forward_edges() {
-            let _ = writeln!(out, "    {from} --> {to}");
-        }
-        for step in &undone {
-            let _ = writeln!(
-                out,
-                "    {} -. on failure .-> undo_{}",
-                node(step),
-                node(step)
-            );
-        }
-        for pair in undone.windows(2) {
-            let _ = writeln!(
-                out,
-                "    undo_{} -.-> undo_{}",
-                node(pair[0]),
-                node(pair[1])
-            );
-        }
-        if let Some(last) = undone.last() {
-            let _ = writeln!(out, "    undo_{} -.-> compensated", node(last));
+        for (from, to, dashed, label) in &graph.edges {
+            let _ = match (dashed, label) {
+                (false, _) => writeln!(out, "    {from} --> {to}"),
+                (true, Some(label)) => writeln!(out, "    {from} -. {label} .-> {to}"),
+                (true, None) => writeln!(out, "    {from} -.-> {to}"),
+            };
         }
         out
     }
 
     /// The saga as a Graphviz `digraph`.
     pub fn to_dot(&self) -> String {
-        let mut out = format!(
-            "digraph \"{}\" {{\n    rankdir=LR;\n    start [shape=circle];\n    completed [shape=doublecircle];\n",
-            self.saga_type
-        );
+        let graph = self.graph();
+        let mut out = format!("digraph \"{}\" {{\n    rankdir=LR;\n", self.saga_type);
+        for (id, label, shape) in &graph.nodes {
+            let _ = match shape {
+                Shape::Circle => writeln!(out, "    {id} [shape=circle];"),
+                Shape::End => writeln!(out, "    {id} [shape=doublecircle];"),
+                Shape::Step => writeln!(out, "    {id} [shape=box, label=\"{label}\"];"),
+                Shape::Undo => writeln!(
+                    out,
+                    "    {id} [shape=box, style=dashed, label=\"{label}\"];"
+                ),
+            };
+        }
+        for (from, to, dashed, label) in &graph.edges {
+            let _ = match (dashed, label) {
+                (false, _) => writeln!(out, "    {from} -> {to};"),
+                (true, Some(label)) => {
+                    writeln!(out, "    {from} -> {to} [style=dashed, label=\"{label}\"];")
+                }
+                (true, None) => writeln!(out, "    {from} -> {to} [style=dashed];"),
+            };
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// The nodes and edges both languages draw.
+    fn graph(&self) -> Graph {
+        let mut nodes = vec![
+            ("start".to_owned(), "start".to_owned(), Shape::Circle),
+            ("completed".to_owned(), "completed".to_owned(), Shape::End),
+        ];
         for step in &self.steps {
             let label = if step.pivot {
                 format!("{} (pivot)", step.name)
             } else {
                 step.name.clone()
             };
-            let _ = writeln!(
-                out,
-                "    {} [shape=box, label=\"{}\"];",
-                node(&step.name),
-                label
-            );
+            nodes.push((node(&step.name), label, Shape::Step));
         }
         let undone = self.undo_chain();
         if !undone.is_empty() {
-            out.push_str("    compensated [shape=doublecircle];\n");
+            nodes.push((
+                "compensated".to_owned(),
+                "compensated".to_owned(),
+                Shape::End,
+            ));
         }
         for step in &undone {
-            let _ = writeln!(
-                out,
-                "    undo_{} [shape=box, style=dashed, label=\"undo {}\"];",
-                node(step),
-                step
-            );
+            nodes.push((
+                format!("undo_{}", node(step)),
+                format!("undo {step}"),
+                Shape::Undo,
+            ));
         }
-        for (from, to) in self.forward_edges() {
-            let _ = writeln!(out, "    {from} -> {to};");
-        }
+        let mut edges: Vec<_> = self
+            .forward_edges()
+            .into_iter()
+            .map(|(from, to)| (from, to, false, None))
+            .collect();
         for step in &undone {
-            let _ = writeln!(
-                out,
-                "    {} -> undo_{} [style=dashed, label=\"on failure\"];",
+            edges.push((
                 node(step),
-                node(step)
-            );
+                format!("undo_{}", node(step)),
+                true,
+                Some("on failure"),
+            ));
         }
         for pair in undone.windows(2) {
-            let _ = writeln!(
-                out,
-                "    undo_{} -> undo_{} [style=dashed];",
-                node(pair[0]),
-                node(pair[1])
-            );
+            edges.push((
+                format!("undo_{}", node(pair[0])),
+                format!("undo_{}", node(pair[1])),
+                true,
+                None,
+            ));
         }
         if let Some(last) = undone.last() {
-            let _ = writeln!(
-                out,
-                "    undo_{} -> compensated [style=dashed];",
-                node(last)
-            );
+            edges.push((
+                format!("undo_{}", node(last)),
+                "compensated".to_owned(),
+                true,
+                None,
+            ));
         }
-        out.push_str("}\n");
-        out
+        Graph { nodes, edges }
     }
 
     /// Solid edges: start to the first stage, each stage to the next, the last to done.

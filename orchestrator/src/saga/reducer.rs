@@ -395,18 +395,7 @@ impl Step<'_> {
     fn complete(&mut self, step: u16, value: Value) {
         let was_parked = matches!(self.state.status, SagaStatus::NeedsIntervention { .. });
         let st = &mut self.state.steps[usize::from(step)];
-        self.out.cancelled.push(SagaTimer::Timeout {
-            step,
-            phase: Phase::Action,
-            attempt: st.attempts,
-        });
-        if matches!(st.phase, StepPhase::Backoff { .. }) {
-            self.out.cancelled.push(SagaTimer::Retry {
-                step,
-                phase: Phase::Action,
-                attempt: st.attempts + 1,
-            });
-        }
+        cancel_attempt_timers(self.out, step, Phase::Action, st);
         st.phase = StepPhase::Completed;
         st.result = Some(Box::new(value));
         st.maybe_applied = false;
@@ -540,18 +529,7 @@ impl Step<'_> {
                 }
                 let was_parked = st.phase == StepPhase::Parked;
                 let st = &mut self.state.steps[usize::from(step)];
-                self.out.cancelled.push(SagaTimer::Timeout {
-                    step,
-                    phase: Phase::Compensation,
-                    attempt: st.compensation_attempts,
-                });
-                if matches!(st.phase, StepPhase::CompensationBackoff { .. }) {
-                    self.out.cancelled.push(SagaTimer::Retry {
-                        step,
-                        phase: Phase::Compensation,
-                        attempt: st.compensation_attempts + 1,
-                    });
-                }
+                cancel_attempt_timers(self.out, step, Phase::Compensation, st);
                 st.phase = StepPhase::Compensated;
                 st.error = None;
                 self.state.compensated.push(step);
@@ -908,6 +886,30 @@ impl Step<'_> {
         (correlation as u64)
             ^ ((correlation >> 64) as u64)
             ^ u64::from(step).wrapping_mul(0x9E37_79B9)
+    }
+}
+
+/// Cancels the timers of `phase` of `step` that its current attempt set: the attempt's
+/// timeout, and the next attempt's start if it is waiting for one.
+fn cancel_attempt_timers(out: &mut Output, step: u16, phase: Phase, st: &StepState) {
+    let (attempt, waiting) = match phase {
+        Phase::Action => (st.attempts, matches!(st.phase, StepPhase::Backoff { .. })),
+        Phase::Compensation => (
+            st.compensation_attempts,
+            matches!(st.phase, StepPhase::CompensationBackoff { .. }),
+        ),
+    };
+    out.cancelled.push(SagaTimer::Timeout {
+        step,
+        phase,
+        attempt,
+    });
+    if waiting {
+        out.cancelled.push(SagaTimer::Retry {
+            step,
+            phase,
+            attempt: attempt + 1,
+        });
     }
 }
 
