@@ -1,5 +1,7 @@
-//! One subscriber's full queue, slowness or disappearance never stops delivery to the
-//! others.
+//! Under a drop policy, one subscriber's full queue or slowness never stops delivery to
+//! the others, and under any policy neither does its disappearance. (Under
+//! backpressure a slow subscriber does hold the others up: see
+//! `bus_isolates_a_stalled_subscriber_only_under_a_drop_policy`.)
 
 use std::time::Duration;
 

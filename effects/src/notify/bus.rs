@@ -69,6 +69,20 @@ impl Delivery {
 /// Cheap to clone; clones share the subscribers. When the last clone is dropped, every
 /// subscription's [`recv`](Subscription::recv) returns what is still queued, then `None`.
 ///
+/// # Slow subscribers
+///
+/// Each subscriber has its own queue, so a consumer that fails or goes away affects no
+/// other. Whether a *slow* one does depends on its [`Overflow`](super::Overflow) policy:
+///
+/// - Under a drop policy (`DropNewest`, `DropOldest`) it is isolated: its full queue
+///   loses envelopes, and [`publish`](Self::publish) never waits for it.
+/// - Under `Backpressure`, the default, it is coupled to the others: with its queue
+///   full, `publish` waits for it, so nothing that publisher sends next reaches any
+///   subscriber until it reads. One stalled subscriber then delays them all.
+///
+/// Backpressure stays the default because it never loses an envelope silently. Give a
+/// drop policy to subscribers that may fall behind and must not hold up the rest.
+///
 /// ```
 /// use keel_core::{Envelope, EventId, EventType, Priority, Timestamp, Topic};
 /// use keel_effects::notify::{Bus, BusConfig, SubscribeOptions};
@@ -177,11 +191,13 @@ impl Bus {
     ///
     /// Subscribers with [`Overflow::Backpressure`](super::Overflow::Backpressure) and a
     /// full queue make this wait until they make room: that is how a slow consumer slows
-    /// its producers instead of growing memory. The others never wait; a full queue
-    /// applies its policy. If the returned future is dropped while waiting, the
-    /// subscribers already served keep the envelope and the waiting ones miss it. To
-    /// refuse instead of waiting, use [`try_publish`](Self::try_publish); to bound the
-    /// wait, wrap this in `tokio::time::timeout`.
+    /// its producers instead of growing memory, and, through them, delays what every
+    /// other subscriber receives next. The envelope is offered to every subscriber with
+    /// room before the wait begins. Subscribers with a drop policy never make this wait;
+    /// their full queue applies its policy. If the returned future is dropped while
+    /// waiting, the subscribers already served keep the envelope and the waiting ones
+    /// miss it. To refuse instead of waiting, use [`try_publish`](Self::try_publish); to
+    /// bound the wait, wrap this in `tokio::time::timeout`.
     pub async fn publish(
         &self,
         topic: &Topic,

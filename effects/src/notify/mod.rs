@@ -6,16 +6,18 @@
 //! its own bounded queue:
 //!
 //! - **Isolation.** A subscriber's queue and lock are its own; its consumer runs on its
-//!   own task. A slow or failed consumer fills only its own queue, and a dropped
-//!   [`Subscription`] leaves the bus at once. The bus runs no user code on the
-//!   publisher's task: filters are data.
+//!   own task. A failed consumer affects no other, and a dropped [`Subscription`] leaves
+//!   the bus at once. The bus runs no user code on the publisher's task: filters are
+//!   data. A *slow* consumer is isolated only under a drop [`Overflow`] policy; under
+//!   backpressure (the default) its full queue makes publishers wait, which delays every
+//!   other subscriber of its topics (see [`Overflow`]).
 //! - **Priority.** A queue keeps one lane per [`Priority`](keel_core::Priority); `recv`
 //!   takes the oldest envelope of the highest priority queued, so when a consumer is
 //!   behind, `High` envelopes overtake queued `Normal` and `Low` ones.
 //! - **Bounds.** A full queue applies its [`Overflow`] policy: make the publisher wait
-//!   (the default), drop the new envelope, or drop the oldest of the lowest priority.
-//!   Memory never grows without bound; the subscriber and pending-request tables are
-//!   bounded too ([`BusConfig`]).
+//!   (the default, which loses nothing), drop the new envelope, or drop the oldest of the
+//!   lowest priority. Memory never grows without bound; the subscriber and
+//!   pending-request tables are bounded too ([`BusConfig`]).
 //! - **Request-reply.** [`Bus::request`] publishes a request and waits, with a timeout,
 //!   for the envelope that names it as its cause.
 //!

@@ -16,24 +16,52 @@ use super::queue::{Popped, Queue};
 pub const CAPACITY_DEFAULT: usize = 1024;
 
 /// What the bus does with an envelope for a subscriber whose queue is full.
+///
+/// The policy also decides whether a slow subscriber can hold up the others:
+///
+/// - [`DropNewest`](Self::DropNewest) and [`DropOldest`](Self::DropOldest) **isolate**
+///   the subscriber: when it falls behind, it loses envelopes (counted by
+///   [`Subscription::dropped`]), and publishers, and so every other subscriber, carry
+///   on as if it were not there.
+/// - [`Backpressure`](Self::Backpressure), the default, **couples** the subscriber to
+///   the others: once its queue is full, [`Bus::publish`] waits for it to make room. The
+///   envelope being published still reaches every subscriber with room, but nothing the
+///   waiting publisher sends next reaches anyone until the slow subscriber reads, so one
+///   stalled subscriber delays every other subscriber of that publisher. Nothing is
+///   lost, which is why it is the default.
+///
+/// Choose a drop policy for a subscriber that may fall behind (a dashboard, a log
+/// shipper) when the others must not wait for it; keep backpressure for one that must
+/// see every envelope, and bound the publisher's wait with a timeout.
+///
+/// [`Bus::publish`]: super::Bus::publish
+/// [`Subscription::dropped`]: Subscription::dropped
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Overflow {
     /// The publisher waits until the subscriber makes room: nothing is lost, but a slow
-    /// subscriber slows every publisher of its topics. [`Bus::try_publish`] refuses
-    /// instead of waiting.
+    /// subscriber slows every publisher of its topics, and so delays every other
+    /// subscriber of those publishers. [`Bus::try_publish`] refuses instead of waiting.
     ///
     /// [`Bus::try_publish`]: super::Bus::try_publish
     #[default]
     Backpressure,
-    /// The new envelope is thrown away; the queued ones are kept.
+    /// The new envelope is thrown away; the queued ones are kept. Never makes the
+    /// publisher wait, so a slow subscriber delays no one else.
     DropNewest,
     /// The oldest envelope of the lowest priority queued is thrown away to make room; if
-    /// the new envelope ranks below everything queued, it is thrown away instead.
+    /// the new envelope ranks below everything queued, it is thrown away instead. Never
+    /// makes the publisher wait, so a slow subscriber delays no one else.
     DropOldest,
 }
 
 /// How to subscribe: which envelopes (beyond the topic), how many may queue, and what
 /// happens when the queue is full.
+///
+/// The default overflow policy, [`Overflow::Backpressure`], loses nothing but couples
+/// this subscriber to the others: when it falls behind and its queue fills, publishers
+/// wait for it, and every other subscriber of those publishers waits with them. A drop
+/// policy ([`Overflow::DropNewest`], [`Overflow::DropOldest`]) isolates it instead, at
+/// the cost of the envelopes it had no room for. See [`Overflow`].
 ///
 /// ```
 /// use keel_effects::notify::{Filter, Overflow, SubscribeOptions};
@@ -49,7 +77,9 @@ pub struct SubscribeOptions {
     pub filter: Filter,
     /// How many envelopes may wait in the queue, all priorities together; at least 1.
     pub capacity: usize,
-    /// What happens to an envelope when the queue is full.
+    /// What happens to an envelope when the queue is full, and so whether this
+    /// subscriber falling behind holds up the others (backpressure) or not (a drop
+    /// policy).
     pub overflow: Overflow,
 }
 

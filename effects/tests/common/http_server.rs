@@ -26,6 +26,20 @@ use tokio::net::{TcpListener, TcpStream};
 /// How long `/slow` takes to answer: far beyond the tests' timeouts.
 pub(crate) const SLOW_MS: u64 = 5_000;
 
+/// The `Retry-After` that `/throttled` sends, in seconds (the header's unit).
+pub(crate) const THROTTLED_RETRY_AFTER_S: u64 = 2;
+
+/// One request as the server saw it arrive.
+#[derive(Debug, Clone)]
+pub(crate) struct Arrival {
+    /// The request's path.
+    pub(crate) path: String,
+    /// Its `Idempotency-Key` header, if it had one.
+    pub(crate) idempotency_key: Option<String>,
+    /// When it arrived, on tokio's clock.
+    pub(crate) at: tokio::time::Instant,
+}
+
 /// The axum server and what it has seen.
 #[derive(Debug)]
 pub(crate) struct TestServer {
@@ -37,6 +51,8 @@ pub(crate) struct TestServer {
 struct Seen {
     /// Requests by path.
     hits: Mutex<HashMap<String, usize>>,
+    /// Every request, in arrival order.
+    arrivals: Mutex<Vec<Arrival>>,
     /// `/flaky` attempts by idempotency key.
     attempts: Mutex<HashMap<String, u32>>,
 }
@@ -97,9 +113,34 @@ impl TestServer {
             .copied()
             .unwrap_or(0)
     }
+
+    /// The requests received on `path`, in arrival order.
+    pub(crate) fn arrivals_on(&self, path: &str) -> Vec<Arrival> {
+        self.seen
+            .arrivals
+            .lock()
+            .expect("no handler panicked holding the lock")
+            .iter()
+            .filter(|arrival| arrival.path == path)
+            .cloned()
+            .collect()
+    }
 }
 
 async fn count(State(seen): State<Arc<Seen>>, request: Request, next: Next) -> Response {
+    let idempotency_key = request
+        .headers()
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    seen.arrivals
+        .lock()
+        .expect("no handler panicked holding the lock")
+        .push(Arrival {
+            path: request.uri().path().to_owned(),
+            idempotency_key,
+            at: tokio::time::Instant::now(),
+        });
     *seen
         .hits
         .lock()
@@ -157,10 +198,11 @@ async fn flaky(
     }
 }
 
+/// Always 429, asking to come back in [`THROTTLED_RETRY_AFTER_S`].
 async fn throttled() -> Response {
     (
         StatusCode::TOO_MANY_REQUESTS,
-        [(header::RETRY_AFTER, "2")],
+        [(header::RETRY_AFTER, THROTTLED_RETRY_AFTER_S.to_string())],
         "slow down",
     )
         .into_response()
