@@ -192,6 +192,11 @@ impl Driver {
                         .map(Wake::Answered),
                 };
             }
+            // Every answer already in goes before the timers: under load a step's
+            // answer and its timeout can both be due, and the answer is the truth.
+            while let Some(answered) = self.calls.next().now_or_never().flatten() {
+                self.answered(answered, now);
+            }
             while let Some((id, timer)) = self.timers.pop_due(now) {
                 // A saga no longer held finished meanwhile: its timer is stale.
                 let _ = self
