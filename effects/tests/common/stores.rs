@@ -59,7 +59,7 @@ impl Backend {
                 !in_ci,
                 "CI must exercise PostgreSQL: set {PG_URL_VAR} (e.g. postgres://postgres@127.0.0.1:5432/test)"
             );
-            eprintln!("skipped postgres: {PG_URL_VAR} not set");
+            say_skipped(&format!("skipped postgres: {PG_URL_VAR} not set"));
             return None;
         };
         match postgres_reachable(&url).await {
@@ -70,7 +70,9 @@ impl Backend {
                     !in_ci,
                     "CI must exercise PostgreSQL, but {PG_URL_VAR} is unreachable: {reason}"
                 );
-                eprintln!("skipped postgres: {PG_URL_VAR} is unreachable: {reason}");
+                say_skipped(&format!(
+                    "skipped postgres: {PG_URL_VAR} is unreachable: {reason}"
+                ));
                 None
             }
         }
@@ -306,3 +308,17 @@ pub async fn connect_postgres(_url: &str, schema: &str) -> Arc<dyn EventStore> {
 
 #[cfg(not(feature = "postgres"))]
 async fn drop_postgres(_url: &str, _schema: &str) {}
+
+/// Says (once per test binary) that the PostgreSQL cases are skipped, on the process's
+/// real stderr: libtest captures `eprintln!` of passing tests, and this line is for the
+/// person running `cargo test` on a machine without the server.
+fn say_skipped(line: &str) {
+    use std::io::Write as _;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{line} (every PostgreSQL case of this test binary)"
+        );
+    });
+}

@@ -58,7 +58,7 @@ pub(crate) fn postgres_url() -> Option<String> {
     match std::env::var(PG_URL_VAR) {
         Ok(url) => Some(url),
         Err(_) => {
-            eprintln!("skipped postgres: {PG_URL_VAR} not set");
+            say_skipped(&format!("skipped postgres: {PG_URL_VAR} not set"));
             None
         }
     }
@@ -143,4 +143,18 @@ impl Drop for PgSchema {
             eprintln!("could not clean up the test schema {}", self.schema);
         }
     }
+}
+
+/// Says (once per test binary) that the PostgreSQL cases are skipped, on the process's
+/// real stderr: libtest captures `eprintln!` of passing tests, and this line is for the
+/// person running `cargo test` on a machine without the server.
+fn say_skipped(line: &str) {
+    use std::io::Write as _;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{line} (every PostgreSQL case of this test binary)"
+        );
+    });
 }

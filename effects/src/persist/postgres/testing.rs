@@ -15,10 +15,24 @@ pub(super) fn url() -> Option<String> {
     match std::env::var("KEEL_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            eprintln!("{SKIPPED}");
+            say_skipped(SKIPPED);
             None
         }
     }
+}
+
+/// Says (once per test binary) that the PostgreSQL cases are skipped, on the process's
+/// real stderr: libtest captures `eprintln!` of passing tests, and this line is for the
+/// person running `cargo test` on a machine without the server.
+fn say_skipped(line: &str) {
+    use std::io::Write as _;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{line} (every PostgreSQL case of this test binary)"
+        );
+    });
 }
 
 #[test]
