@@ -6,6 +6,7 @@
 
 mod event;
 mod reducer;
+mod rules;
 mod state;
 
 pub use event::{Answer, OperatorCommand, Output, SagaEvent, SagaTimer, StepCall, Transition};
