@@ -9,7 +9,9 @@
 //!    everything the orchestrator keeps (allocator slack included) and no store cache;
 //! 4. the time to resume 100,000 unfinished sagas after a restart, on SQLite.
 //!
-//! `KEEL_BENCH_SAGAS` scales the counts (default 100,000 in memory).
+//! `KEEL_BENCH_SAGAS` scales the counts (default 100,000 in memory), `KEEL_BENCH_ONLY`
+//! picks parts (`memory,sqlite,idle`), `KEEL_BENCH_SHARDS` sets the engines (2 and 4
+//! measured alike on the 2-core machine: medians of 9 SQLite runs 17,354 and 17,728/s).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +46,18 @@ async fn ok(_call: Call) -> HandlerResult {
     Ok(json!({ "ok": true }))
 }
 
+/// The default configuration, with `KEEL_BENCH_SHARDS` engines if set.
+fn config() -> keel_orchestrator::OrchestratorConfig {
+    let mut config = keel_orchestrator::OrchestratorConfig::default();
+    if let Some(shards) = std::env::var("KEEL_BENCH_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.shards = shards;
+    }
+    config
+}
+
 async fn orchestrator(store: Arc<dyn EventStore>) -> Orchestrator {
     let (orchestrator, _) = Orchestrator::builder(store)
         .saga(saga())
@@ -53,6 +67,7 @@ async fn orchestrator(store: Arc<dyn EventStore>) -> Orchestrator {
         .handler("bench.refund", ok)
         .handler("bench.release", ok)
         .handler("bench.cancel", ok)
+        .config(config())
         .start()
         .await
         .expect("the orchestrator starts");
