@@ -146,11 +146,10 @@ impl Log {
             }
         }
         let first_position = self.head + 1;
-        if !self.streams.contains_key(stream) {
-            self.streams.insert(stream.clone(), Stream::default());
-        }
-        let Some(entry) = self.streams.get_mut(stream) else {
-            unreachable!("inserted just above");
+        // The stream id is cloned only for a stream not seen before.
+        let entry = match self.streams.get_mut(stream) {
+            Some(entry) => entry,
+            None => self.streams.entry(stream.clone()).or_default(),
         };
         for (offset, envelope) in events.iter().enumerate() {
             let position = first_position + offset as u64;
