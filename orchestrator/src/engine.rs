@@ -12,11 +12,20 @@
 //!    saga adds a record to the current [`Batch`].
 //! 2. [`take_batch`](Engine::take_batch), commit its appends, and only then carry out
 //!    its calls, timers and notifications. Many sagas share one commit.
-//! 3. If an append fails, [`forget`](Engine::forget) the saga and
-//!    [`restore`](Engine::restore) it from the store: the engine had run ahead of the log.
+//! 3. Commit through a [`Commit`](crate::commit::Commit): while the store is unavailable
+//!    the same appends are tried again, with a bounded backoff, and nothing of the batch
+//!    is carried out (no new event may be fed meanwhile). An append the store refuses
+//!    for good (a conflict) means the engine ran ahead of the log:
+//!    [`forget`](Engine::forget) the saga and [`restore`](Engine::restore) it.
 //! 4. After a restart, [`restore`](Engine::restore) every unfinished saga and
 //!    [`resume`](Engine::resume): the batch then holds every call in flight and every
 //!    pending timer, under the ids they had before.
+//!
+//! The engine keeps every record within the size a store accepts
+//! ([`set_record_bytes_max`](Engine::set_record_bytes_max)): a success too big to keep
+//! becomes [`Answer::Oversized`], reasons and notes are cut, and an input too big is
+//! refused at [`start`](Engine::start). An attempt whose closure panicked is answered
+//! at once with a permanent failure, recorded after the record that started it.
 
 use foldhash::HashMap;
 use std::sync::Arc;
@@ -29,9 +38,17 @@ use crate::error::Error;
 use crate::id::{SagaId, SagaType};
 use crate::log;
 use crate::saga::{
-    OperatorCommand, Output, SagaEvent, SagaReducer, SagaState, SagaStatus, SagaTimer, StepCall,
-    transition_envelope,
+    OperatorCommand, Output, REASON_BYTES_MAX, SagaEvent, SagaReducer, SagaState, SagaStatus,
+    SagaTimer, StepCall, Unbuilt, transition_envelope,
 };
+
+/// Room kept in every record around an answer or an input: the status, the transitions
+/// with their reasons (each at most [`REASON_BYTES_MAX`]) and the JSON around them.
+pub const RECORD_FRAME_BYTES: usize = 8 * 1024;
+
+/// Room kept in a saga's first record per step of its definition: the step's name and
+/// its `step_started` transition.
+const RECORD_BYTES_PER_STEP: usize = 64;
 
 /// The records one saga appends in a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +125,10 @@ pub struct Engine {
     /// Sagas that finished in the current batch: dropped when it is taken, so that
     /// until then their final state can still be asked for.
     finished: Vec<SagaId>,
+    /// Attempts whose closure panicked, to answer as failed.
+    unbuilt: Vec<Unbuilt>,
+    /// The largest record payload the store takes; 0 until set (then the default).
+    record_bytes_max: usize,
 }
 
 impl Engine {
@@ -139,6 +160,26 @@ impl Engine {
         self.retain_finished = retain;
     }
 
+    /// The largest record payload the store accepts (default: what keel's stores accept,
+    /// [`PAYLOAD_BYTES_MAX_DEFAULT`](keel_core::cloudevents::PAYLOAD_BYTES_MAX_DEFAULT)).
+    /// Raised to at least twice [`RECORD_FRAME_BYTES`].
+    pub fn set_record_bytes_max(&mut self, bytes: usize) {
+        self.record_bytes_max = bytes.max(2 * RECORD_FRAME_BYTES);
+    }
+
+    /// The largest record payload the store accepts.
+    pub fn record_bytes_max(&self) -> usize {
+        match self.record_bytes_max {
+            0 => keel_core::cloudevents::PAYLOAD_BYTES_MAX_DEFAULT,
+            set => set,
+        }
+    }
+
+    /// The most an answer may take as JSON and still be kept in the saga log.
+    pub fn answer_bytes_max(&self) -> usize {
+        self.record_bytes_max() - RECORD_FRAME_BYTES
+    }
+
     /// Starts saga `id` of `saga_type` with `input`.
     ///
     /// A saga that finished earlier is not held here; its id is caught when the append
@@ -160,6 +201,16 @@ impl Engine {
         if self.live.contains_key(&id) {
             return Err(Error::SagaExists {
                 saga: id.to_string(),
+            });
+        }
+        // The first record holds the input and the definition's step names.
+        let names_bytes = RECORD_BYTES_PER_STEP * reducer.definition().steps().len();
+        let limit_bytes = self.answer_bytes_max().saturating_sub(names_bytes);
+        if let Err(size_bytes) = crate::saga::json_size_within(&input, limit_bytes) {
+            return Err(Error::TooLarge {
+                what: "saga input",
+                size_bytes,
+                limit_bytes: limit_bytes as u64,
             });
         }
         let state = SagaState::new(id.clone(), saga_type.clone());
@@ -187,11 +238,28 @@ impl Engine {
         event: &SagaEvent,
         now: Timestamp,
     ) -> Result<bool, Error> {
-        self.apply(id, event, now)
+        match event {
+            SagaEvent::Answered {
+                step,
+                phase,
+                attempt,
+                answer,
+            } => {
+                let bounded = SagaEvent::Answered {
+                    step: *step,
+                    phase: *phase,
+                    attempt: *attempt,
+                    answer: answer.clone().bounded(self.answer_bytes_max()),
+                };
+                self.apply(id, &bounded, now)
+            }
+            _ => self.apply(id, event, now),
+        }
     }
 
     /// Asks saga `id` to turn back and compensate.
-    pub fn cancel(&mut self, id: &SagaId, reason: String, now: Timestamp) -> Result<(), Error> {
+    pub fn cancel(&mut self, id: &SagaId, mut reason: String, now: Timestamp) -> Result<(), Error> {
+        crate::saga::cut(&mut reason, REASON_BYTES_MAX);
         let live = self.live.get(id).ok_or_else(|| Error::UnknownSaga {
             saga: id.to_string(),
         })?;
@@ -217,9 +285,12 @@ impl Engine {
     pub fn operate(
         &mut self,
         id: &SagaId,
-        command: OperatorCommand,
+        mut command: OperatorCommand,
         now: Timestamp,
     ) -> Result<(), Error> {
+        if let OperatorCommand::Resolve { note } = &mut command {
+            crate::saga::cut(note, REASON_BYTES_MAX);
+        }
         let live = self.live.get(id).ok_or_else(|| Error::UnknownSaga {
             saga: id.to_string(),
         })?;
@@ -237,7 +308,25 @@ impl Engine {
             .map(drop)
     }
 
+    /// Applies `event`, then answers every attempt whose closure panicked, each answer
+    /// a record of its own: a replay reads the failure from the log instead of running
+    /// the closure again, so replay equals live even once the closure is fixed.
     fn apply(&mut self, id: &SagaId, event: &SagaEvent, now: Timestamp) -> Result<bool, Error> {
+        let changed = self.apply_one(id, event, now)?;
+        // Each answer fails an attempt for good, so this ends: at most one per step and
+        // phase, and a definition has at most STEPS_MAX steps.
+        let mut answered = 0;
+        while !self.unbuilt.is_empty() {
+            let unbuilt = self.unbuilt.remove(0);
+            answered += 1;
+            debug_assert!(answered <= 2 * crate::definition::STEPS_MAX + 2);
+            let event = unbuilt.failed(String::new(), self.answer_bytes_max());
+            self.apply_one(id, &event, now)?;
+        }
+        Ok(changed)
+    }
+
+    fn apply_one(&mut self, id: &SagaId, event: &SagaEvent, now: Timestamp) -> Result<bool, Error> {
         let live = self.live.get_mut(id).ok_or_else(|| Error::UnknownSaga {
             saga: id.to_string(),
         })?;
@@ -275,6 +364,7 @@ impl Engine {
         };
         self.batch.appends[slot].records.push(record);
         let scratch = &mut self.scratch;
+        self.unbuilt.append(&mut scratch.unbuilt);
         self.batch
             .calls
             .extend(scratch.calls.drain(..).map(|call| (id.clone(), call)));
@@ -448,7 +538,9 @@ impl Engine {
         }
     }
 
-    /// Like [`resume`](Self::resume), for one saga.
+    /// Like [`resume`](Self::resume), for one saga. A call that cannot be built again
+    /// (its closure now panics) fails its attempt for good; the step stays maybe applied,
+    /// so the saga parks, naming it.
     pub fn resume_one(&mut self, id: &SagaId, now: Timestamp) {
         // An error here means the saga is not held: nothing to resume.
         let _ = self.apply(id, &SagaEvent::Recovered, now);
@@ -457,6 +549,7 @@ impl Engine {
         };
         self.scratch.clear();
         live.reducer.in_flight(&live.state, &mut self.scratch);
+        let unbuilt = std::mem::take(&mut self.scratch.unbuilt);
         self.batch
             .calls
             .extend(self.scratch.calls.drain(..).map(|call| (id.clone(), call)));
@@ -466,12 +559,23 @@ impl Engine {
                 .drain(..)
                 .map(|(timer, due)| (id.clone(), timer, due)),
         );
+        for unbuilt in unbuilt {
+            let event = unbuilt.failed("after a restart, ".into(), self.answer_bytes_max());
+            // The saga is held (checked above), so this cannot be refused.
+            let _ = self.apply(id, &event, now);
+        }
     }
 
     /// The state of saga `id`, if it is held (it has not finished, or finished sagas are
     /// retained).
     pub fn state(&self, id: &SagaId) -> Option<&SagaState> {
         self.live.get(id).map(|live| &live.state)
+    }
+
+    /// The version of saga `id`'s log (its records, committed or in the current batch),
+    /// if it is held.
+    pub fn version(&self, id: &SagaId) -> Option<u64> {
+        self.live.get(id).map(|live| live.version)
     }
 
     /// The sagas held, in no particular order.

@@ -70,6 +70,31 @@ pub enum Error {
         reason: String,
     },
 
+    /// A value is bigger than a saga record may hold.
+    #[error(
+        "the {what} takes {size_bytes} bytes as JSON, more than the {limit_bytes} a saga record holds for it: pass a reference to the data (an id, a URL) instead"
+    )]
+    TooLarge {
+        /// What was too big: `saga input`.
+        what: &'static str,
+        /// Its size as compact JSON.
+        size_bytes: u64,
+        /// The most it may take.
+        limit_bytes: u64,
+    },
+
+    /// The saga has not come to rest, and no orchestrator here runs it: waiting for it
+    /// would never end.
+    #[error(
+        "saga `{saga}` is {status} in the store, but this orchestrator does not run it: it could not be rebuilt (see `Recovered::failed` and the log at start-up)"
+    )]
+    NotRunning {
+        /// The id.
+        saga: String,
+        /// Its status as last recorded.
+        status: &'static str,
+    },
+
     /// The orchestrator has shut down and takes no new requests.
     #[error("the orchestrator is shut down: it takes no new requests")]
     ShutDown,

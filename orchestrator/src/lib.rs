@@ -13,6 +13,7 @@
 //! - [`saga`]: the saga as a pure reducer: state, events, transitions, output.
 //! - [`engine`]: many sagas in memory, sans-IO: events in, batches of records and
 //!   calls out.
+//! - [`commit`]: committing a batch, tried again while the store is unavailable.
 //! - [`log`]: the saga log, one stream per saga, and replaying it.
 //! - [`Orchestrator`]: the engine on tokio over an event store, with the handlers
 //!   that carry out steps; recovery on start.
@@ -20,6 +21,7 @@
 //! - [`requests`]: durable operator requests (how tools steer sagas) and dead letters.
 //! - [`id`]: saga ids and types, and the ids derived from them.
 //! - [`error`]: the crate's one [`Error`] enum.
+//! - `guard`: panics in user code become failed attempts ([`answer_of`]).
 //!
 //! # How a saga runs
 //!
@@ -30,9 +32,11 @@
 //! and every attempt that was in flight is made again, under the same intent id (its
 //! idempotency key), so the service it calls can deduplicate.
 
+pub mod commit;
 pub mod definition;
 pub mod engine;
 pub mod error;
+mod guard;
 pub mod id;
 pub mod log;
 mod orchestrator;
@@ -43,10 +47,11 @@ pub mod saga;
 pub use definition::{FailureClass, RetryPolicy, SagaDefinition, Step, StepAction, StepContext};
 pub use engine::{Batch, Engine, SagaAppend};
 pub use error::Error;
+pub use guard::answer_of;
 pub use id::{Phase, SagaId, SagaType};
 pub use keel_core as core;
 pub use orchestrator::{
-    Orchestrator, OrchestratorBuilder, OrchestratorConfig, Recovered, SHARDS_MAX,
+    Orchestrator, OrchestratorBuilder, OrchestratorConfig, Recovered, SHARDS_MAX, Stats,
 };
 pub use query::{SagaFilter, SagaSummary, Timeline, TimelineEntry};
 pub use saga::{

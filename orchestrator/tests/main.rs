@@ -8,7 +8,13 @@
 
 mod common;
 
+mod a_panic_fails_its_attempt_and_the_shard_goes_on;
+mod a_permanent_answer_after_a_timeout_leaves_the_step_maybe_applied;
+mod a_store_outage_orphans_no_saga;
+mod an_answer_too_big_for_a_record_fails_its_step_after_one_call;
+mod an_undecodable_record_does_not_stop_recovery;
 mod cancel_compensates_what_was_done_and_is_refused_past_the_pivot;
+mod cancelled_timers_are_freed_when_cancelled;
 mod deadline_turns_a_slow_saga_back;
 mod failing_compensation_parks_the_saga_for_an_operator;
 mod http_step_sends_one_idempotency_key_across_retries;

@@ -16,14 +16,15 @@ use futures_util::FutureExt as _;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 
-use keel_core::{Envelope, ExpectedVersion, IntentKind, StreamId, Topic};
+use keel_core::{Envelope, ExpectedVersion, IntentKind, StreamId, Timestamp, Topic};
 use keel_effects::notify::Bus;
 use keel_effects::persist::{EventStore, READ_LIMIT_MAX};
 use keel_effects::{Call, Clock, InstanceId, Metrics};
 use tokio::sync::{mpsc, oneshot};
 
 use super::timers::Timers;
-use super::{Command, Handlers, OrchestratorConfig};
+use super::{Command, Handlers, OrchestratorConfig, Stats};
+use crate::commit::Commit;
 use crate::definition::FailureClass;
 use crate::engine::{Batch, Engine};
 use crate::error::Error;
@@ -77,6 +78,13 @@ pub(super) struct Driver {
     queued: VecDeque<(SagaId, StepCall)>,
     calls_max: usize,
     metrics: Metrics,
+    /// Commands taken while a commit waited for the store, to handle next.
+    held: VecDeque<Command>,
+    /// A shutdown asked for while a commit waited for the store.
+    stop: Option<oneshot::Sender<()>>,
+    /// Store outages met, and how long they lasted in all.
+    outages: u64,
+    outage_ms: u64,
 }
 
 impl Driver {
@@ -122,6 +130,10 @@ impl Driver {
             queued: VecDeque::new(),
             calls_max: (config.calls_in_flight_max / config.shards.max(1)).max(1),
             metrics: Metrics::default(),
+            held: VecDeque::new(),
+            stop: None,
+            outages: 0,
+            outage_ms: 0,
         }
     }
 
@@ -139,6 +151,19 @@ impl Driver {
             .inspect_err(|_| self.engine.forget(id))
     }
 
+    /// Every saga held, with the version of its log.
+    pub(super) fn held_versions(&self) -> Vec<(SagaId, u64)> {
+        self.engine
+            .sagas()
+            .filter_map(|state| Some((state.id.clone(), self.engine.version(&state.id)?)))
+            .collect()
+    }
+
+    /// Drops saga `id` (recovery found its log unreadable).
+    pub(super) fn forget(&mut self, id: &SagaId) {
+        self.engine.forget(id);
+    }
+
     /// After recovery: sends out what the rebuilt sagas had in flight. Returns how many
     /// sagas were resumed.
     pub(super) async fn resume(&mut self) -> usize {
@@ -152,15 +177,19 @@ impl Driver {
     pub(super) async fn run(mut self) {
         loop {
             let due = self.timers.next_due().map(|due| self.clock.instant_at(due));
-            let first = tokio::select! {
-                biased;
-                command = self.receiver.recv() => match command {
-                    Some(command) => Wake::Command(command),
-                    // Every `Orchestrator` handle is gone.
-                    None => return,
-                },
-                Some(answered) = self.calls.next(), if !self.calls.is_empty() => Wake::Answered(answered),
-                () = sleep_until(due), if due.is_some() => Wake::Timer,
+            let first = if let Some(command) = self.held.pop_front() {
+                Wake::Command(command)
+            } else {
+                tokio::select! {
+                    biased;
+                    command = self.receiver.recv() => match command {
+                        Some(command) => Wake::Command(command),
+                        // Every `Orchestrator` handle is gone.
+                        None => return,
+                    },
+                    Some(answered) = self.calls.next(), if !self.calls.is_empty() => Wake::Answered(answered),
+                    () = sleep_until(due), if due.is_some() => Wake::Timer,
+                }
             };
             let now = self.clock.now();
             let mut pending = Vec::new();
@@ -181,7 +210,11 @@ impl Driver {
                 if taken >= self.config.batch_max {
                     break;
                 }
-                next = match self.receiver.try_recv() {
+                let command = match self.held.pop_front() {
+                    Some(command) => Ok(command),
+                    None => self.receiver.try_recv(),
+                };
+                next = match command {
                     Ok(command) => Some(Wake::Command(command)),
                     // Answers already in: polled without waiting.
                     Err(_) => self
@@ -204,7 +237,7 @@ impl Driver {
                     .handle(&id, &SagaEvent::TimerFired { timer }, now);
             }
             self.commit_and_act(pending).await;
-            if let Some(reply) = stop {
+            if let Some(reply) = stop.or_else(|| self.stop.take()) {
                 let _ = reply.send(());
                 return;
             }
@@ -268,23 +301,42 @@ impl Driver {
                 _ => self.deferred.push((id, reply)),
             },
             Command::Count { reply } => drop(reply.send(self.engine.len())),
+            Command::Stats { reply } => drop(reply.send(self.stats(None))),
             Command::Shutdown { reply } => drop(reply.send(())),
         }
     }
 
+    /// What this shard holds; `outage_since` while a commit waits for the store.
+    fn stats(&self, outage_since: Option<Timestamp>) -> Stats {
+        Stats {
+            sagas: self.engine.len(),
+            timers: self.timers.len(),
+            calls_in_flight: self.calls.len(),
+            calls_queued: self.queued.len(),
+            store_outages: self.outages,
+            store_outage_ms: self.outage_ms,
+            store_unavailable_since: outage_since,
+        }
+    }
+
     /// Commits the engine's batch, then answers the callers and carries out the rest.
-    /// Sagas whose append failed are rebuilt from the store; what that rebuild puts in
-    /// flight is committed and carried out in the next round.
+    /// While the store is unavailable the commit is tried again (see [`Commit`]). Sagas
+    /// whose append the store refused for good are rebuilt from it; what that rebuild
+    /// puts in flight is committed and carried out in the next round.
     async fn commit_and_act(&mut self, mut pending: Vec<Pending>) {
-        // Rounds: a saga reloaded after a failed append adds to the next batch. Bounded,
-        // so a store that keeps failing cannot spin the driver here.
+        // Rounds: a saga reloaded after a refused append adds to the next batch. Bounded,
+        // so a store that keeps refusing cannot spin the driver here.
         for _ in 0..4 {
             let batch = self.engine.take_batch();
             if batch.is_empty() && pending.is_empty() && self.deferred.is_empty() {
                 return;
             }
-            let store = Arc::clone(&self.store);
-            let failed = Self::commit(store.as_ref(), &batch).await;
+            let Some((batch, failed)) = self.commit(batch).await else {
+                // Shut down while the store was away: nothing of the batch is durable,
+                // so nothing of it is done; its callers hear that the orchestrator shut
+                // down, and its sagas resume from their logs at the next start.
+                return;
+            };
             for entry in pending.drain(..) {
                 let (id, reply, start) = match entry {
                     Pending::Start(id, reply) => (id, reply, true),
@@ -292,11 +344,12 @@ impl Driver {
                 };
                 let result = match failed.get(&id) {
                     None => Ok(()),
-                    Some(keel_effects::Error::VersionConflict { .. }) if start => {
-                        Err(Error::SagaExists {
-                            saga: id.to_string(),
-                        })
-                    }
+                    Some(
+                        keel_effects::Error::VersionConflict { .. }
+                        | keel_effects::Error::DuplicateEventId { .. },
+                    ) if start => Err(Error::SagaExists {
+                        saga: id.to_string(),
+                    }),
                     Some(e) => Err(Error::Store(e.clone())),
                 };
                 let _ = reply.send(result);
@@ -305,70 +358,119 @@ impl Driver {
             for (id, error) in failed {
                 self.engine.forget(&id);
                 if let Err(e) = self.reload(&id).await {
-                    tracing::error!(saga = %id, append_error = %error, error = %e, "a saga could not be reloaded after a failed append; it resumes when the orchestrator restarts");
+                    tracing::error!(saga = %id, append_error = %error, error = %e, "a saga could not be reloaded after a refused append; it resumes when the orchestrator restarts");
+                    // Its waiters would wait for good: they read the store instead.
+                    for waiter in self.waiters.remove(&id).unwrap_or_default() {
+                        let _ = waiter.send(None);
+                    }
                 }
             }
         }
     }
 
-    /// Appends every saga's records at once; returns the sagas whose append failed.
+    /// Commits `batch`, trying again while the store is unavailable; returns it with the
+    /// sagas whose append was refused for good, or `None` if a shutdown came first.
+    ///
+    /// While it waits, it takes requests but handles none (they are held for after the
+    /// commit), except a shutdown, which ends the wait, and statistics, which say that
+    /// the store is away.
+    async fn commit(
+        &mut self,
+        batch: Batch,
+    ) -> Option<(Batch, HashMap<SagaId, keel_effects::Error>)> {
+        let mut commit = Commit::new(batch);
+        loop {
+            Self::append_round(self.store.as_ref(), &mut commit).await;
+            let now = self.clock.now();
+            let Some(delay) = commit.retry_after(now) else {
+                break;
+            };
+            if let Some((since, error)) = commit.outage() {
+                if commit.rounds() == 1 {
+                    self.outages += 1;
+                    tracing::warn!(%error, sagas = commit.batch().appends.len(), "the store is unavailable: the batch is held and its commit tried again until the store is back");
+                } else if commit.rounds() % 10 == 0 {
+                    let ms = now.unix_millis().saturating_sub(since.unix_millis());
+                    tracing::error!(%error, unavailable_ms = ms, rounds = commit.rounds(), "the store is still unavailable");
+                }
+            }
+            let since = commit.outage().map(|(since, _)| since);
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = &mut sleep => break,
+                    command = self.receiver.recv() => match command {
+                        Some(Command::Shutdown { reply }) => {
+                            self.stop = Some(reply);
+                            return None;
+                        }
+                        Some(Command::Stats { reply }) => drop(reply.send(self.stats(since))),
+                        Some(Command::Count { reply }) => drop(reply.send(self.engine.len())),
+                        Some(command) => self.held.push_back(command),
+                        // Every handle is gone: no one is left to hear of the outcome.
+                        None => return None,
+                    },
+                }
+            }
+        }
+        if let Some((since, _)) = commit.outage() {
+            let ms = self
+                .clock
+                .now()
+                .unix_millis()
+                .saturating_sub(since.unix_millis());
+            self.outage_ms += u64::try_from(ms).unwrap_or(0);
+            tracing::info!(
+                unavailable_ms = ms,
+                rounds = commit.rounds(),
+                "the store is back; the held batch is committed"
+            );
+        }
+        let (batch, refused) = commit.finish();
+        Some((batch, refused.into_iter().collect()))
+    }
+
+    /// Makes one round of `commit`'s appends, all at once: the store puts concurrent
+    /// appends into shared transactions.
     ///
     /// Takes the store rather than `&self`: the driver holds call futures that are
     /// `Send` but not `Sync`, so no `&Driver` may live across an await.
-    async fn commit(store: &dyn EventStore, batch: &Batch) -> HashMap<SagaId, keel_effects::Error> {
-        if batch.appends.is_empty() {
-            return HashMap::new();
-        }
-        if !batch.dead_letters.is_empty() {
+    async fn append_round(store: &dyn EventStore, commit: &mut Commit) {
+        let indices = commit.pending();
+        if commit.dead_letters_pending() {
             // First: a crash before the sagas' records repeats these under the same ids
             // (deduplicated by the store) rather than losing them.
             let stream = StreamId::from_static(crate::requests::DEAD_LETTER_STREAM);
-            if let Err(e) = store
-                .append(&stream, ExpectedVersion::Any, &batch.dead_letters)
-                .await
-            {
-                tracing::warn!(error = %e, "dead letters could not be appended; the sagas stay parked and visible in `list`");
+            let letters = &commit.batch().dead_letters;
+            let result = store.append(&stream, ExpectedVersion::Any, letters).await;
+            commit.dead_letters_answered(result);
+            if commit.dead_letters_pending() {
+                return; // the store is away: the records wait with them
             }
         }
-        let streams: Vec<StreamId> = batch
-            .appends
+        let batch = commit.batch();
+        let streams: Vec<StreamId> = indices
             .iter()
-            .map(|append| append.saga.stream())
+            .map(|&index| batch.appends[index].saga.stream())
             .collect();
-        let appends = batch.appends.iter().zip(&streams).map(|(append, stream)| {
+        let appends = indices.iter().zip(&streams).map(|(&index, stream)| {
+            let append = &batch.appends[index];
             let expected = match append.expected {
                 0 => ExpectedVersion::NoStream,
                 version => ExpectedVersion::Exact(version),
             };
             store.append(stream, expected, &append.records)
         });
-        // All at once: the store puts concurrent appends into shared transactions.
         let results = futures_util::future::join_all(appends).await;
-        let mut failed = HashMap::new();
-        for (append, result) in batch.appends.iter().zip(results) {
-            let error = match result {
-                Ok(appended) if !appended.deduplicated => continue,
-                // Record ids derive from the saga id and the version only, so the same
-                // records already stored mean this saga's log was written before by
-                // another run under the same id (a finished saga started again): the
-                // store's idempotency must not pass that off as a success.
-                Ok(_) => keel_effects::Error::VersionConflict {
-                    stream: append.saga.stream(),
-                    expected: append.expected.to_string(),
-                    actual: append.expected + append.records.len() as u64,
-                },
-                Err(e) => e,
-            };
-            tracing::warn!(saga = %append.saga, error = %error, "a saga's records could not be appended");
-            failed.insert(append.saga.clone(), error);
+        for (index, result) in indices.into_iter().zip(results) {
+            commit.answered(index, result);
         }
         tracing::trace!(
-            sagas = batch.appends.len(),
-            records = batch.record_count(),
-            failed = failed.len(),
+            sagas = commit.batch().appends.len(),
+            records = commit.batch().record_count(),
             "committed"
         );
-        failed
     }
 
     /// Carries out a committed batch, skipping the sagas whose append failed.
@@ -478,9 +580,10 @@ impl Driver {
         let future: CallFuture = match handler {
             Some(handler) => {
                 let call = Call::new(intent, InstanceId::new(id.shared()), self.metrics.clone());
-                let answer = handler.call(call);
+                // A panicking handler fails its attempt, not the shard.
+                let answer = crate::guard::answer_of(handler.as_ref(), call);
                 Box::pin(async move {
-                    let answer = Answer::from_result(answer.await);
+                    let answer = answer.await;
                     Answered {
                         id,
                         step,

@@ -92,6 +92,43 @@ impl Default for OrchestratorConfig {
 /// The most shards an orchestrator runs.
 pub const SHARDS_MAX: usize = 64;
 
+/// What an orchestrator holds at one moment, summed over its shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Sagas held in memory (not finished).
+    pub sagas: usize,
+    /// Timers set (timeouts, retries, deadlines): cancelled ones are not counted, nor
+    /// kept.
+    pub timers: usize,
+    /// Calls out, awaiting their answers.
+    pub calls_in_flight: usize,
+    /// Calls waiting for a free slot (over `calls_in_flight_max`).
+    pub calls_queued: usize,
+    /// Times the store became unavailable for a commit (summed over shards: one outage
+    /// counts once per shard that committed during it).
+    pub store_outages: u64,
+    /// How long commits waited for the store in all, in milliseconds (per shard, summed).
+    pub store_outage_ms: u64,
+    /// Since when a commit has been waiting for the store, if one is (the earliest).
+    pub store_unavailable_since: Option<keel_core::Timestamp>,
+}
+
+impl Stats {
+    fn add(&mut self, other: Self) {
+        self.sagas += other.sagas;
+        self.timers += other.timers;
+        self.calls_in_flight += other.calls_in_flight;
+        self.calls_queued += other.calls_queued;
+        self.store_outages += other.store_outages;
+        self.store_outage_ms += other.store_outage_ms;
+        self.store_unavailable_since =
+            match (self.store_unavailable_since, other.store_unavailable_since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+    }
+}
+
 /// What recovery found on start.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recovered {
@@ -335,12 +372,30 @@ async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recov
     let mut failed: foldhash::HashMap<SagaId, (Error, Option<SagaStatus>)> =
         foldhash::HashMap::default();
     let mut order = Vec::new();
+    let mut unreadable = Vec::new();
     let mut from = 1;
     loop {
-        let page = store
+        let page = match store
             .read_all(from, keel_effects::persist::READ_LIMIT_MAX)
-            .await?;
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                let (page, bad) = read_around(store, from, e).await?;
+                unreadable.extend(bad);
+                page
+            }
+        };
         let Some(last) = page.last() else {
+            if unreadable
+                .last()
+                .is_some_and(|&(position, _)| position >= from)
+            {
+                from = unreadable
+                    .last()
+                    .map_or(from, |&(position, _)| position + 1);
+                continue;
+            }
             break;
         };
         from = last.position + 1;
@@ -368,6 +423,29 @@ async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recov
             }
         }
     }
+    if !unreadable.is_empty() {
+        // A record the store could not read belongs to a saga whose log now looks
+        // shorter than it is: find those by their stream's version, and leave them.
+        for driver in drivers.iter_mut() {
+            for (id, version) in driver.held_versions() {
+                let stored = store.stream_version(&id.stream()).await?;
+                if stored != version {
+                    driver.forget(&id);
+                    let (position, error) = &unreadable[0];
+                    let error = Error::CorruptLog {
+                        saga: id.to_string(),
+                        version: version + 1,
+                        reason: format!(
+                            "the store could not read a record of its log ({} record(s) in all, the first at position {position}: {error})",
+                            unreadable.len()
+                        ),
+                    };
+                    order.push(id.clone());
+                    failed.insert(id, (error, None));
+                }
+            }
+        }
+    }
     for id in order {
         if let Some((error, status)) = failed.remove(&id) {
             if status.as_ref().is_some_and(SagaStatus::is_finished) {
@@ -387,6 +465,45 @@ async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recov
         "sagas recovered"
     );
     Ok(recovered)
+}
+
+/// Reads past records the store cannot read: after `read_all` from `from` failed with
+/// `error`, reads one event at a time, skipping each position whose read fails, up to
+/// the head. Returns the events read and the positions skipped with why. If the store
+/// cannot even say its head, it is unavailable rather than holding a bad record, and
+/// recovery fails with the first error.
+async fn read_around(
+    store: &dyn EventStore,
+    from: u64,
+    error: keel_effects::Error,
+) -> Result<
+    (
+        Vec<keel_effects::persist::RecordedEvent>,
+        Vec<(u64, keel_effects::Error)>,
+    ),
+    Error,
+> {
+    let head = store.head().await.map_err(|_| error)?;
+    let (mut events, mut bad) = (Vec::new(), Vec::new());
+    let mut position = from;
+    // A page's worth at most, so recovery goes on folding what it has read.
+    while position <= head && events.len() < keel_effects::persist::READ_LIMIT_MAX {
+        match store.read_all(position, 1).await {
+            Ok(one) => match one.into_iter().next() {
+                Some(event) => {
+                    position = event.position + 1;
+                    events.push(event);
+                }
+                None => break,
+            },
+            Err(e) => {
+                tracing::error!(position, error = %e, "a record the store cannot read is skipped by recovery");
+                bad.push((position, e));
+                position += 1;
+            }
+        }
+    }
+    Ok((events, bad))
 }
 
 /// A request to the engine's task.
@@ -417,6 +534,9 @@ pub(crate) enum Command {
     },
     Count {
         reply: oneshot::Sender<usize>,
+    },
+    Stats {
+        reply: oneshot::Sender<Stats>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -550,19 +670,30 @@ impl Orchestrator {
     }
 
     /// Waits until saga `id` comes to rest (finished, or waiting for an operator) and
-    /// returns its status.
+    /// returns its status: only ever a status at rest. A saga that is not at rest in the
+    /// store but that this orchestrator does not run (it could not be recovered) is
+    /// [`Error::NotRunning`]; one that never started is [`Error::UnknownSaga`].
     pub async fn wait(&self, id: &SagaId) -> Result<SagaStatus, Error> {
         let held = id.clone();
-        match self
+        let status = match self
             .ask(id, |reply| Command::Wait { id: held, reply })
             .await?
         {
-            Some(status) => Ok(status),
-            None => Ok(query::timeline(self.store.as_ref(), id)
-                .await?
-                .summary
-                .status),
+            Some(status) => status,
+            None => {
+                query::timeline(self.store.as_ref(), id)
+                    .await?
+                    .summary
+                    .status
+            }
+        };
+        if !status.is_at_rest() {
+            return Err(Error::NotRunning {
+                saga: id.to_string(),
+                status: status.name(),
+            });
         }
+        Ok(status)
     }
 
     /// Saga `id`'s history, from the store.
@@ -573,6 +704,16 @@ impl Orchestrator {
     /// The sagas in the store that `filter` admits (reads the whole store).
     pub async fn list(&self, filter: &SagaFilter) -> Result<Vec<SagaSummary>, Error> {
         query::list(self.store.as_ref(), filter).await
+    }
+
+    /// What the orchestrator holds now: sagas, timers, calls, and how the store has
+    /// been. Answered even while a shard waits for an unavailable store.
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        let mut stats = Stats::default();
+        for shard in &self.shards {
+            stats.add(Self::ask_shard(shard, |reply| Command::Stats { reply }).await?);
+        }
+        Ok(stats)
     }
 
     /// How many sagas are held in memory (not finished).

@@ -1,11 +1,11 @@
-//! The orchestrator's pending timers: a min-heap by due time, with cancellation.
+//! The orchestrator's pending timers, ordered by due time, with cancellation.
 //!
-//! Cancelling removes the timer from the index only; its heap entry is skipped when it
-//! surfaces. Rescheduling a timer replaces it the same way. Timers of a saga that has
-//! finished are left to fire: the engine no longer holds the saga and ignores them.
+//! Cancelling a timer removes it at once, so memory follows the timers that are live,
+//! not the deadlines they were set for: a saga with a one-day deadline that finishes in
+//! a second frees its timer then. Rescheduling a timer replaces it. A timer that fires
+//! for a saga that has meanwhile finished is ignored by the engine.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 
 use foldhash::HashMap;
 
@@ -17,10 +17,11 @@ use crate::saga::SagaTimer;
 /// Timers by due time.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    /// Every setting, live or not: (due, sequence number, saga, timer).
-    heap: BinaryHeap<Reverse<(Timestamp, u64, SagaId, SagaTimer)>>,
-    /// The live sequence number of each timer; a heap entry with another is stale.
-    index: HashMap<(SagaId, SagaTimer), u64>,
+    /// Every live timer by (due, sequence number); the number orders timers due at the
+    /// same moment by when they were set.
+    queue: BTreeMap<(Timestamp, u64), (SagaId, SagaTimer)>,
+    /// Where each live timer sits in `queue`.
+    index: HashMap<(SagaId, SagaTimer), (Timestamp, u64)>,
     seq: u64,
 }
 
@@ -28,44 +29,39 @@ impl Timers {
     /// Sets `timer` of `saga` to fire at `due`, replacing an earlier setting.
     pub(crate) fn set(&mut self, saga: SagaId, timer: SagaTimer, due: Timestamp) {
         self.seq += 1;
-        self.index.insert((saga.clone(), timer), self.seq);
-        self.heap.push(Reverse((due, self.seq, saga, timer)));
+        let slot = (due, self.seq);
+        if let Some(old) = self.index.insert((saga.clone(), timer), slot) {
+            self.queue.remove(&old);
+        }
+        self.queue.insert(slot, (saga, timer));
     }
 
     /// Drops `timer` of `saga`, if set.
     pub(crate) fn cancel(&mut self, saga: &SagaId, timer: SagaTimer) {
-        self.index.remove(&(saga.clone(), timer));
-    }
-
-    fn is_live(&self, saga: &SagaId, timer: SagaTimer, seq: u64) -> bool {
-        self.index.get(&(saga.clone(), timer)) == Some(&seq)
-    }
-
-    /// When the next live timer is due.
-    pub(crate) fn next_due(&mut self) -> Option<Timestamp> {
-        while let Some(Reverse((due, seq, saga, timer))) = self.heap.peek() {
-            if self.is_live(saga, *timer, *seq) {
-                return Some(*due);
-            }
-            self.heap.pop();
+        if let Some(slot) = self.index.remove(&(saga.clone(), timer)) {
+            self.queue.remove(&slot);
         }
-        None
+    }
+
+    /// When the next timer is due.
+    pub(crate) fn next_due(&self) -> Option<Timestamp> {
+        self.queue.first_key_value().map(|(&(due, _), _)| due)
     }
 
     /// Takes the next timer due at or before `now`.
     pub(crate) fn pop_due(&mut self, now: Timestamp) -> Option<(SagaId, SagaTimer)> {
-        let due = self.next_due()?;
-        if due > now {
+        let entry = self.queue.first_entry()?;
+        if entry.key().0 > now {
             return None;
         }
-        let Reverse((_, _, saga, timer)) = self.heap.pop()?;
+        let (saga, timer) = entry.remove();
         self.index.remove(&(saga.clone(), timer));
         Some((saga, timer))
     }
 
-    /// How many timers are live.
-    #[cfg(test)]
+    /// How many timers are set.
     pub(crate) fn len(&self) -> usize {
+        debug_assert_eq!(self.queue.len(), self.index.len());
         self.index.len()
     }
 }

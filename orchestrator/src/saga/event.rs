@@ -73,7 +73,20 @@ pub enum Answer {
         /// The service's hint of when to try again.
         retry_after_ms: Option<u64>,
     },
+    /// It answered success, but the answer is too big for the saga log: the effect
+    /// happened and the answer is dropped. The engine puts this in place of a
+    /// success that would not fit in a record (see [`Answer::bounded`]).
+    Oversized {
+        /// The answer's size as compact JSON.
+        size_bytes: u64,
+        /// The most an answer may take.
+        limit_bytes: u64,
+    },
 }
+
+/// The longest failure reason kept, in bytes: a service's error body can be large, and
+/// every reason is written to the saga log and its timeline.
+pub const REASON_BYTES_MAX: usize = 1_024;
 
 impl Answer {
     /// The answer a keel-effects handler gave.
@@ -87,6 +100,76 @@ impl Answer {
             },
         }
     }
+
+    /// The answer as the saga log can keep it: a failure's reason cut to
+    /// [`REASON_BYTES_MAX`], and a success whose value takes more than `limit_bytes` as
+    /// JSON replaced by [`Answer::Oversized`].
+    #[must_use]
+    pub fn bounded(self, limit_bytes: usize) -> Self {
+        match self {
+            Self::Succeeded { value } => match json_size_within(&value, limit_bytes) {
+                Ok(_) => Self::Succeeded { value },
+                Err(size_bytes) => Self::Oversized {
+                    size_bytes,
+                    limit_bytes: limit_bytes as u64,
+                },
+            },
+            Self::Failed {
+                class,
+                mut reason,
+                retry_after_ms,
+            } => {
+                cut(&mut reason, REASON_BYTES_MAX);
+                Self::Failed {
+                    class,
+                    reason,
+                    retry_after_ms,
+                }
+            }
+            oversized @ Self::Oversized { .. } => oversized,
+        }
+    }
+}
+
+/// The size of `value` as compact JSON: `Ok` if it is at most `limit_bytes`, else `Err`.
+pub(crate) fn json_size_within(value: &Value, limit_bytes: usize) -> Result<usize, u64> {
+    /// Counts bytes without keeping them.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Serialising a `Value` cannot fail: its keys are strings.
+    let size = match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => usize::MAX,
+    };
+    if size <= limit_bytes {
+        Ok(size)
+    } else {
+        Err(size as u64)
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, saying how much went.
+pub(crate) fn cut(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let dropped = text.len();
+    let mut end = max.saturating_sub(40);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    let dropped = dropped - end;
+    text.push_str(&format!("… ({dropped} more bytes cut)"));
 }
 
 /// An operator's decision about a saga that needs intervention.
@@ -350,11 +433,46 @@ pub struct StepCall {
     pub intent: Intent,
 }
 
+/// An attempt whose call could not be built: the step's closure panicked. No call went
+/// out; the engine answers the attempt with a `Permanent` failure naming the panic, as
+/// a record of its own, so that replaying the log never depends on the closure again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unbuilt {
+    /// The step.
+    pub step: u16,
+    /// Action or compensation.
+    pub phase: Phase,
+    /// The attempt, from 1.
+    pub attempt: u16,
+    /// Why: the panic's message.
+    pub reason: String,
+}
+
+impl Unbuilt {
+    /// The event answering this attempt: a permanent failure naming the panic, after
+    /// `context`, cut to fit a record.
+    pub fn failed(self, context: String, limit_bytes: usize) -> SagaEvent {
+        let answer = Answer::Failed {
+            class: FailureClass::Permanent,
+            reason: context + &self.reason,
+            retry_after_ms: None,
+        };
+        SagaEvent::Answered {
+            step: self.step,
+            phase: self.phase,
+            attempt: self.attempt,
+            answer: answer.bounded(limit_bytes),
+        }
+    }
+}
+
 /// What one reduction asks the driver to do, and what it recorded.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Output {
     /// Attempts to carry out.
     pub calls: Vec<StepCall>,
+    /// Attempts whose call could not be built, to answer as failed.
+    pub unbuilt: Vec<Unbuilt>,
     /// Timers to set.
     pub timers: Vec<(SagaTimer, Timestamp)>,
     /// Timers no longer needed (a stale timer that fires anyway is ignored).
@@ -367,6 +485,7 @@ impl Output {
     /// Empties the buffers, keeping their capacity.
     pub fn clear(&mut self) {
         self.calls.clear();
+        self.unbuilt.clear();
         self.timers.clear();
         self.cancelled.clear();
         self.transitions.clear();
@@ -375,6 +494,7 @@ impl Output {
     /// Whether there is nothing in it.
     pub fn is_empty(&self) -> bool {
         self.calls.is_empty()
+            && self.unbuilt.is_empty()
             && self.timers.is_empty()
             && self.cancelled.is_empty()
             && self.transitions.is_empty()

@@ -9,6 +9,10 @@ mod reducer;
 mod rules;
 mod state;
 
-pub use event::{Answer, OperatorCommand, Output, SagaEvent, SagaTimer, StepCall, Transition};
+pub use event::{
+    Answer, OperatorCommand, Output, REASON_BYTES_MAX, SagaEvent, SagaTimer, StepCall, Transition,
+    Unbuilt,
+};
+pub(crate) use event::{cut, json_size_within};
 pub use reducer::{SOURCE, SagaReducer, transition_envelope};
 pub use state::{Resume, SagaState, SagaStatus, StepPhase, StepState};

@@ -13,9 +13,10 @@ use keel_core::{
 };
 use serde_json::Value;
 
-use super::event::{Output, SagaEvent, SagaTimer, StepCall, Transition};
+use super::event::{Output, SagaEvent, SagaTimer, StepCall, Transition, Unbuilt};
 use super::state::{SagaState, SagaStatus, StepPhase};
 use crate::definition::{SagaDefinition, StepAction, StepContext};
+use crate::guard::catching;
 use crate::id::{Phase, step_intent_id};
 
 /// The `source` of every envelope the orchestrator makes.
@@ -72,8 +73,10 @@ impl SagaReducer {
             let step = u16::try_from(index).unwrap_or(u16::MAX);
             match st.phase {
                 StepPhase::Running { timeout_at } => {
-                    out.calls
-                        .push(self.call(state, step, Phase::Action, st.attempts));
+                    push_call(
+                        out,
+                        build_call(&self.definition, state, step, Phase::Action, st.attempts),
+                    );
                     if let Some(due) = timeout_at {
                         out.timers.push((
                             SagaTimer::Timeout {
@@ -96,12 +99,11 @@ impl SagaReducer {
                     ));
                 }
                 StepPhase::Compensating { timeout_at } => {
-                    out.calls.push(self.call(
-                        state,
-                        step,
-                        Phase::Compensation,
-                        st.compensation_attempts,
-                    ));
+                    let attempt = st.compensation_attempts;
+                    push_call(
+                        out,
+                        build_call(&self.definition, state, step, Phase::Compensation, attempt),
+                    );
                     if let Some(due) = timeout_at {
                         out.timers.push((
                             SagaTimer::Timeout {
@@ -134,8 +136,15 @@ impl SagaReducer {
     }
 
     /// The call for attempt `attempt` of `phase` of `step`: the same intent every time
-    /// it is asked for, as long as the results it reads are the same.
-    pub fn call(&self, state: &SagaState, step: u16, phase: Phase, attempt: u16) -> StepCall {
+    /// it is asked for, as long as the results it reads are the same. `Err` names the
+    /// panic of a step closure that could not build it.
+    pub fn call(
+        &self,
+        state: &SagaState,
+        step: u16,
+        phase: Phase,
+        attempt: u16,
+    ) -> Result<StepCall, Unbuilt> {
         build_call(&self.definition, state, step, phase, attempt)
     }
 }
@@ -156,6 +165,7 @@ impl Reducer for SagaReducer {
         if !self.apply(state, action.now, &action.body, &mut out) {
             return;
         }
+        // An attempt whose closure panicked has no intent: the engine answers it.
         intents.extend(out.calls.into_iter().map(|call| call.intent));
         let mut emitter = action.cause.emitter(intents);
         for (timer, due) in out.timers {
@@ -224,15 +234,24 @@ pub fn transition_envelope(
     }
 }
 
+/// Adds a built call to `out`, or the attempt that could not be built.
+fn push_call(out: &mut Output, call: Result<StepCall, Unbuilt>) {
+    match call {
+        Ok(call) => out.calls.push(call),
+        Err(unbuilt) => out.unbuilt.push(unbuilt),
+    }
+}
+
 /// The call for attempt `attempt` of `phase` of `step`; one path for live and recovered
-/// calls, so they cannot differ.
+/// calls, so they cannot differ. A panic of the closure that builds it is caught and
+/// named in the `Err`.
 pub(super) fn build_call(
     def_all: &SagaDefinition,
     state: &SagaState,
     step: u16,
     phase: Phase,
     attempt: u16,
-) -> StepCall {
+) -> Result<StepCall, Unbuilt> {
     let ctx = StepContext {
         saga: &state.id,
         input: &state.input,
@@ -241,16 +260,24 @@ pub(super) fn build_call(
         step,
     };
     let def = def_all.step(step);
-    let action = match (phase, &def.compensation) {
-        (Phase::Compensation, Some(compensation)) => compensation(&ctx),
+    let built = match (phase, &def.compensation) {
+        (Phase::Compensation, Some(compensation)) => {
+            catching("the step's compensation closure", || compensation(&ctx))
+        }
         // A step without compensation is never compensated; asking is a bug, and
         // answering with its action would be worse than an effect that always fails.
-        (Phase::Compensation, None) => StepAction::Custom {
+        (Phase::Compensation, None) => Ok(StepAction::Custom {
             name: EventType::from_static("keel.no-compensation"),
             payload: Value::Null,
-        },
-        (Phase::Action, _) => (def.action)(&ctx),
+        }),
+        (Phase::Action, _) => catching("the step's action closure", || (def.action)(&ctx)),
     };
+    let action = built.map_err(|reason| Unbuilt {
+        step,
+        phase,
+        attempt,
+        reason,
+    })?;
     let id = step_intent_id(state.id.correlation(), step, phase);
     let kind = match action {
         StepAction::Http(request) => IntentKind::Http(Box::new(request)),
@@ -289,10 +316,10 @@ pub(super) fn build_call(
             }
         }
     };
-    StepCall {
+    Ok(StepCall {
         step,
         phase,
         attempt,
         intent: Intent { id, kind },
-    }
+    })
 }

@@ -3,13 +3,22 @@
 //! - A stage's steps start together; the next stage starts when all are done.
 //! - A failed attempt is retried by the step's policy, under the same intent id, so the
 //!   service sees one idempotency key however often it is called.
-//! - An attempt that timed out or failed transiently may still have taken effect; only a
-//!   definite answer (success, or a permanent refusal) settles that.
+//! - An attempt that timed out or failed transiently may still have taken effect, and so
+//!   may the step: it is "maybe applied" from then on. Only a success settles that (or a
+//!   check that refuses a success). A permanent refusal speaks for its own attempt
+//!   only, and leaves the step maybe applied: a service that answers a retry with `409
+//!   key in use` (or a redirect, or an error) may still be applying the first attempt.
+//! - A success too big for the saga log ([`Answer::Oversized`]) ends the step at once,
+//!   failed and maybe applied: its effect happened, its answer cannot be kept.
 //! - A step that fails for good before the pivot turns the saga back: steps still in
 //!   flight are awaited, then every completed step is compensated, last completed first,
 //!   one at a time. After the pivot, a failure parks the saga instead.
-//! - A step whose outcome is unknown is never guessed at: the saga parks, naming it, and
-//!   a late answer or an operator settles it.
+//! - A step whose outcome is unknown (it failed for good while maybe applied) is never
+//!   guessed at: the saga parks, naming it, rather than undo the steps before it or end.
+//!   A late success is recorded whenever it comes, and the saga goes on from there; an
+//!   operator may retry the step or skip it.
+//! - A closure of the definition that panics fails its attempt permanently, naming the
+//!   panic (see `guard`).
 
 use keel_core::Timestamp;
 use serde_json::Value;
@@ -18,6 +27,7 @@ use super::event::{Answer, OperatorCommand, Output, SagaEvent, SagaTimer, Transi
 use super::reducer::build_call;
 use super::state::{Resume, SagaState, SagaStatus, StepPhase, StepState};
 use crate::definition::{FailureClass, SagaDefinition};
+use crate::guard::catching;
 use crate::id::Phase;
 
 /// One reduction in progress.
@@ -90,22 +100,23 @@ impl Step<'_> {
         }
     }
 
+    /// Starts the next attempt at `phase` of `step`. If its closure panics, the attempt
+    /// still starts, with no call: the engine answers it as failed (see [`Unbuilt`]).
+    ///
+    /// [`Unbuilt`]: super::event::Unbuilt
     fn start_attempt(&mut self, step: u16, phase: Phase) {
-        let reducer_call = {
-            let st = &self.state.steps[usize::from(step)];
-            let attempt = match phase {
-                Phase::Action => st.attempts + 1,
-                Phase::Compensation => st.compensation_attempts + 1,
-            };
-            build_call(self.def, self.state, step, phase, attempt)
+        let st = &self.state.steps[usize::from(step)];
+        let attempt = match phase {
+            Phase::Action => st.attempts + 1,
+            Phase::Compensation => st.compensation_attempts + 1,
         };
+        let call = build_call(self.def, self.state, step, phase, attempt);
         let timeout_at = self
             .def
             .step(step)
             .timeout()
             .map(|ms| self.now.plus_millis(ms));
         let st = &mut self.state.steps[usize::from(step)];
-        let attempt = reducer_call.attempt;
         match phase {
             Phase::Action => {
                 st.attempts = attempt;
@@ -132,7 +143,10 @@ impl Step<'_> {
                 due,
             ));
         }
-        self.out.calls.push(reducer_call);
+        match call {
+            Ok(call) => self.out.calls.push(call),
+            Err(unbuilt) => self.out.unbuilt.push(unbuilt),
+        }
     }
 
     fn action_answered(&mut self, step: u16, attempt: u16, answer: &Answer) -> bool {
@@ -147,17 +161,41 @@ impl Step<'_> {
                     return false;
                 }
                 if let Some(check) = &self.def.step(step).check {
-                    if let Err(reason) = check(value) {
-                        self.action_failed(
-                            step,
-                            FailureClass::Permanent,
-                            format!("the answer was refused: {reason}"),
-                            None,
-                        );
+                    let verdict = catching("the step's answer check", || check(value));
+                    let refusal = match verdict {
+                        Ok(Ok(())) => None,
+                        // The service answered for this key, and its answer says that
+                        // the effect did not happen: that settles earlier doubts.
+                        Ok(Err(reason)) => {
+                            Some((false, format!("the answer was refused: {reason}")))
+                        }
+                        // A success nobody could judge: the effect may well have happened.
+                        Err(reason) => Some((true, reason)),
+                    };
+                    if let Some((maybe_applied, reason)) = refusal {
+                        self.state.steps[usize::from(step)].maybe_applied = maybe_applied;
+                        self.action_failed(step, FailureClass::Permanent, reason, None);
                         return true;
                     }
                 }
                 self.complete(step, value.clone());
+                true
+            }
+            Answer::Oversized {
+                size_bytes,
+                limit_bytes,
+            } => {
+                // A success too big to keep: the effect happened, so the step is settled
+                // as failed but maybe applied, with no further call (the same key would
+                // only bring the same answer). A step already given up as unknown stays so.
+                if !st.is_in_flight() {
+                    return false;
+                }
+                self.state.steps[usize::from(step)].maybe_applied = true;
+                let reason = format!(
+                    "it answered {size_bytes} bytes, more than the {limit_bytes} a saga record may hold for an answer: its effect happened but its answer cannot be kept"
+                );
+                self.action_failed(step, FailureClass::Permanent, reason, None);
                 true
             }
             Answer::Failed {
@@ -226,16 +264,12 @@ impl Step<'_> {
         let now = self.now;
         let st = &mut self.state.steps[usize::from(step)];
         let attempt = st.attempts;
-        self.out.cancelled.push(SagaTimer::Timeout {
-            step,
-            phase: Phase::Action,
-            attempt,
-        });
-        match class {
-            FailureClass::Transient | FailureClass::Timeout => st.maybe_applied = true,
-            // The service said no for good, for this key: nothing happened under it.
-            FailureClass::Permanent => st.maybe_applied = false,
-            FailureClass::Unavailable => {}
+        cancel_attempt_timers(self.out, step, Phase::Action, st);
+        // A permanent refusal speaks for the attempt it answers: nothing happened under
+        // it. It does not undo an earlier attempt that may have applied: a service
+        // answers `409 key in use` to a retry while the first attempt is still at work.
+        if class.is_ambiguous() {
+            st.maybe_applied = true;
         }
         st.error = Some(reason.as_str().into());
         if keep_trying && policy.retries(class, attempt - st.budget_from) {
@@ -278,7 +312,7 @@ impl Step<'_> {
                     Resume::Forward,
                 );
             } else if unknown {
-                self.turn_back(format!("step `{name}` gave no definite answer: {reason}"));
+                self.turn_back(format!("step `{name}` may have taken effect: {reason}"));
             } else {
                 self.turn_back(format!("step `{name}` failed: {reason}"));
             }
@@ -307,7 +341,8 @@ impl Step<'_> {
     fn compensation_answered(&mut self, step: u16, attempt: u16, answer: &Answer) -> bool {
         let st = &self.state.steps[usize::from(step)];
         match answer {
-            Answer::Succeeded { .. } => {
+            // A compensation's answer is not kept: one too big to keep is still a success.
+            Answer::Succeeded { .. } | Answer::Oversized { .. } => {
                 if !(st.is_compensating() || st.phase == StepPhase::Parked) {
                     return false;
                 }
@@ -640,9 +675,9 @@ impl Step<'_> {
                     let st = &steps[index];
                     let name = &self.def.steps()[index].name;
                     let reason = format!(
-                        "step `{name}` may have taken effect: no definite answer after {} attempts (last: {}); retry it to ask again, or skip it if it did nothing",
+                        "step `{name}` may have taken effect ({} attempt(s), the last: {}): retry it to ask again, or skip it if it did nothing",
                         st.attempts,
-                        st.error.as_deref().unwrap_or("no answer")
+                        st.error.as_deref().unwrap_or("no answer"),
                     );
                     self.park(reason, Resume::Compensate);
                     return;

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test file uses some of the fixtures
 
 pub(crate) mod http_server;
+pub(crate) mod outage;
 pub(crate) mod stores;
 
 use std::future::Future;

@@ -145,16 +145,21 @@ impl Drop for PgSchema {
     }
 }
 
-/// Says (once per test binary) that the PostgreSQL cases are skipped, on the process's
+/// Says (once per test binary and line) that some cases are skipped, on the process's
 /// real stderr: libtest captures `eprintln!` of passing tests, and this line is for the
 /// person running `cargo test` on a machine without the server.
-fn say_skipped(line: &str) {
+pub(crate) fn say_skipped(line: &str) {
     use std::io::Write as _;
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = writeln!(
-            std::io::stderr(),
-            "{line} (every PostgreSQL case of this test binary)"
-        );
-    });
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if said.iter().any(|l| l == line) {
+        return;
+    }
+    said.push(line.to_owned());
+    let _ = writeln!(
+        std::io::stderr(),
+        "{line} (every such case of this test binary)"
+    );
 }

@@ -1,0 +1,207 @@
+//! User code that panics fails one attempt, not the orchestrator. A handler that panics
+//! for one saga, a step closure that panics building its action, a compensation closure
+//! that panics: each fails that attempt as permanent, with the panic's message, and the
+//! shard (one shard here, so every saga shares it) goes on running every other saga.
+//! A closure that panics while recovery rebuilds a call parks that saga with the reason
+//! instead of failing `Orchestrator::start` on every restart.
+
+use std::sync::Arc;
+
+use keel_effects::persist::MemoryStore;
+use keel_effects::{Call, Failure};
+use keel_orchestrator::core::IntentKind;
+use keel_orchestrator::{
+    Orchestrator, OrchestratorConfig, RetryPolicy, SagaDefinition, SagaStatus, Step, StepAction,
+};
+use serde_json::{Value, json};
+
+use crate::common::stores::SqliteFile;
+use crate::common::{Journal, saga_id, settled};
+
+fn one_shard() -> OrchestratorConfig {
+    OrchestratorConfig {
+        shards: 1,
+        request_poll_ms: 0,
+        ..OrchestratorConfig::default()
+    }
+}
+
+fn greeting(step: Step) -> SagaDefinition {
+    SagaDefinition::builder("greeting")
+        .step(step)
+        .build()
+        .expect("a valid saga")
+}
+
+/// Starts sagas `ok-0`..`ok-4` and checks that each completes.
+async fn others_complete(orchestrator: &Orchestrator) {
+    for n in 0..5 {
+        let id = saga_id(format!("ok-{n}"));
+        orchestrator
+            .start_saga("greeting", id.clone(), json!({ "name": "Ada" }))
+            .await
+            .expect("the shard still takes sagas");
+        assert_eq!(settled(orchestrator, &id).await, SagaStatus::Completed);
+    }
+}
+
+fn compensated_because(status: &SagaStatus, needle: &str) {
+    let SagaStatus::Compensated { reason } = status else {
+        panic!("expected Compensated, not {status:?}");
+    };
+    assert!(
+        reason.contains(needle),
+        "the reason names the panic: {reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_fails_its_attempt_and_the_other_sagas_go_on() {
+    let hello = |call: Call| async move {
+        let IntentKind::Custom { payload, .. } = &call.intent.kind else {
+            return Err(Failure::permanent("not a custom call"));
+        };
+        if payload["to"] == "boom" {
+            panic!("cannot greet {}", payload["to"]);
+        }
+        Ok::<Value, Failure>(json!("hi"))
+    };
+    let step = Step::new("hello", |ctx| {
+        StepAction::custom("say.hello", json!({ "to": ctx.input()["name"] }))
+    })
+    .retry(RetryPolicy::exponential(3, 10));
+    let (orchestrator, _) = Orchestrator::builder(Arc::new(MemoryStore::new()))
+        .saga(greeting(step))
+        .handler("say.hello", hello)
+        .config(one_shard())
+        .start()
+        .await
+        .expect("the orchestrator starts");
+    let bad = saga_id("bad-1");
+    orchestrator
+        .start_saga("greeting", bad.clone(), json!({ "name": "boom" }))
+        .await
+        .expect("the saga starts");
+    let status = settled(&orchestrator, &bad).await;
+    compensated_because(&status, "cannot greet \"boom\"");
+    assert!(
+        status.reason().is_some_and(|r| r.contains("panicked")),
+        "{status:?}"
+    );
+    others_complete(&orchestrator).await;
+    orchestrator.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_step_closure_that_panics_fails_its_attempt_and_the_other_sagas_go_on() {
+    let journal = Journal::new();
+    let step = Step::new("hello", |ctx| {
+        let name = ctx.input()["name"].as_str().unwrap_or_default().to_owned();
+        assert_ne!(name, "boom", "names must not explode");
+        StepAction::custom("say.hello", json!({ "to": name }))
+    });
+    let (orchestrator, _) = Orchestrator::builder(Arc::new(MemoryStore::new()))
+        .saga(greeting(step))
+        .handler("say.hello", journal.ok("say.hello", json!("hi")))
+        .config(one_shard())
+        .start()
+        .await
+        .expect("the orchestrator starts");
+    let bad = saga_id("bad-2");
+    orchestrator
+        .start_saga("greeting", bad.clone(), json!({ "name": "boom" }))
+        .await
+        .expect("the saga starts: the panic fails its step, not the start");
+    let status = settled(&orchestrator, &bad).await;
+    compensated_because(&status, "names must not explode");
+    assert!(
+        journal.services_of(&bad).is_empty(),
+        "no call went out for it"
+    );
+    others_complete(&orchestrator).await;
+    orchestrator.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_compensation_closure_that_panics_parks_its_saga_for_an_operator() {
+    let journal = Journal::new();
+    let definition = SagaDefinition::builder("greeting")
+        .step(
+            Step::new("book", |_| StepAction::custom("room.book", json!({})))
+                .compensate(|_| panic!("the undo was never written")),
+        )
+        .step(Step::new("pay", |_| {
+            StepAction::custom("card.charge", json!({}))
+        }))
+        .build()
+        .expect("a valid saga");
+    let (orchestrator, _) = Orchestrator::builder(Arc::new(MemoryStore::new()))
+        .saga(definition)
+        .handler("room.book", journal.ok("room.book", json!({})))
+        .handler(
+            "card.charge",
+            journal.failing("card.charge", Failure::permanent("declined")),
+        )
+        .config(one_shard())
+        .start()
+        .await
+        .expect("the orchestrator starts");
+    let id = saga_id("undo-1");
+    orchestrator
+        .start_saga("greeting", id.clone(), json!({}))
+        .await
+        .expect("the saga starts");
+    let status = settled(&orchestrator, &id).await;
+    let SagaStatus::NeedsIntervention { reason, .. } = &status else {
+        panic!("a compensation that cannot run parks the saga: {status:?}");
+    };
+    assert!(
+        reason.contains("`book`") && reason.contains("the undo was never written"),
+        "{reason}"
+    );
+    orchestrator.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_closure_that_panics_during_recovery_parks_its_saga_and_start_goes_on() {
+    let file = SqliteFile::new();
+    let journal = Journal::new();
+    // First run: the step's service never answers, so the saga is running when the
+    // orchestrator stops.
+    let step = Step::new("hello", |_| StepAction::custom("say.hello", json!({})));
+    let (orchestrator, _) = Orchestrator::builder(file.open())
+        .saga(greeting(step))
+        .handler("say.hello", journal.silent("say.hello"))
+        .config(one_shard())
+        .start()
+        .await
+        .expect("the orchestrator starts");
+    let id = saga_id("recover-1");
+    orchestrator
+        .start_saga("greeting", id.clone(), json!({}))
+        .await
+        .expect("the saga starts");
+    orchestrator.shutdown().await;
+
+    // Next run: the new build's closure panics when recovery rebuilds the call.
+    let step = Step::new("hello", |_| -> StepAction {
+        panic!("a bug shipped in the new build")
+    });
+    let (orchestrator, recovered) = Orchestrator::builder(file.open())
+        .saga(greeting(step))
+        .handler("say.hello", journal.ok("say.hello", json!("hi")))
+        .config(one_shard())
+        .start()
+        .await
+        .expect("recovery parks the saga instead of failing the start");
+    assert_eq!(recovered.resumed, 1);
+    let status = settled(&orchestrator, &id).await;
+    let SagaStatus::NeedsIntervention { reason, .. } = &status else {
+        panic!("the saga whose call cannot be rebuilt parks: {status:?}");
+    };
+    assert!(
+        reason.contains("`hello`") && reason.contains("a bug shipped in the new build"),
+        "{reason}"
+    );
+    orchestrator.shutdown().await;
+}
