@@ -2,6 +2,13 @@
 //! source, fake step services that succeed, fail, time out, answer twice or answer late
 //! by the seed's plan, and crashes of the orchestrator at random persistence points.
 //!
+//! The services misbehave the way real ones do: one keeps working on a request long
+//! after the saga gave up on it and answers a retry `409 key in use` meanwhile, one
+//! answers more than a record may hold, one panics; a step's closures panic; and the
+//! store goes away for a stretch of simulated time, failing appends and reads. The
+//! commit goes through the orchestrator's own [`Commit`], and handlers are called
+//! through its own [`answer_of`], so the simulation runs the code production runs.
+//!
 //! Everything that varies comes from one seed: the saga definition, the services'
 //! faults, message latencies, cancellations and crash points. The same seed therefore
 //! gives the same history, byte for byte, which is itself one of the laws checked.
@@ -13,13 +20,48 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use keel::orchestrator::commit::Commit;
 use keel::orchestrator::saga::StepCall;
 use keel::orchestrator::{
-    Answer, Engine, FailureClass, OperatorCommand, Phase, RetryPolicy, SagaDefinition, SagaEvent,
-    SagaId, SagaState, SagaStatus, SagaTimer, SagaType, Step, StepAction, StepPhase,
+    Answer, Batch, Engine, FailureClass, OperatorCommand, Phase, RetryPolicy, SagaDefinition,
+    SagaEvent, SagaId, SagaState, SagaStatus, SagaTimer, SagaType, Step, StepAction, StepPhase,
+    answer_of,
 };
 use keel::{Envelope, IntentKind};
 use serde_json::{Value, json};
+
+/// The largest record the simulated store takes: small, so that an oversized answer
+/// costs little to make. The engine is told, as a driver tells it of its store's limit.
+pub const RECORD_BYTES_MAX: usize = 16 * 1024;
+
+/// How long a slow service works on a request before it applies and answers: well past
+/// every step's timeout (at most 120 ms).
+const SLOW_MS: u64 = 300;
+
+/// The text every simulated panic starts with (the quiet panic hook knows it).
+const PANIC_TEXT: &str = "simulated panic";
+
+/// Keeps the simulation's own panics (thousands, caught by the orchestrator) out of
+/// the test output; every other panic is reported as usual.
+fn quiet_simulated_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let text = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied());
+            if !text.is_some_and(|t| t.starts_with(PANIC_TEXT)) {
+                default(info);
+            }
+        }));
+    });
+}
 
 /// SplitMix64: small, fast, and the same everywhere.
 #[derive(Debug, Clone)]
@@ -72,6 +114,14 @@ pub enum Fault {
     Late,
     /// Applies the effect and answers twice.
     Twice,
+    /// Works on it for [`SLOW_MS`], then applies the effect and answers; a delivery of
+    /// the same key meanwhile is refused `409 key in use`, a permanent failure.
+    Slow,
+    /// Applies the effect and answers more than a record may hold (until the operator
+    /// phase, when it answers its usual small value).
+    Oversized,
+    /// The handler panics before applying anything.
+    Panic,
 }
 
 /// The seed's plan for one case.
@@ -86,6 +136,28 @@ pub struct Plan {
     /// Percent chance of a crash at each persistence point.
     pub crash_percent: u64,
     pub crashes_max: u32,
+    /// When the store is away (simulated ms, from inclusive to exclusive), if ever.
+    pub outage: Option<(u64, u64)>,
+    /// The (saga, step, phase) whose closure panics until the operator phase.
+    pub panics: Arc<ClosurePanics>,
+}
+
+/// Which closures panic: a bug in the definition, fixed (by a deploy) in the operator
+/// phase. A panicking closure fails its attempt; the failure is recorded, so replaying
+/// the log gives the same state before and after the fix.
+#[derive(Debug, Default)]
+pub struct ClosurePanics {
+    pub at: HashSet<(String, usize, Phase)>,
+    pub fixed: AtomicBool,
+}
+
+impl ClosurePanics {
+    fn check(&self, saga: &SagaId, step: usize, phase: Phase) {
+        if !self.fixed.load(Ordering::Relaxed) && self.at.contains(&(saga.to_string(), step, phase))
+        {
+            panic!("{PANIC_TEXT}: the closure of step {step} {phase:?} of {saga}");
+        }
+    }
 }
 
 fn effect_name(step: usize, phase: Phase) -> String {
@@ -94,6 +166,10 @@ fn effect_name(step: usize, phase: Phase) -> String {
 
 /// Draws a saga definition and fault plan from `rng`.
 pub fn plan(rng: &mut Rng) -> Plan {
+    let sagas: Vec<SagaId> = (0..rng.between(1, 3))
+        .map(|n| SagaId::new(format!("sim-{n}")).expect("a valid id"))
+        .collect();
+    let mut panics = ClosurePanics::default();
     let mut builder = SagaDefinition::builder("sim.saga");
     let stages = rng.between(1, 4);
     let mut index = 0usize;
@@ -102,6 +178,17 @@ pub fn plan(rng: &mut Rng) -> Plan {
     } else {
         None
     };
+    let panics_percent = [0, 0, 3, 8][rng.below(4) as usize];
+    for i in 0..12 {
+        for phase in [Phase::Action, Phase::Compensation] {
+            for saga in &sagas {
+                if rng.chance(panics_percent) {
+                    panics.at.insert((saga.to_string(), i, phase));
+                }
+            }
+        }
+    }
+    let panics = Arc::new(panics);
     for stage in 0..stages {
         let width = if pivot_stage != Some(stage) && rng.chance(35) {
             rng.between(2, 3)
@@ -114,19 +201,33 @@ pub fn plan(rng: &mut Rng) -> Plan {
             index += 1;
             let action = effect_name(i, Phase::Action);
             let undo = effect_name(i, Phase::Compensation);
-            let mut step = Step::new(format!("s{i}"), move |ctx| StepAction::Custom {
-                name: keel::EventType::new(action.clone()).expect("a valid name"),
-                // Data flow: each step reads the saga's input and the earlier results.
-                payload: json!({ "order": ctx.input()["order"], "previous": ctx.result(&format!("s{}", i.wrapping_sub(1))) }),
+            let (panics_do, panics_undo) = (Arc::clone(&panics), Arc::clone(&panics));
+            let mut step = Step::new(format!("s{i}"), move |ctx| {
+                panics_do.check(ctx.saga(), i, Phase::Action);
+                let previous = ctx.result(&format!("s{}", i.wrapping_sub(1)));
+                StepAction::Custom {
+                    name: keel::EventType::new(action.clone()).expect("a valid name"),
+                    // Data flow: each step reads the saga's input and the earlier results.
+                    payload: json!({ "order": ctx.input()["order"], "previous": previous }),
+                }
             })
-            .retry(RetryPolicy::exponential(rng.between(1, 4) as u16, rng.between(5, 50)))
-            .compensation_retry(RetryPolicy::exponential(rng.between(2, 6) as u16, rng.between(5, 50)))
+            .retry(RetryPolicy::exponential(
+                rng.between(1, 4) as u16,
+                rng.between(5, 50),
+            ))
+            .compensation_retry(RetryPolicy::exponential(
+                rng.between(2, 6) as u16,
+                rng.between(5, 50),
+            ))
             .timeout_ms(rng.between(20, 120));
             if rng.chance(80) {
-                step = step.compensate(move |ctx| StepAction::Custom {
-                    name: keel::EventType::new(undo.clone()).expect("a valid name"),
-                    // The compensation names what it undoes: the fake service checks it.
-                    payload: json!({ "undo": ctx.own_result()["key"] }),
+                step = step.compensate(move |ctx| {
+                    panics_undo.check(ctx.saga(), i, Phase::Compensation);
+                    StepAction::Custom {
+                        name: keel::EventType::new(undo.clone()).expect("a valid name"),
+                        // The compensation names what it undoes: the fake service checks it.
+                        payload: json!({ "undo": ctx.own_result()["key"] }),
+                    }
                 });
             }
             if pivot_stage == Some(stage) {
@@ -149,9 +250,6 @@ pub fn plan(rng: &mut Rng) -> Plan {
             .expect("the simulated definitions are valid"),
     );
     let steps = definition.steps().len();
-    let sagas: Vec<SagaId> = (0..rng.between(1, 3))
-        .map(|n| SagaId::new(format!("sim-{n}")).expect("a valid id"))
-        .collect();
     let mut faults = HashMap::new();
     let style = rng.below(4); // 0: calm, 1: flaky, 2: hostile, 3: mixed
     for saga in &sagas {
@@ -165,7 +263,7 @@ pub fn plan(rng: &mut Rng) -> Plan {
                 };
                 let mut list = Vec::new();
                 for _ in 0..count {
-                    let roll = rng.below(100);
+                    let roll = rng.below(120);
                     let fault = match roll {
                         0..=11 if phase == Phase::Action => Fault::Permanent,
                         0..=1 => Fault::Permanent,
@@ -175,6 +273,9 @@ pub fn plan(rng: &mut Rng) -> Plan {
                         57..=68 => Fault::LoseAnswer,
                         69..=80 => Fault::Late,
                         81..=90 => Fault::Twice,
+                        91..=99 => Fault::Slow,
+                        100..=104 => Fault::Oversized,
+                        105..=108 => Fault::Panic,
                         _ => Fault::Ok,
                     };
                     list.push(fault);
@@ -189,6 +290,10 @@ pub fn plan(rng: &mut Rng) -> Plan {
             cancels.push((rng.between(0, 300), saga.clone()));
         }
     }
+    let outage = rng.chance(20).then(|| {
+        let from = rng.between(0, 400);
+        (from, from + rng.between(20, 1_500))
+    });
     Plan {
         definition,
         sagas,
@@ -196,6 +301,8 @@ pub fn plan(rng: &mut Rng) -> Plan {
         cancels,
         crash_percent: [0, 2, 5, 12][rng.below(4) as usize],
         crashes_max: rng.between(0, 4) as u32,
+        outage,
+        panics,
     }
 }
 
@@ -229,6 +336,27 @@ enum Event {
     },
     /// Someone cancels a saga.
     Cancel { saga: SagaId },
+    /// A slow service finishes its work on `key`, applies it and answers.
+    Finish {
+        epoch: u32,
+        saga: SagaId,
+        step: u16,
+        phase: Phase,
+        attempt: u16,
+        key: String,
+    },
+    /// The orchestrator tries a held commit again.
+    RetryCommit { epoch: u32 },
+}
+
+impl Event {
+    /// Whether the orchestrator takes it (and so waits while a commit is held).
+    fn for_orchestrator(&self) -> bool {
+        matches!(
+            self,
+            Self::Answer { .. } | Self::Timer { .. } | Self::Cancel { .. }
+        )
+    }
 }
 
 /// What a fake service remembers of one idempotency key.
@@ -244,6 +372,10 @@ pub struct KeyRecord {
     pub owner: (String, u16, Phase),
     /// Faults already played.
     pub played: usize,
+    /// Whether a slow delivery is still being worked on.
+    pub working: bool,
+    /// Whether the settled answer is too big to keep (until the operator phase).
+    pub oversized: bool,
 }
 
 /// One simulated world.
@@ -265,6 +397,9 @@ pub struct World {
     pub healthy: bool,
     pub violations: Vec<String>,
     pub steps_taken: u64,
+    /// A commit waiting for the store, and the orchestrator's events held meanwhile.
+    committing: Option<Commit>,
+    held: Vec<Event>,
 }
 
 /// The most simulated events one case may take before it counts as stuck.
@@ -272,6 +407,7 @@ pub const EVENTS_MAX: u64 = 200_000;
 
 impl World {
     pub fn new(seed: u64) -> Self {
+        quiet_simulated_panics();
         let mut rng = Rng::new(seed);
         let plan = plan(&mut rng);
         let engine = new_engine(&plan.definition);
@@ -291,6 +427,8 @@ impl World {
             healthy: false,
             violations: Vec::new(),
             steps_taken: 0,
+            committing: None,
+            held: Vec::new(),
         }
     }
 
@@ -329,10 +467,42 @@ impl World {
                 ));
             }
             self.now = self.now.max(at);
-            self.step(event);
-            self.persist_and_dispatch();
+            match event {
+                Event::RetryCommit { epoch } => {
+                    if epoch == self.epoch {
+                        if let Some(commit) = self.committing.take() {
+                            self.commit_round(commit);
+                        }
+                    }
+                }
+                // While a commit waits for the store, the orchestrator takes nothing new.
+                event if self.committing.is_some() && event.for_orchestrator() => {
+                    self.held.push(event);
+                }
+                event => {
+                    self.step(event);
+                    self.persist_and_dispatch();
+                }
+            }
+            while self.committing.is_none() && !self.held.is_empty() {
+                let event = self.held.remove(0);
+                self.step(event);
+                self.persist_and_dispatch();
+            }
+        }
+        if self.committing.is_some() || !self.held.is_empty() {
+            return Err("the queue ran dry with a commit held".into());
         }
         Ok(())
+    }
+
+    /// Whether the store is away now.
+    fn store_down(&self) -> bool {
+        !self.healthy
+            && self
+                .plan
+                .outage
+                .is_some_and(|(from, to)| (from..to).contains(&self.now))
     }
 
     fn step(&mut self, event: Event) {
@@ -390,6 +560,35 @@ impl World {
                     .engine
                     .cancel(&saga, "simulated cancellation".into(), now);
             }
+            Event::Finish {
+                epoch,
+                saga,
+                step,
+                phase,
+                attempt,
+                key,
+            } => {
+                let record = self.services.get_mut(&key).expect("a key being worked on");
+                if !record.working {
+                    return; // finished early, for the operator phase
+                }
+                record.working = false;
+                record.applied += 1;
+                let value = json!({ "key": key, "attempt": attempt });
+                record.settled = Some(Ok(value.clone()));
+                let text =
+                    serde_json::to_string(&Answer::Succeeded { value }).expect("answers serialise");
+                let event = Event::Answer {
+                    epoch,
+                    saga,
+                    step,
+                    phase,
+                    attempt,
+                    answer: text,
+                };
+                self.push(self.now + 1, event);
+            }
+            Event::RetryCommit { .. } => unreachable!("handled by drain"),
         }
     }
 
@@ -415,6 +614,8 @@ impl World {
                 deliveries: 0,
                 owner: owner.clone(),
                 played: 0,
+                working: false,
+                oversized: false,
             });
         record.deliveries += 1;
         if record.owner != owner {
@@ -442,102 +643,137 @@ impl World {
         let latency = self.latency();
         let record = self.services.get_mut(&key).expect("just inserted");
         let answer_at = self.now + latency;
-        let (answer, copies, delay): (Option<Answer>, u32, u64) =
-            if let Some(settled) = &record.settled {
-                let answer = match settled {
-                    Ok(value) => Answer::Succeeded {
-                        value: value.clone(),
-                    },
-                    Err(reason) => Answer::Failed {
-                        class: FailureClass::Permanent,
-                        reason: reason.clone(),
-                        retry_after_ms: None,
-                    },
-                };
-                (Some(answer), 1, 0)
+        let healthy = self.healthy;
+        let (answer, copies, delay): (Option<Answer>, u32, u64) = if record.working {
+            let refusal = Answer::Failed {
+                class: FailureClass::Permanent,
+                reason: "409 Conflict: idempotency key in use".into(),
+                retry_after_ms: None,
+            };
+            (Some(refusal), 1, 0)
+        } else if let Some(settled) = &record.settled {
+            let answer = match settled {
+                Ok(value) if record.oversized && !healthy => Answer::Succeeded {
+                    value: oversized(value),
+                },
+                Ok(value) => Answer::Succeeded {
+                    value: value.clone(),
+                },
+                Err(reason) => Answer::Failed {
+                    class: FailureClass::Permanent,
+                    reason: reason.clone(),
+                    retry_after_ms: None,
+                },
+            };
+            (Some(answer), 1, 0)
+        } else {
+            let fault = if self.healthy {
+                Fault::Ok
             } else {
-                let fault = if self.healthy {
-                    Fault::Ok
-                } else {
-                    let list = self.plan.faults.get(&owner).cloned().unwrap_or_default();
-                    let fault = list.get(record.played).copied().unwrap_or(Fault::Ok);
-                    record.played += 1;
-                    fault
-                };
-                let value = json!({ "key": key, "attempt": attempt });
-                let apply = |record: &mut KeyRecord| {
-                    record.applied += 1;
-                    record.settled = Some(Ok(value.clone()));
-                };
-                match fault {
-                    Fault::Ok => {
-                        apply(record);
-                        (
-                            Some(Answer::Succeeded {
-                                value: value.clone(),
-                            }),
-                            1,
-                            0,
-                        )
-                    }
-                    Fault::Permanent => {
-                        let reason = "refused for good".to_owned();
-                        record.settled = Some(Err(reason.clone()));
-                        (
-                            Some(Answer::Failed {
-                                class: FailureClass::Permanent,
-                                reason,
-                                retry_after_ms: None,
-                            }),
-                            1,
-                            0,
-                        )
-                    }
-                    Fault::Transient => (
+                let list = self.plan.faults.get(&owner).cloned().unwrap_or_default();
+                let fault = list.get(record.played).copied().unwrap_or(Fault::Ok);
+                record.played += 1;
+                fault
+            };
+            let value = json!({ "key": key, "attempt": attempt });
+            let apply = |record: &mut KeyRecord| {
+                record.applied += 1;
+                record.settled = Some(Ok(value.clone()));
+            };
+            match fault {
+                Fault::Ok => {
+                    apply(record);
+                    (
+                        Some(Answer::Succeeded {
+                            value: value.clone(),
+                        }),
+                        1,
+                        0,
+                    )
+                }
+                Fault::Permanent => {
+                    let reason = "refused for good".to_owned();
+                    record.settled = Some(Err(reason.clone()));
+                    (
                         Some(Answer::Failed {
-                            class: FailureClass::Transient,
-                            reason: "503".into(),
+                            class: FailureClass::Permanent,
+                            reason,
                             retry_after_ms: None,
                         }),
                         1,
                         0,
-                    ),
-                    Fault::Unavailable => (
-                        Some(Answer::Failed {
-                            class: FailureClass::Unavailable,
-                            reason: "circuit open".into(),
-                            retry_after_ms: Some(20),
+                    )
+                }
+                Fault::Transient => (
+                    Some(Answer::Failed {
+                        class: FailureClass::Transient,
+                        reason: "503".into(),
+                        retry_after_ms: None,
+                    }),
+                    1,
+                    0,
+                ),
+                Fault::Unavailable => (
+                    Some(Answer::Failed {
+                        class: FailureClass::Unavailable,
+                        reason: "circuit open".into(),
+                        retry_after_ms: Some(20),
+                    }),
+                    1,
+                    0,
+                ),
+                Fault::LoseRequest => (None, 0, 0),
+                Fault::LoseAnswer => {
+                    apply(record);
+                    (None, 0, 0)
+                }
+                Fault::Late => {
+                    apply(record);
+                    (
+                        Some(Answer::Succeeded {
+                            value: value.clone(),
+                        }),
+                        1,
+                        500,
+                    )
+                }
+                Fault::Twice => {
+                    apply(record);
+                    (
+                        Some(Answer::Succeeded {
+                            value: value.clone(),
+                        }),
+                        2,
+                        0,
+                    )
+                }
+                Fault::Slow => {
+                    record.working = true;
+                    let finish = Event::Finish {
+                        epoch,
+                        saga: saga.clone(),
+                        step,
+                        phase,
+                        attempt,
+                        key: key.clone(),
+                    };
+                    self.push(self.now + SLOW_MS, finish);
+                    (None, 0, 0)
+                }
+                Fault::Oversized => {
+                    apply(record);
+                    record.oversized = true;
+                    (
+                        Some(Answer::Succeeded {
+                            value: oversized(&value),
                         }),
                         1,
                         0,
-                    ),
-                    Fault::LoseRequest => (None, 0, 0),
-                    Fault::LoseAnswer => {
-                        apply(record);
-                        (None, 0, 0)
-                    }
-                    Fault::Late => {
-                        apply(record);
-                        (
-                            Some(Answer::Succeeded {
-                                value: value.clone(),
-                            }),
-                            1,
-                            500,
-                        )
-                    }
-                    Fault::Twice => {
-                        apply(record);
-                        (
-                            Some(Answer::Succeeded {
-                                value: value.clone(),
-                            }),
-                            2,
-                            0,
-                        )
-                    }
+                    )
                 }
-            };
+                Fault::Panic => (Some(panicking_handler(&key)), 1, 0),
+            }
+        };
         if let Some(answer) = answer {
             let text = serde_json::to_string(&answer).expect("answers serialise");
             for copy in 0..copies {
@@ -557,8 +793,12 @@ impl World {
     }
 
     /// Commits the engine's batch to the durable log (maybe crashing before or after),
-    /// then carries out its calls and timers.
+    /// then carries out its calls and timers. While a commit waits for the store,
+    /// nothing new is committed: the engine has taken no event since.
     fn persist_and_dispatch(&mut self) {
+        if self.committing.is_some() {
+            return;
+        }
         let batch = self.engine.take_batch();
         if batch.is_empty() {
             return;
@@ -567,28 +807,117 @@ impl World {
             self.crash(); // before the commit: the batch is lost
             return;
         }
-        for append in &batch.appends {
-            let stored = self.log.entry(append.saga.clone()).or_default();
-            if stored.len() as u64 != append.expected {
-                self.violations.push(format!(
-                    "saga {}: append expected version {} but the log holds {}",
-                    append.saga,
-                    append.expected,
-                    stored.len()
-                ));
+        self.commit_round(Commit::new(batch));
+    }
+
+    /// One round of appends of `commit`, as the orchestrator's driver makes it; holds
+    /// the commit for another round while the store is away.
+    fn commit_round(&mut self, mut commit: Commit) {
+        let indices = commit.pending();
+        if commit.dead_letters_pending() {
+            let result = self.store_result(Ok(()));
+            commit.dead_letters_answered(result);
+        }
+        if !commit.dead_letters_pending() {
+            for index in indices {
+                let result = self.store_append(&commit.batch().appends[index]);
+                commit.answered(index, result);
             }
+        }
+        match commit.retry_after(self.stamp()) {
+            Some(delay) => {
+                let at = self.now + delay.as_millis() as u64;
+                self.committing = Some(commit);
+                self.push(at, Event::RetryCommit { epoch: self.epoch });
+            }
+            None => {
+                let (batch, refused) = commit.finish();
+                self.committed(batch, refused);
+            }
+        }
+    }
+
+    /// What the store answers an operation that would give `ok`: the outage's error
+    /// while it is away.
+    fn store_result(
+        &self,
+        ok: Result<(), keel::effects::Error>,
+    ) -> Result<keel::effects::persist::Appended, keel::effects::Error> {
+        if self.store_down() {
+            return Err(keel::effects::Error::Storage {
+                backend: "sim",
+                reason: "the store is away".into(),
+            });
+        }
+        ok.map(|()| keel::effects::persist::Appended {
+            first_version: 1,
+            last_version: 1,
+            first_position: 1,
+            deduplicated: false,
+        })
+    }
+
+    /// Appends one saga's records to the log, as a store would: all or nothing, at the
+    /// expected version, no record over [`RECORD_BYTES_MAX`].
+    fn store_append(
+        &mut self,
+        append: &keel::orchestrator::SagaAppend,
+    ) -> Result<keel::effects::persist::Appended, keel::effects::Error> {
+        let stored = self.log.get(&append.saga).map_or(0, Vec::len) as u64;
+        let checked = if stored != append.expected {
+            Err(keel::effects::Error::VersionConflict {
+                stream: append.saga.stream(),
+                expected: append.expected.to_string(),
+                actual: stored,
+            })
+        } else if let Some(size) = append
+            .records
+            .iter()
+            .map(|record| match &record.payload {
+                keel::Payload::Binary(bytes) => bytes.len(),
+                keel::Payload::Json(value) => value.to_string().len(),
+            })
+            .find(|&size| size > RECORD_BYTES_MAX)
+        {
+            Err(keel::effects::Error::Core(keel::Error::TooLarge {
+                field: "data",
+                size_bytes: size,
+                limit_bytes: RECORD_BYTES_MAX,
+            }))
+        } else {
+            Ok(())
+        };
+        let result = self.store_result(checked);
+        if result.is_ok() {
+            let stored = self.log.entry(append.saga.clone()).or_default();
             for record in &append.records {
                 stored.push(record.to_cloudevent_json().into_bytes());
             }
         }
+        result
+    }
+
+    /// After a commit: carries out the batch, as the driver does.
+    fn committed(&mut self, batch: Batch, refused: Vec<(SagaId, keel::effects::Error)>) {
+        let refused: HashMap<SagaId, keel::effects::Error> = refused.into_iter().collect();
         if !batch.appends.is_empty() && self.crash_now() {
             self.crash(); // after the commit, before any call went out
             return;
+        }
+        for (saga, error) in &refused {
+            // The engine keeps every record within the store's limits and is the only
+            // writer: a refusal is a bug it would hide by rebuilding the saga.
+            self.violations.push(format!(
+                "saga {saga}: its records were refused by the store: {error}"
+            ));
         }
         for (saga, timer) in batch.cancelled {
             self.timers.remove(&(saga, timer));
         }
         for (saga, timer, due) in batch.timers {
+            if refused.contains_key(&saga) {
+                continue;
+            }
             self.generation += 1;
             self.timers.insert((saga.clone(), timer), self.generation);
             let at = due
@@ -604,7 +933,25 @@ impl World {
             self.push(at, event);
         }
         for (saga, call) in batch.calls {
-            self.send(saga, call);
+            if !refused.contains_key(&saga) {
+                self.send(saga, call);
+            }
+        }
+        // As the driver does: the engine ran ahead of the log for these sagas.
+        for saga in refused.keys() {
+            self.engine.forget(saga);
+            // The rebuild reads the store, which fails while it is away.
+            let envelopes = decode_all(self.log.get(saga).map_or(&[][..], Vec::as_slice));
+            if envelopes.is_empty() || self.store_down() {
+                continue;
+            }
+            let records = envelopes.iter().enumerate().map(|(i, e)| (i as u64 + 1, e));
+            if self.engine.restore(saga, records).is_ok() {
+                self.engine.resume_one(saga, self.stamp());
+            }
+        }
+        if !refused.is_empty() {
+            self.persist_and_dispatch();
         }
     }
 
@@ -640,7 +987,11 @@ impl World {
     }
 
     fn crash_now(&mut self) -> bool {
-        self.crashes < self.plan.crashes_max && self.rng.chance(self.plan.crash_percent)
+        // No crash while the store is away: the restart would find it away too, and a
+        // supervisor would only start the orchestrator once it is back.
+        !self.store_down()
+            && self.crashes < self.plan.crashes_max
+            && self.rng.chance(self.plan.crash_percent)
     }
 
     /// The orchestrator dies: its memory, timers and answers in transit are gone. It
@@ -649,6 +1000,8 @@ impl World {
         self.crashes += 1;
         self.epoch += 1;
         self.timers.clear();
+        self.committing = None;
+        self.held.clear();
         self.engine = new_engine(&self.plan.definition);
         for (saga, records) in &self.log {
             let envelopes = decode_all(records);
@@ -744,10 +1097,17 @@ impl World {
     /// intervention gets a command. Returns the commands given.
     pub fn intervene(&mut self) -> Vec<(SagaId, OperatorCommand)> {
         self.healthy = true;
-        // The operator fixed whatever made services refuse for good.
-        for record in self.services.values_mut() {
+        // The operator fixed whatever made services refuse for good, waited for slow
+        // services to finish their work, and deployed the fix of the panicking closures.
+        self.plan.panics.fixed.store(true, Ordering::Relaxed);
+        for (key, record) in &mut self.services {
             if matches!(record.settled, Some(Err(_))) {
                 record.settled = None;
+            }
+            if record.working {
+                record.working = false;
+                record.applied += 1;
+                record.settled = Some(Ok(json!({ "key": key, "attempt": 0 })));
             }
         }
         let mut given = Vec::new();
@@ -788,7 +1148,42 @@ fn new_engine(definition: &Arc<SagaDefinition>) -> Engine {
     let mut engine = Engine::new();
     engine.register(Arc::clone(definition));
     engine.set_retain_finished(true);
+    engine.set_record_bytes_max(RECORD_BYTES_MAX);
     engine
+}
+
+/// `value` padded past what a record may hold.
+fn oversized(value: &Value) -> Value {
+    json!({ "answer": value, "padding": "x".repeat(RECORD_BYTES_MAX + 1) })
+}
+
+/// What a handler that panics answers, called as the orchestrator calls handlers.
+fn panicking_handler(key: &str) -> Answer {
+    let handler = |call: keel::effects::Call| async move {
+        if call.attempt > 0 {
+            panic!("{PANIC_TEXT}: the handler of {}", call.intent.id);
+        }
+        Ok::<Value, keel::effects::Failure>(Value::Null)
+    };
+    let id: keel::IntentId = key.parse().expect("keys are intent ids");
+    let intent = keel::Intent {
+        id,
+        kind: IntentKind::Custom {
+            name: keel::EventType::from_static("sim.panic"),
+            payload: Value::Null,
+        },
+    };
+    let call = keel::effects::Call::new(
+        intent,
+        keel::effects::InstanceId::from("sim"),
+        keel::effects::Metrics::default(),
+    );
+    let mut future = std::pin::pin!(answer_of(&handler, call));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(answer) => answer,
+        std::task::Poll::Pending => unreachable!("the handler answers at once"),
+    }
 }
 
 fn decode_all(records: &[Vec<u8>]) -> Vec<Envelope> {
@@ -804,8 +1199,16 @@ fn decode_all(records: &[Vec<u8>]) -> Vec<Envelope> {
 /// Checks laws 1 to 4 and 6 on a world at rest; returns the broken ones.
 pub fn check_laws(world: &World) -> Vec<String> {
     let mut broken = world.violations.clone();
+    broken.extend(check_sagas(world, &world.plan.sagas));
+    broken
+}
+
+/// Laws 1 to 4 and 6 for `sagas`: every effect the services applied is kept by a
+/// Completed saga, undone by a Compensated one, or named by a parked one.
+fn check_sagas(world: &World, sagas: &[SagaId]) -> Vec<String> {
+    let mut broken = Vec::new();
     let definition = &world.plan.definition;
-    for saga in &world.plan.sagas {
+    for saga in sagas {
         let live = match world.engine.state(saga) {
             Some(state) => state.clone(),
             None => {
@@ -907,6 +1310,23 @@ pub fn check_laws(world: &World) -> Vec<String> {
                         "saga {saga} step {step}: completed without its effect"
                     ));
                 }
+                // A parked saga names every effect it has not settled: an applied action
+                // is completed (to keep or undo) or its step is of unknown outcome; an
+                // applied compensation is recorded or its step is parked.
+                let named = match phase {
+                    Phase::Action => st.is_unknown(),
+                    Phase::Compensation => st.phase == StepPhase::Parked,
+                };
+                if matches!(live.status, SagaStatus::NeedsIntervention { .. })
+                    && applied == 1
+                    && !believed
+                    && !named
+                {
+                    broken.push(format!(
+                        "saga {saga} step {step} {phase:?}: the service applied it, but the parked saga neither recorded it nor names it (phase {:?})",
+                        st.phase
+                    ));
+                }
             }
             if st.phase == StepPhase::Compensated && !live.completed.contains(&step) {
                 broken.push(format!(
@@ -918,9 +1338,16 @@ pub fn check_laws(world: &World) -> Vec<String> {
     broken
 }
 
-/// Operator commands end a parked saga cleanly once services are healthy.
+/// Operator commands end a parked saga cleanly once services are healthy; after a
+/// retry, the saga's record agrees with the services' as at any clean end.
 pub fn check_after_intervention(world: &World, given: &[(SagaId, OperatorCommand)]) -> Vec<String> {
     let mut broken = world.violations.clone();
+    let retried: Vec<SagaId> = given
+        .iter()
+        .filter(|(_, command)| *command == OperatorCommand::Retry)
+        .map(|(saga, _)| saga.clone())
+        .collect();
+    broken.extend(check_sagas(world, &retried));
     for (saga, command) in given {
         let Some(state) = world.engine.state(saga) else {
             broken.push(format!("saga {saga}: gone after {}", command.name()));
