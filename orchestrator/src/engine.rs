@@ -23,7 +23,7 @@
 //!
 //! The engine keeps every record within the size a store accepts
 //! ([`set_record_bytes_max`](Engine::set_record_bytes_max)): a success too big to keep
-//! becomes [`Answer::Oversized`], reasons and notes are cut, and an input too big is
+//! becomes [`Answer::Oversized`](crate::Answer::Oversized), reasons and notes are cut, and an input too big is
 //! refused at [`start`](Engine::start). An attempt whose closure panicked is answered
 //! at once with a permanent failure, recorded after the record that started it.
 

@@ -31,6 +31,27 @@
 //! at any point loses nothing: on restart each unfinished saga is rebuilt from its log
 //! and every attempt that was in flight is made again, under the same intent id (its
 //! idempotency key), so the service it calls can deduplicate.
+//!
+//! # Maybe applied
+//!
+//! keel never guesses whether a step took effect. An attempt that timed out, failed
+//! transiently, lost its answer or was in flight at a restart may have applied: from
+//! then on the step is *maybe applied*, and only a success settles it. A permanent
+//! failure speaks for its own attempt only (a service answers a retry `409 key in use`
+//! while the first attempt is still at work), and a success too big for a record
+//! ([`Answer::Oversized`]) ends the step after that one call: both leave it maybe
+//! applied. A step that fails for good while maybe applied parks the saga, naming it,
+//! instead of being compensated or passed over; a late success is recorded whenever it
+//! comes and the saga goes on from there, or an operator retries or skips the step. So
+//! every effect a service applied is kept by a Completed saga, undone by a Compensated
+//! one, or named by a parked one. The rules are in `saga/rules.rs`.
+//!
+//! # Failures of keel's surroundings
+//!
+//! A panic in a handler or a definition's closure fails that attempt as permanent (see
+//! [`answer_of`]); a store that is unavailable holds the shard's commit, which is tried
+//! again until the store is back ([`commit`]); records stay within the store's size
+//! limit ([`Engine::set_record_bytes_max`]).
 
 pub mod commit;
 pub mod definition;
