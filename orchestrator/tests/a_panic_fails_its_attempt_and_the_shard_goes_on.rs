@@ -99,7 +99,8 @@ async fn a_step_closure_that_panics_fails_its_attempt_and_the_other_sagas_go_on(
         let name = ctx.input()["name"].as_str().unwrap_or_default().to_owned();
         assert_ne!(name, "boom", "names must not explode");
         StepAction::custom("say.hello", json!({ "to": name }))
-    });
+    })
+    .timeout_ms(60_000);
     let (orchestrator, _) = Orchestrator::builder(Arc::new(MemoryStore::new()))
         .saga(greeting(step))
         .handler("say.hello", journal.ok("say.hello", json!("hi")))
@@ -117,6 +118,11 @@ async fn a_step_closure_that_panics_fails_its_attempt_and_the_other_sagas_go_on(
     assert!(
         journal.services_of(&bad).is_empty(),
         "no call went out for it"
+    );
+    let stats = orchestrator.stats().await.expect("stats");
+    assert_eq!(
+        stats.timers, 0,
+        "the failed attempt's timeout is not kept: {stats:?}"
     );
     others_complete(&orchestrator).await;
     orchestrator.shutdown().await;

@@ -911,9 +911,8 @@ impl World {
                 "saga {saga}: its records were refused by the store: {error}"
             ));
         }
-        for (saga, timer) in batch.cancelled {
-            self.timers.remove(&(saga, timer));
-        }
+        // As the driver does: set, then cancel.
+        let cancelled = batch.cancelled;
         for (saga, timer, due) in batch.timers {
             if refused.contains_key(&saga) {
                 continue;
@@ -931,6 +930,9 @@ impl World {
                 timer,
             };
             self.push(at, event);
+        }
+        for (saga, timer) in cancelled {
+            self.timers.remove(&(saga, timer));
         }
         for (saga, call) in batch.calls {
             if !refused.contains_key(&saga) {

@@ -476,13 +476,16 @@ impl Driver {
     /// Carries out a committed batch, skipping the sagas whose append failed.
     fn act(&mut self, batch: Batch, failed: &HashMap<SagaId, keel_effects::Error>) {
         let ok = |id: &SagaId| !failed.contains_key(id);
-        for (id, timer) in batch.cancelled {
-            self.timers.cancel(&id, timer);
-        }
+        // Set, then cancel: a timer set and cancelled within one batch (an attempt whose
+        // closure panicked, a deadline a recovered saga gives up) is not kept. Timer
+        // names carry the attempt, so none is cancelled and then set again in a batch.
         for (id, timer, due) in batch.timers {
             if ok(&id) {
                 self.timers.set(id, timer, due);
             }
+        }
+        for (id, timer) in batch.cancelled {
+            self.timers.cancel(&id, timer);
         }
         for (id, call) in batch.calls {
             if ok(&id) {
