@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use keel_core::{Payload, StreamId, Timestamp, TopicPattern};
-use keel_effects::persist::postgres::{PostgresConfig, PostgresStore};
+use keel_effects::persist::postgres::{PostgresConfig, PostgresStore, describe_url};
 use keel_effects::persist::sqlite::{SqliteConfig, SqliteStore};
 use keel_effects::persist::{EventStore, READ_LIMIT_MAX, RecordedEvent};
 use keel_orchestrator::query::{self, STATUS_NAMES, SagaFilter};
@@ -63,11 +63,13 @@ use table::Table;
 )]
 struct Cli {
     /// The store: a SQLite file, or a postgres:// URL.
+    // `--help` would show KEEL_STORE's value, and a URL's password with it.
     #[arg(
         long,
         visible_alias = "db",
         global = true,
         env = "KEEL_STORE",
+        hide_env_values = true,
         value_name = "PATH_OR_URL"
     )]
     store: Option<String>,
@@ -253,21 +255,40 @@ async fn open(store: Option<&str>) -> Result<Arc<dyn EventStore>, Failure> {
     let Some(store) = store else {
         return Err(Failure("no store: pass --store PATH (a SQLite file) or --store postgres://... (or set KEEL_STORE)".into()));
     };
-    if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+    let name = store_name(store);
+    if is_postgres_url(store) {
         let opened = PostgresStore::connect(store, PostgresConfig::default())
             .await
-            .map_err(|e| Failure(format!("cannot open the PostgreSQL store at {store}: {e}")))?;
+            .map_err(|e| Failure(format!("cannot open the PostgreSQL store at {name}: {e}")))?;
         return Ok(Arc::new(opened));
     }
     let path = std::path::Path::new(store);
     if !path.is_file() {
         return Err(Failure(format!(
-            "no store at {store}: the file does not exist (each example prints its store's path on its first line)"
+            "no store at {name}: the file does not exist (each example prints its store's \
+             path on its first line; a PostgreSQL URL starts with postgres://)"
         )));
     }
     let opened = SqliteStore::open(path, SqliteConfig::default())
-        .map_err(|e| Failure(format!("cannot open the store at {store}: {e}")))?;
+        .map_err(|e| Failure(format!("cannot open the store at {name}: {e}")))?;
     Ok(Arc::new(opened))
+}
+
+fn is_postgres_url(store: &str) -> bool {
+    store.starts_with("postgres://") || store.starts_with("postgresql://")
+}
+
+/// How messages name the store, never with a password in it: a PostgreSQL URL by its
+/// address (`postgres://user@host:port/database`), a file by its path. Other text with an
+/// `@` (a mistyped URL: `postgres:/user:password@host/db`) is not repeated.
+fn store_name(store: &str) -> String {
+    if is_postgres_url(store) {
+        return describe_url(store).unwrap_or_else(|| "the URL given".to_owned());
+    }
+    if store.contains('@') {
+        return "the path given".to_owned();
+    }
+    store.to_owned()
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {

@@ -36,11 +36,22 @@ impl Drop for TempDir {
 
 /// Runs `keel` with `args`; returns (exit code, stdout, stderr).
 pub fn keel(args: &[&str]) -> (i32, String, String) {
+    keel_with_env(args, &[])
+}
+
+/// Runs `keel` with `args` and the environment variables `env` set, without inheriting
+/// `KEEL_STORE`; returns (exit code, stdout, stderr).
+pub fn keel_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(KEEL);
+    command
+        .args(args)
+        .env_remove("KEEL_STORE")
+        .envs(env.iter().copied());
     let Output {
         status,
         stdout,
         stderr,
-    } = Command::new(KEEL).args(args).output().expect("keel runs");
+    } = command.output().expect("keel runs");
     (
         status.code().unwrap_or(-1),
         String::from_utf8_lossy(&stdout).into_owned(),

@@ -3,5 +3,6 @@
 
 mod common;
 
+mod keel_never_prints_a_store_password;
 mod keel_reads_a_store_an_example_filled;
 mod keel_steers_a_parked_saga_through_a_running_orchestrator;

@@ -321,8 +321,27 @@ fn location_error(location: &str, reason: String) -> Error {
     }
 }
 
+/// The database a connection URL names, for messages and headers:
+/// `postgres://user@host:port/database`, never the password (nor any other option);
+/// `None` when the URL does not parse.
+///
+/// ```
+/// use keel_effects::persist::postgres::describe_url;
+/// let url = "postgres://app:s3cr3t@db.internal:5433/orders";
+/// assert_eq!(describe_url(url).as_deref(), Some("postgres://app@db.internal:5433/orders"));
+/// assert_eq!(describe_url("postgres://app:s3cr3t@db.internal:port/orders"), None);
+/// ```
+pub fn describe_url(url: &str) -> Option<String> {
+    url.parse().ok().map(|pg| describe_address(&pg))
+}
+
 /// The store's address for messages, without the password.
 fn describe_location(pg: &tokio_postgres::Config, schema: &SchemaName) -> String {
+    format!("{} schema {}", describe_address(pg), schema.as_str())
+}
+
+/// The database's address, without the password: what [`describe_url`] shows.
+fn describe_address(pg: &tokio_postgres::Config) -> String {
     let host = match pg.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
         #[cfg(unix)]
@@ -330,11 +349,10 @@ fn describe_location(pg: &tokio_postgres::Config, schema: &SchemaName) -> String
         None => "localhost".to_owned(),
     };
     format!(
-        "postgres://{}@{host}:{}/{} schema {}",
+        "postgres://{}@{host}:{}/{}",
         pg.get_user().unwrap_or(""),
         pg.get_ports().first().copied().unwrap_or(5432),
-        pg.get_dbname().unwrap_or(""),
-        schema.as_str()
+        pg.get_dbname().unwrap_or("")
     )
 }
 
