@@ -169,10 +169,18 @@ pub const HTTP_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// let charge = HttpRequest::post("http://127.0.0.1:8080/charges")
 ///     .json(json!({ "order": "order-42", "cents": 4200 }))
 ///     .header("x-tenant", "acme")
+///     .sensitive_header("x-api-key", "k-123")
 ///     .timeout_ms(2_000);
 /// assert_eq!(charge.idempotency_key, None); // the runtime uses the intent id
+/// assert!(!format!("{charge:?}").contains("k-123")); // shown as <redacted>
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// The values of credential headers ([`SENSITIVE_HEADERS`](crate::redact::SENSITIVE_HEADERS)
+/// and those in [`sensitive_headers`](Self::sensitive_headers)) are sent as they are, but
+/// `Debug` shows them as `<redacted>` (see [`redact`](crate::redact)). The serialised
+/// intent, which a durable runtime stores to carry it out again after a crash, holds them
+/// as they are.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpRequest {
     /// The method.
     pub method: HttpMethod,
@@ -187,6 +195,12 @@ pub struct HttpRequest {
     /// Sent as the `Idempotency-Key` header. `None` means the intent's id, which is what
     /// almost every caller wants: it is stable across retries, redeliveries and replays.
     pub idempotency_key: Option<Cow<'static, str>>,
+    /// Names of further headers whose values are credentials (`x-api-key`), redacted like
+    /// those of [`SENSITIVE_HEADERS`](crate::redact::SENSITIVE_HEADERS); case-insensitive.
+    /// Left out of the serialised intent when empty, so that a request without any
+    /// serialises as it did before the field existed, and intents stored then decode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive_headers: Vec<String>,
 }
 
 impl HttpRequest {
@@ -199,6 +213,7 @@ impl HttpRequest {
             body: HttpBody::Empty,
             timeout_ms: HTTP_TIMEOUT_MS_DEFAULT,
             idempotency_key: None,
+            sensitive_headers: Vec::new(),
         }
     }
 
@@ -216,6 +231,20 @@ impl HttpRequest {
     #[must_use]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds a header whose value is a credential (an API key, a token): sent as it is,
+    /// redacted wherever people read the request (see
+    /// [`sensitive_headers`](Self::sensitive_headers)). The headers of
+    /// [`SENSITIVE_HEADERS`](crate::redact::SENSITIVE_HEADERS) are redacted without it.
+    #[must_use]
+    pub fn sensitive_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let name = name.into();
+        if !self.is_sensitive_header(&name) {
+            self.sensitive_headers.push(name.clone());
+        }
+        self.headers.push((name, value.into()));
         self
     }
 

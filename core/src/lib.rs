@@ -9,6 +9,8 @@
 //! - [`reducer`]: the [`Reducer`] trait, its two equivalent paths, and the [`Input`],
 //!   [`Cause`] and [`Emitter`] that give intents their stable ids.
 //! - [`intent`]: [`Intent`] and [`IntentKind`]: notify, persist, http, timers, custom.
+//! - [`redact`]: an HTTP request's credentials, sent as they are but redacted in `Debug`
+//!   output.
 //! - [`outcome`]: [`Outcome`], what became of an intent, fed back as an action, and the
 //!   [`FailureKind`] of a failed one.
 //! - [`envelope`]: [`Envelope`], the shape every event and command travels in.
@@ -56,6 +58,7 @@ pub mod id;
 pub mod intent;
 pub mod machine;
 pub mod outcome;
+pub mod redact;
 pub mod reducer;
 pub mod time;
 pub mod topic;

@@ -59,6 +59,12 @@ fn request_headers(request: &HttpRequest, idempotency_key: &str) -> Result<Heade
             request.headers.len()
         )));
     }
+    if request.sensitive_headers.len() > REQUEST_HEADERS_MAX {
+        return Err(Failure::permanent(format!(
+            "the request marks {} headers sensitive, over the limit of {REQUEST_HEADERS_MAX}",
+            request.sensitive_headers.len()
+        )));
+    }
     let bytes: usize = request
         .headers
         .iter()
@@ -88,11 +94,14 @@ fn request_headers(request: &HttpRequest, idempotency_key: &str) -> Result<Heade
             )));
         }
         // The value is not echoed: it may be a credential.
-        let value = HeaderValue::from_str(value).map_err(|_| {
+        let mut value = HeaderValue::from_str(value).map_err(|_| {
             Failure::permanent(format!(
                 "the value of header {name} is not valid: use visible ASCII, spaces and tabs"
             ))
         })?;
+        // Sent as it is; hidden from the client's own Debug output, and never put in
+        // HTTP/2's header compression table.
+        value.set_sensitive(request.is_sensitive_header(name.as_str()));
         headers.append(name, value);
     }
     let key = HeaderValue::from_str(idempotency_key).map_err(|_| {
@@ -117,6 +126,24 @@ fn request_headers(request: &HttpRequest, idempotency_key: &str) -> Result<Heade
 mod tests {
     use super::*;
     use crate::handler::FailureKind;
+
+    #[test]
+    fn credentials_are_sent_as_they_are_and_marked_sensitive() {
+        let request = HttpRequest::get("http://example.com/")
+            .header("Authorization", "Bearer t-1")
+            .sensitive_header("x-api-key", "k-1")
+            .header("x-tenant", "acme");
+        let headers = headers_of(&request).unwrap();
+        for (name, value, sensitive) in [
+            ("authorization", "Bearer t-1", true),
+            ("x-api-key", "k-1", true),
+            ("x-tenant", "acme", false),
+        ] {
+            assert_eq!(headers[name], value);
+            assert_eq!(headers[name].is_sensitive(), sensitive, "{name}");
+        }
+        assert!(!format!("{headers:?}").contains("t-1"));
+    }
 
     fn headers_of(request: &HttpRequest) -> Result<HeaderMap, Failure> {
         request_headers(request, "key-1")
@@ -187,6 +214,14 @@ mod tests {
             assert_eq!(failure.kind, FailureKind::Permanent);
             assert!(failure.reason.contains(needle), "{}", failure.reason);
         }
+        let mut marked = base.clone();
+        marked.sensitive_headers = vec!["x-key".to_owned(); REQUEST_HEADERS_MAX + 1];
+        let failure = headers_of(&marked).unwrap_err();
+        assert!(
+            failure.reason.contains("marks 65 headers sensitive"),
+            "{}",
+            failure.reason
+        );
         let repeated = base.header("accept", "a").header("accept", "b");
         assert_eq!(
             headers_of(&repeated)
