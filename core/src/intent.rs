@@ -177,9 +177,9 @@ pub const HTTP_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 ///
 /// The values of credential headers ([`SENSITIVE_HEADERS`](crate::redact::SENSITIVE_HEADERS)
 /// and those in [`sensitive_headers`](Self::sensitive_headers)) are sent as they are, but
-/// `Debug` shows them as `<redacted>` (see [`redact`](crate::redact)). The serialised
-/// intent, which a durable runtime stores to carry it out again after a crash, holds them
-/// as they are.
+/// `Debug` shows them as `<redacted>`, and the effects runtime scrubs them out of failure
+/// reasons (see [`redact`](crate::redact)). The serialised intent, which a durable runtime
+/// stores to carry it out again after a crash, holds them as they are.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpRequest {
     /// The method.

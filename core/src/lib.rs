@@ -10,7 +10,7 @@
 //!   [`Cause`] and [`Emitter`] that give intents their stable ids.
 //! - [`intent`]: [`Intent`] and [`IntentKind`]: notify, persist, http, timers, custom.
 //! - [`redact`]: an HTTP request's credentials, sent as they are but redacted in `Debug`
-//!   output.
+//!   output and scrubbed out of text that quotes them.
 //! - [`outcome`]: [`Outcome`], what became of an intent, fed back as an action, and the
 //!   [`FailureKind`] of a failed one.
 //! - [`envelope`]: [`Envelope`], the shape every event and command travels in.

@@ -23,6 +23,7 @@ mod http_classifies_failures_for_the_retry_policy;
 mod http_refuses_private_addresses_unless_allowed;
 mod http_rejects_malformed_requests_before_sending;
 mod http_resolves_to_status_headers_and_body;
+mod http_scrubs_credentials_from_failure_reasons;
 mod http_sends_credentials_but_shows_them_redacted;
 mod http_sends_the_idempotency_key;
 mod http_times_out_slow_servers;

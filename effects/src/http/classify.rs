@@ -15,8 +15,9 @@ use crate::handler::{Failure, FailureKind};
 /// which is the retry policy's call, not the server's.
 pub(crate) const RETRY_AFTER_MS_MAX: u64 = 60 * 60 * 1000;
 
-/// The most characters of an error description kept in a failure's reason.
-const DETAIL_CHARS_MAX: usize = 512;
+/// The most bytes of a text from the other side (an error body, a header, an error's
+/// description) kept in a failure's reason.
+pub(crate) const DETAIL_BYTES_MAX: usize = 512;
 
 /// Classifies a response status: `Ok(())` for a success, else the failure.
 ///
@@ -223,12 +224,14 @@ fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-/// At most [`DETAIL_CHARS_MAX`] characters of `text`, cut at a character boundary.
+/// At most [`DETAIL_BYTES_MAX`] bytes of `text`, cut at a character boundary.
 pub(crate) fn truncate(text: &str) -> &str {
-    match text.char_indices().nth(DETAIL_CHARS_MAX) {
-        Some((end, _)) => &text[..end],
-        None => text,
+    let mut end = text.len().min(DETAIL_BYTES_MAX);
+    // Ends within 3 steps: a character is at most 4 bytes long.
+    while !text.is_char_boundary(end) {
+        end -= 1;
     }
+    &text[..end]
 }
 
 #[cfg(test)]
@@ -350,6 +353,16 @@ mod tests {
         ] {
             assert_eq!(http_date_unix_secs(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn details_are_cut_to_the_byte_limit_at_a_character_boundary() {
+        assert_eq!(truncate("short"), "short");
+        let ascii = "x".repeat(DETAIL_BYTES_MAX + 10);
+        assert_eq!(truncate(&ascii).len(), DETAIL_BYTES_MAX);
+        // 'é' is 2 bytes: 511 bytes of 'x' and then one would end past the limit.
+        let split = format!("{}é", "x".repeat(DETAIL_BYTES_MAX - 1));
+        assert_eq!(truncate(&split), "x".repeat(DETAIL_BYTES_MAX - 1));
     }
 
     #[test]

@@ -52,6 +52,11 @@
 //!
 //! The reason names the method and host (never the full URL, whose query may hold
 //! secrets) and, for an error status, the start of the response body (at most 512 bytes).
+//! Every reason is scrubbed of the request's credentials (the values of its
+//! `Authorization`, `Cookie`, `Proxy-Authorization` and `Set-Cookie` headers and of those
+//! it marks sensitive; see [`keel_core::redact`]), which a server may echo in its error
+//! body: the reason goes on to the log, the reducer and the dead letters. The request on
+//! the wire carries the real values.
 //!
 //! Redirects are not followed: the target of a redirect is chosen by the server and
 //! could be an address the guard refuses, and following one safely would mean checking
@@ -82,6 +87,7 @@ mod response;
 
 pub use self::request::{REQUEST_HEADER_BYTES_MAX, REQUEST_HEADERS_MAX};
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -91,7 +97,7 @@ use reqwest::{RequestBuilder, Url};
 
 use self::classify::{classify_status, transport_failure};
 use self::guard::Guard;
-use self::response::{body_start, read_capped, success};
+use self::response::{error_body, read_capped, success};
 use crate::Error;
 use crate::handler::{Call, Failure, Handler, HandlerFuture, HandlerResult};
 
@@ -213,7 +219,14 @@ impl Shared {
         let started = Instant::now();
         let mut host = String::new();
         let mut status = None;
-        let result = self.attempt(&call, request, &mut host, &mut status).await;
+        let mut result = self.attempt(&call, request, &mut host, &mut status).await;
+        // What the other side said (an error body, a redirect's target) may quote the
+        // request's credentials; the reason goes on to logs and dead letters.
+        if let Err(failure) = &mut result {
+            if let Cow::Owned(scrubbed) = request.scrub(&failure.reason) {
+                failure.reason = scrubbed;
+            }
+        }
         tracing::debug!(
             intent = %call.intent.id,
             attempt = call.attempt,
@@ -249,7 +262,7 @@ impl Shared {
         let timeout_ms = request.timeout_ms.min(self.timeout_ms_max);
         tokio::time::timeout(
             Duration::from_millis(timeout_ms),
-            self.exchange(&target, builder, status),
+            self.exchange(&target, request, builder, status),
         )
         .await
         .unwrap_or_else(|_| {
@@ -263,6 +276,7 @@ impl Shared {
     async fn exchange(
         &self,
         target: &str,
+        request: &HttpRequest,
         builder: RequestBuilder,
         status: &mut Option<u16>,
     ) -> HandlerResult {
@@ -286,11 +300,10 @@ impl Shared {
             SystemTime::now(),
         );
         if let Err(mut failure) = verdict {
-            let start = body_start(&mut response).await;
-            let start = start.trim();
+            let start = error_body(&mut response, request).await;
             if !start.is_empty() {
                 failure.reason.push_str(": ");
-                failure.reason.push_str(start);
+                failure.reason.push_str(&start);
             }
             return Err(failure);
         }

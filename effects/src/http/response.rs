@@ -3,17 +3,17 @@
 //!
 //! The value is recorded as the intent's outcome and fed back to the reducer, so it must
 //! be plain JSON, bounded, and free of credentials: headers are capped in number and
-//! size, and `set-cookie` is left out.
+//! size, and `set-cookie` is left out. The start of an error body goes into a failure's
+//! reason, and from there into logs and dead letters: it is capped, and scrubbed of the
+//! request's credentials, which a server may echo (`invalid token <the token>`).
 
+use keel_core::HttpRequest;
 use reqwest::Response;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, SET_COOKIE};
 use serde_json::{Map, Value, json};
 
-use super::classify::transport_failure;
+use super::classify::{DETAIL_BYTES_MAX, transport_failure, truncate};
 use crate::handler::Failure;
-
-/// How much of an error response's body goes into the failure's reason.
-const ERROR_BODY_BYTES_MAX: usize = 512;
 
 /// The most response headers kept in the value; the rest are dropped.
 pub(crate) const RESPONSE_HEADERS_MAX: usize = 64;
@@ -51,18 +51,25 @@ pub(crate) async fn read_capped(
     Ok(body)
 }
 
-/// The first bytes of an error response's body, for the failure's reason; the rest is
-/// not read, and a body that breaks off just ends the text.
-pub(crate) async fn body_start(response: &mut Response) -> String {
+/// The start of an error response's body, for the failure's reason: at most
+/// [`DETAIL_BYTES_MAX`] bytes, with `request`'s credentials replaced by `<redacted>`.
+///
+/// It reads past the cut by the longest credential, and scrubs before it cuts, so that a
+/// credential the cut would split is still recognised rather than shown in part. The rest
+/// is not read, and a body that breaks off just ends the text.
+pub(crate) async fn error_body(response: &mut Response, request: &HttpRequest) -> String {
+    // At most REQUEST_HEADER_BYTES_MAX more: the request's headers were checked.
+    let read_max = DETAIL_BYTES_MAX + request.secret_bytes_max();
     let mut start = Vec::new();
-    while start.len() < ERROR_BODY_BYTES_MAX {
+    while start.len() < read_max {
         let Ok(Some(chunk)) = response.chunk().await else {
             break;
         };
-        let take = chunk.len().min(ERROR_BODY_BYTES_MAX - start.len());
+        let take = chunk.len().min(read_max - start.len());
         start.extend_from_slice(&chunk[..take]);
     }
-    String::from_utf8_lossy(&start).into_owned()
+    let text = String::from_utf8_lossy(&start);
+    truncate(request.scrub(&text).trim()).to_owned()
 }
 
 /// `{ "status", "headers", "body", "body_encoding" }`; see the [`http`](super) docs.

@@ -69,6 +69,7 @@ impl TestServer {
             .route("/slow", any(slow))
             .route("/sized/{bytes}", get(sized))
             .route("/redirect", any(redirect))
+            .route("/echoing/{code}/{pad}", any(echoing))
             .route("/json", get(json_document))
             .route("/text", get(|| async { "hello" }))
             .route("/binary", get(binary))
@@ -213,6 +214,22 @@ async fn status(Path(code): Path<u16>) -> Response {
         return StatusCode::BAD_REQUEST.into_response();
     };
     (code, format!("status {}", code.as_u16())).into_response()
+}
+
+/// Answers status `code` with a body that echoes the request's headers after `pad`
+/// bytes of `x` (at most 64 KiB), `authorization` first, as a careless server's error
+/// page does.
+async fn echoing(Path((code, pad)): Path<(u16, usize)>, headers: HeaderMap) -> Response {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut body = "x".repeat(pad.min(1 << 16));
+    let (first, rest): (Vec<_>, Vec<_>) = headers
+        .iter()
+        .partition(|(name, _)| *name == header::AUTHORIZATION);
+    for (name, value) in first.into_iter().chain(rest) {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        body.push_str(&format!(" {name}: {value};"));
+    }
+    (code, body).into_response()
 }
 
 async fn slow() -> &'static str {

@@ -1,9 +1,11 @@
-//! A `tracing` subscriber that keeps every span opened while it is the default, for
-//! tests that assert on the spans the runtime creates.
+//! A `tracing` subscriber that keeps every span opened and every event logged while it
+//! is the default, for tests that assert on the spans the runtime creates and on what
+//! its log lines say.
 //!
 //! Written by hand against `tracing`'s `Subscriber` trait rather than taken from
 //! `tracing-subscriber`: all it has to do is number spans and keep their names, fields
-//! and parents, which is less code than a dev-dependency is worth.
+//! and parents, and keep each event's fields, which is less code than a dev-dependency
+//! is worth.
 //!
 //! Install it with [`Spans::install`], which makes it the default of the calling thread
 //! only: run the test on a current-thread runtime (the `#[tokio::test]` default) so that
@@ -19,7 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tracing::dispatcher::DefaultGuard;
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
 use tracing::{Event, Metadata, Subscriber};
 
 /// One span as it was opened, with the fields recorded on it since.
@@ -49,6 +53,8 @@ pub(crate) struct Spans {
 #[derive(Debug, Default)]
 struct Shared {
     spans: Mutex<Vec<CapturedSpan>>,
+    /// Each event's fields (its message as `message`), in the order logged.
+    events: Mutex<Vec<BTreeMap<&'static str, String>>>,
     /// The spans entered and not yet exited, innermost last.
     entered: Mutex<Vec<u64>>,
 }
@@ -56,6 +62,11 @@ struct Shared {
 impl Spans {
     /// Makes a fresh capture the calling thread's subscriber until the guard is dropped.
     pub(crate) fn install() -> (Self, DefaultGuard) {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            // Fails only if another global subscriber is set, which serves as well.
+            let _ = tracing::subscriber::set_global_default(Nothing);
+        });
         let spans = Self::default();
         let guard = tracing::subscriber::set_default(spans.clone());
         (spans, guard)
@@ -67,6 +78,20 @@ impl Spans {
             .iter()
             .filter(|span| span.name == name)
             .cloned()
+            .collect()
+    }
+
+    /// Every event logged so far, one line each: its fields as `name=value`.
+    pub(crate) fn event_lines(&self) -> Vec<String> {
+        lock(&self.shared.events)
+            .iter()
+            .map(|fields| {
+                let fields: Vec<String> = fields
+                    .iter()
+                    .map(|(name, value)| format!("{name}={value}"))
+                    .collect();
+                fields.join(" ")
+            })
             .collect()
     }
 
@@ -125,7 +150,11 @@ impl Subscriber for Spans {
 
     fn record_follows_from(&self, _span: &Id, _follows: &Id) {}
 
-    fn event(&self, _event: &Event<'_>) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        lock(&self.shared.events).push(fields.0);
+    }
 
     fn enter(&self, span: &Id) {
         lock(&self.shared.entered).push(span.into_u64());
@@ -137,6 +166,41 @@ impl Subscriber for Spans {
             entered.remove(at);
         }
     }
+}
+
+/// The global subscriber of the test binary: it takes nothing. With it, a capture is
+/// never the only subscriber registered, and `tracing` asks each of them whether a
+/// callsite is of interest. When just one is registered, it asks the calling thread's
+/// default instead, so a log line first reached on another test's thread (one without a
+/// capture) would be cached as of no interest, and lost to every capture after.
+struct Nothing;
+
+impl Subscriber for Nothing {
+    fn register_callsite(&self, _metadata: &'static Metadata<'static>) -> Interest {
+        Interest::never()
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::OFF)
+    }
+
+    fn enabled(&self, _metadata: &Metadata<'_>) -> bool {
+        false
+    }
+
+    fn new_span(&self, _attributes: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+
+    fn record(&self, _span: &Id, _values: &Record<'_>) {}
+
+    fn record_follows_from(&self, _span: &Id, _follows: &Id) {}
+
+    fn event(&self, _event: &Event<'_>) {}
+
+    fn enter(&self, _span: &Id) {}
+
+    fn exit(&self, _span: &Id) {}
 }
 
 /// Collects a span's fields as text.
