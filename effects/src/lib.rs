@@ -5,7 +5,7 @@
 //!
 //! - [`runtime`]: the [`Runtime`](runtime::Runtime) hosting reducer instances, each with a bounded
 //!   mailbox; dispatch of intents to handlers, deduplication by intent id, outcomes fed
-//!   back, an optional durable outbox, graceful shutdown.
+//!   back, an optional durable outbox, stopping one instance or all of them gracefully.
 //! - [`handler`]: the [`Handler`] contract, [`Call`], [`Failure`], and [`Layer`].
 //! - [`notify`]: the in-process event bus: topics, patterns, filters, priorities,
 //!   request-reply.

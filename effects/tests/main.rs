@@ -41,6 +41,7 @@ mod runtime_agrees_with_the_pure_reducer;
 mod runtime_drives_http_through_policies_and_dead_letters;
 mod runtime_feeds_outcomes_back_as_actions;
 mod runtime_fires_and_cancels_timers;
+mod runtime_forgets_instances_that_ended;
 mod runtime_outbox_records_intents_before_performing_them;
 mod runtime_reports_attempts_and_failure_kind;
 mod runtime_runs_each_intent_id_once;

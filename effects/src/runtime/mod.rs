@@ -6,6 +6,12 @@
 //! family; the outcome comes back to the same instance as an action (see
 //! [`Outcome`]), so the reducer decides what happens next.
 //!
+//! An instance runs until it is [stopped](Runtime::stop), the runtime [shuts
+//! down](Runtime::shutdown), or it ends on its own: a fault (a step over a bound, an
+//! outbox commit that failed) or a panic of its reducer. Its entry goes with it, so its
+//! id can be spawned again and the runtime's memory does not grow with the instances
+//! that came and went; the next shutdown reports what one that ended on its own left.
+//!
 //! With an outbox ([`RuntimeBuilder::outbox`]), each step first commits its intents to a
 //! store and performs them only after the commit; each is marked done once its outcome
 //! has been reduced. After a crash, [`Runtime::recover_outbox`] performs the pending ones
@@ -54,18 +60,18 @@
 mod dedup;
 mod instance;
 mod outbox;
+mod registry;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_core::{
     CausationId, CorrelationId, EventType, Input, Intent, IntentKind, Outcome, Reducer,
 };
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::clock::{Clock, TokioClock};
@@ -75,9 +81,10 @@ use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::persist::{EventStore, READ_LIMIT_MAX};
 use crate::policy::DeadLetterQueue;
 use dedup::OutcomeRecord;
-use instance::{Finished, Instance};
+use instance::Instance;
 use outbox::Outbox;
 pub use outbox::{OUTBOX_ENTRY_NAME, OUTBOX_STREAM};
+use registry::{InstanceHandle, Registry, Retirement};
 
 /// The runtime's bounds. Every queue and table it keeps is limited by one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +103,10 @@ pub struct RuntimeConfig {
     pub outcome_record_capacity: usize,
     /// Instances hosted at once.
     pub instances_max: usize,
+    /// Reports kept of instances that ended on their own (a fault, a panic) for the next
+    /// [`Runtime::shutdown`]: each instance's last state, the intents it handed back and
+    /// its fault. Past it, the oldest report is dropped, with a warning in the log.
+    pub ended_reports_max: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -107,6 +118,7 @@ impl Default for RuntimeConfig {
             timers_per_instance_max: 10_000,
             outcome_record_capacity: 100_000,
             instances_max: 1_000_000,
+            ended_reports_max: 1024,
         }
     }
 }
@@ -123,6 +135,7 @@ impl RuntimeConfig {
             ("timers_per_instance_max", self.timers_per_instance_max),
             ("outcome_record_capacity", self.outcome_record_capacity),
             ("instances_max", self.instances_max),
+            ("ended_reports_max", self.ended_reports_max),
         ];
         match settings.into_iter().find(|(_, value)| *value == 0) {
             Some((setting, _)) => Err(Error::InvalidConfig {
@@ -171,13 +184,8 @@ struct Shared<R: Reducer> {
     outcomes: OutcomeRecord,
     /// Where each step's intents are committed before they are performed, if anywhere.
     outbox: Option<Outbox>,
-    instances: Mutex<HashMap<InstanceId, InstanceHandle<R>>>,
+    registry: Mutex<Registry<R>>,
     accepting: AtomicBool,
-}
-
-struct InstanceHandle<R: Reducer> {
-    mailbox: mpsc::Sender<Message<R>>,
-    task: JoinHandle<Finished<R::State>>,
 }
 
 type Inspector<S> = Box<dyn FnOnce(&S) + Send>;
@@ -297,7 +305,7 @@ impl<R> RuntimeBuilder<R> {
                 metrics: self.metrics,
                 outcomes: OutcomeRecord::new(self.config.outcome_record_capacity),
                 outbox: self.outbox.map(Outbox::new),
-                instances: Mutex::new(HashMap::new()),
+                registry: Mutex::new(Registry::new()),
                 accepting: AtomicBool::new(true),
             }),
         })
@@ -350,6 +358,10 @@ where
     M: From<Outcome> + Send + 'static,
 {
     /// Starts an instance with `state`.
+    ///
+    /// The id is taken until the instance ends: when it is [stopped](Self::stop), at
+    /// [shutdown](Self::shutdown), or on its own after a fault (a step over a bound, an
+    /// outbox commit that failed) or a panic of its reducer. Then it may be spawned again.
     pub fn spawn(&self, id: InstanceId, state: R::State) -> Result<(), Error> {
         self.spawn_with(id, state, Vec::new())
     }
@@ -365,23 +377,60 @@ where
         if !self.shared.accepting.load(Ordering::Acquire) {
             return Err(Error::ShutDown);
         }
-        let mut instances = self.lock_instances();
-        if instances.contains_key(&id) {
+        // Held until the entry is in: a task that ends at once waits for it to take it
+        // out, rather than missing it and leaving it behind.
+        let mut registry = self.lock_registry();
+        if registry.running.contains_key(&id) {
             return Err(Error::DuplicateInstance {
                 instance: id.to_string(),
             });
         }
-        if instances.len() >= self.shared.config.instances_max {
+        if registry.running.len() >= self.shared.config.instances_max {
             return Err(Error::QueueFull {
                 queue: "instance table",
                 capacity: self.shared.config.instances_max,
             });
         }
         let (mailbox, receiver) = mpsc::channel(self.shared.config.mailbox_capacity);
+        let generation = registry.next_generation();
         let instance = Instance::new(Arc::clone(&self.shared), id.clone(), state);
-        let task = tokio::spawn(instance.run(receiver, intents));
-        instances.insert(id, InstanceHandle { mailbox, task });
+        let retirement = Retirement::new(Arc::clone(&self.shared), id.clone(), generation);
+        let task = tokio::spawn(async move {
+            let finished = instance.run(receiver, intents).await;
+            retirement.finished(finished)
+        });
+        registry.insert(id, mailbox, task, generation);
         Ok(())
+    }
+
+    /// How many instances are running: spawned and not ended yet. An instance ends when
+    /// it is [stopped](Self::stop), at [shutdown](Self::shutdown), or on its own after a
+    /// fault or a panic; its entry goes with it, so the count does not grow with the
+    /// instances that came and went.
+    pub fn instance_count(&self) -> usize {
+        self.lock_registry().running.len()
+    }
+
+    /// Stops instance `id` as [`shutdown`](Self::shutdown) stops them all, and returns
+    /// the same report for it: it takes no new actions, reduces those already sent and
+    /// the outcomes of its effects that finish within `grace`, and hands back the rest
+    /// and its pending timers. Its id is free for a new instance from the call on.
+    pub async fn stop(
+        &self,
+        id: &InstanceId,
+        grace: Duration,
+    ) -> Result<ShutdownReport<R::State>, Error> {
+        if !self.shared.accepting.load(Ordering::Acquire) {
+            return Err(Error::ShutDown);
+        }
+        let taken = self.lock_registry().running.remove(id);
+        let handle = taken.ok_or_else(|| Error::UnknownInstance {
+            instance: id.to_string(),
+        })?;
+        let deadline = Instant::now() + grace;
+        let mut report = ShutdownReport::new();
+        drain(vec![(id.clone(), handle)], deadline, &mut report).await;
+        Ok(report)
     }
 
     /// Sends `action` to instance `id`, waiting while its mailbox is full.
@@ -532,31 +581,13 @@ where
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport<R::State> {
         self.shared.accepting.store(false, Ordering::Release);
         let deadline = Instant::now() + grace;
-        let handles: Vec<(InstanceId, InstanceHandle<R>)> = self.lock_instances().drain().collect();
-        for (_, handle) in &handles {
-            // Fails only if the task has already ended, which the join below reports.
-            let _ = handle.mailbox.send(Message::Drain { deadline }).await;
-        }
-        let mut report = ShutdownReport {
-            instances: Vec::with_capacity(handles.len()),
-            handed_back: Vec::new(),
-            faults: Vec::new(),
+        let mut report = ShutdownReport::new();
+        let handles: Vec<(InstanceId, InstanceHandle<R>)> = {
+            let mut registry = self.lock_registry();
+            report.add_ended(registry.ended.drain(..));
+            registry.running.drain().collect()
         };
-        for (id, handle) in handles {
-            drop(handle.mailbox);
-            match handle.task.await {
-                Ok(finished) => {
-                    report.handed_back.extend(finished.handed_back);
-                    if let Some(fault) = finished.fault {
-                        report.faults.push((id.clone(), fault.to_string()));
-                    }
-                    report.instances.push((id, finished.state));
-                }
-                Err(error) => report
-                    .faults
-                    .push((id, format!("the instance task failed: {error}"))),
-            }
-        }
+        drain(handles, deadline, &mut report).await;
         report.instances.sort_by(|a, b| a.0.cmp(&b.0));
         report
     }
@@ -565,7 +596,8 @@ where
         if !self.shared.accepting.load(Ordering::Acquire) {
             return Err(Error::ShutDown);
         }
-        self.lock_instances()
+        self.lock_registry()
+            .running
             .get(id)
             .map(|handle| handle.mailbox.clone())
             .ok_or_else(|| Error::UnknownInstance {
@@ -573,21 +605,47 @@ where
             })
     }
 
-    fn lock_instances(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceId, InstanceHandle<R>>> {
-        // Only map operations run under this lock; a poisoned lock still holds a
-        // consistent map.
-        self.shared
-            .instances
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn lock_registry(&self) -> std::sync::MutexGuard<'_, Registry<R>> {
+        registry::lock(&self.shared.registry)
     }
 }
 
-/// What a [`Runtime::shutdown`] leaves: each instance's last state, and every intent
-/// that was not carried out.
+/// Asks each instance of `handles` (taken out of the registry) to finish by `deadline`,
+/// and adds what each leaves to `report`.
+async fn drain<R: Reducer>(
+    handles: Vec<(InstanceId, InstanceHandle<R>)>,
+    deadline: Instant,
+    report: &mut ShutdownReport<R::State>,
+) {
+    for (_, handle) in &handles {
+        // Fails only if the task has already ended, which the join below reports.
+        let _ = handle.mailbox.send(Message::Drain { deadline }).await;
+    }
+    for (id, handle) in handles {
+        drop(handle.mailbox);
+        match handle.task.await {
+            Ok(finished) => {
+                // Its entry was taken out before it ended: it leaves everything here.
+                debug_assert!(finished.is_some(), "instance {id} reported elsewhere");
+                if let Some(finished) = finished {
+                    report.add(id, finished);
+                }
+            }
+            Err(error) => report
+                .faults
+                .push((id, format!("the instance task failed: {error}"))),
+        }
+    }
+}
+
+/// What a [`Runtime::shutdown`] (or a [`Runtime::stop`]) leaves: each instance's last
+/// state, and every intent that was not carried out. A shutdown's report includes the
+/// instances that ended on their own since the runtime started (at most
+/// [`RuntimeConfig::ended_reports_max`] of them).
 #[derive(Debug)]
 pub struct ShutdownReport<S> {
-    /// Each instance's state when it stopped, sorted by id.
+    /// Each instance's state when it stopped, sorted by id. An id can appear twice: an
+    /// instance that ended on its own, then one spawned again under its id.
     pub instances: Vec<(InstanceId, S)>,
     /// Intents not carried out, to be dispatched again after a restart. With an outbox
     /// they are still pending in the store (except those handed back as
