@@ -170,6 +170,12 @@ pub struct Failure {
     /// The earliest useful retry, when the other side said (`Retry-After`) or a circuit
     /// breaker knows.
     pub retry_after_ms: Option<u64>,
+    /// Whether the effect may have happened despite the failure, beyond what `kind`
+    /// says: a timeout or a transient failure always may, and so may a permanent one
+    /// when the other side acted before it failed (a success too big to read, a
+    /// redirect after a POST, a handler that panicked midway). A saga never takes such
+    /// a failure as proof that nothing happened.
+    pub maybe_applied: bool,
 }
 
 impl Failure {
@@ -199,7 +205,15 @@ impl Failure {
             kind,
             reason: reason.into(),
             retry_after_ms: None,
+            maybe_applied: false,
         }
+    }
+
+    /// The same failure, marked as one after which the effect may have happened.
+    #[must_use]
+    pub fn maybe_applied(mut self) -> Self {
+        self.maybe_applied = true;
+        self
     }
 
     /// The same failure with a hint of when to retry.

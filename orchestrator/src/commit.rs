@@ -31,8 +31,9 @@ pub const RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
 /// Where one append stands.
 #[derive(Debug)]
 enum Landing {
-    /// Not made yet, or met an unavailable store.
-    Pending,
+    /// Not made yet, or met an unavailable store. `unsure` once a try reached the store
+    /// and failed without saying whether it committed.
+    Pending { unsure: bool },
     /// Stored.
     Landed,
     /// Refused for good.
@@ -57,7 +58,11 @@ pub struct Commit {
 impl Commit {
     /// Starts committing `batch`.
     pub fn new(batch: Batch) -> Self {
-        let appends = batch.appends.iter().map(|_| Landing::Pending).collect();
+        let appends = batch
+            .appends
+            .iter()
+            .map(|_| Landing::Pending { unsure: false })
+            .collect();
         let dead_letters_pending = !batch.dead_letters.is_empty() && !batch.appends.is_empty();
         Self {
             batch,
@@ -81,7 +86,7 @@ impl Commit {
         self.appends
             .iter()
             .enumerate()
-            .filter(|(_, landing)| matches!(landing, Landing::Pending))
+            .filter(|(_, landing)| matches!(landing, Landing::Pending { .. }))
             .map(|(index, _)| index)
             .collect()
     }
@@ -109,13 +114,14 @@ impl Commit {
     /// Records the store's answer to append `index` of this round.
     pub fn answered(&mut self, index: usize, result: Result<Appended, keel_effects::Error>) {
         let append = &self.batch.appends[index];
+        let unsure = matches!(self.appends[index], Landing::Pending { unsure: true });
         self.appends[index] = match result {
-            // In a later round an identical append already stored is this one's own
-            // earlier try, which committed though its answer was lost.
-            Ok(appended) if !appended.deduplicated || self.rounds > 1 => Landing::Landed,
+            // The same records already stored, after a try of this append that failed
+            // without saying whether it committed: that try committed.
+            Ok(appended) if !appended.deduplicated || unsure => Landing::Landed,
             // Record ids derive from the saga id and the version only, so the same
-            // records already stored in the first round mean another run under the same
-            // id wrote this log before (a finished saga started again): the store's
+            // records stored before this append was ever tried mean another run under
+            // the same id wrote them (a finished saga started again): the store's
             // idempotency must not pass that off as a success.
             Ok(_) => Landing::Refused(keel_effects::Error::VersionConflict {
                 stream: append.saga.stream(),
@@ -124,7 +130,7 @@ impl Commit {
             }),
             Err(e) if is_unavailable(&e) => {
                 self.unavailable(e);
-                Landing::Pending
+                Landing::Pending { unsure: true }
             }
             Err(e) => {
                 tracing::warn!(saga = %append.saga, error = %e, "a saga's records were refused by the store");
@@ -145,7 +151,7 @@ impl Commit {
             || self
                 .appends
                 .iter()
-                .any(|landing| matches!(landing, Landing::Pending));
+                .any(|landing| matches!(landing, Landing::Pending { .. }));
         if !waiting {
             return None;
         }
@@ -171,7 +177,7 @@ impl Commit {
             match landing {
                 Landing::Refused(e) => refused.push((append.saga.clone(), e)),
                 Landing::Landed => {}
-                Landing::Pending => {
+                Landing::Pending { .. } => {
                     debug_assert!(false, "a commit finished with an append pending");
                 }
             }
@@ -255,6 +261,39 @@ mod tests {
         let (batch, refused) = commit.finish();
         assert_eq!(batch.appends.len(), 2);
         assert!(refused.is_empty());
+    }
+
+    #[test]
+    fn an_append_never_tried_that_finds_its_records_stored_is_a_conflict_in_any_round() {
+        let mut commit = Commit::new(Batch {
+            dead_letters: vec![
+                keel_core::Envelope::builder(
+                    keel_core::EventId::from_u128(1),
+                    keel_core::EventType::from_static("test.letter"),
+                    "test",
+                    Timestamp::UNIX_EPOCH,
+                )
+                .build()
+                .expect("a valid envelope"),
+            ],
+            ..batch(&["a"])
+        });
+        commit.pending();
+        // The dead letters met an unavailable store: the append was not made.
+        commit.dead_letters_answered(Err(down()));
+        assert!(commit.retry_after(Timestamp::UNIX_EPOCH).is_some());
+        commit.pending();
+        commit.dead_letters_answered(landed(false));
+        commit.answered(0, landed(true));
+        assert_eq!(commit.retry_after(Timestamp::UNIX_EPOCH), None);
+        let (_, refused) = commit.finish();
+        assert!(
+            matches!(
+                &refused[..],
+                [(_, keel_effects::Error::VersionConflict { .. })]
+            ),
+            "{refused:?}"
+        );
     }
 
     #[test]

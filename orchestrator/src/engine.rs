@@ -23,9 +23,11 @@
 //!
 //! The engine keeps every record within the size a store accepts
 //! ([`set_record_bytes_max`](Engine::set_record_bytes_max)): a success too big to keep
-//! becomes [`Answer::Oversized`](crate::Answer::Oversized), reasons and notes are cut, and an input too big is
-//! refused at [`start`](Engine::start). An attempt whose closure panicked is answered
-//! at once with a permanent failure, recorded after the record that started it.
+//! becomes [`Answer::Unusable`](crate::Answer::Unusable), reasons and notes are cut, and
+//! an input too big is refused at [`start`](Engine::start). An attempt whose closure
+//! panicked is answered at once with a permanent failure, and a success whose check
+//! panicked as unusable, each recorded after the record that led to it (see
+//! [`Reanswer`]).
 
 use foldhash::HashMap;
 use std::sync::Arc;
@@ -38,8 +40,8 @@ use crate::error::Error;
 use crate::id::{SagaId, SagaType};
 use crate::log;
 use crate::saga::{
-    OperatorCommand, Output, REASON_BYTES_MAX, SagaEvent, SagaReducer, SagaState, SagaStatus,
-    SagaTimer, StepCall, Unbuilt, transition_envelope,
+    OperatorCommand, Output, REASON_BYTES_MAX, Reanswer, SagaEvent, SagaReducer, SagaState,
+    SagaStatus, SagaTimer, StepCall, transition_envelope,
 };
 
 /// Room kept in every record around an answer or an input: the status, the transitions
@@ -125,8 +127,8 @@ pub struct Engine {
     /// Sagas that finished in the current batch: dropped when it is taken, so that
     /// until then their final state can still be asked for.
     finished: Vec<SagaId>,
-    /// Attempts whose closure panicked, to answer as failed.
-    unbuilt: Vec<Unbuilt>,
+    /// Answers keel gives attempts itself, to record next.
+    reanswers: Vec<Reanswer>,
     /// The largest record payload the store takes; 0 until set (then the default).
     record_bytes_max: usize,
 }
@@ -175,9 +177,21 @@ impl Engine {
         }
     }
 
-    /// The most an answer may take as JSON and still be kept in the saga log.
-    pub fn answer_bytes_max(&self) -> usize {
-        self.record_bytes_max() - RECORD_FRAME_BYTES
+    /// The most an answer may take as JSON and still be kept in the log of a saga of
+    /// `steps` steps: a record of the store's largest size, less room for the status
+    /// and transitions around it (an answer that completes a stage starts the next).
+    pub fn answer_bytes_max(&self, steps: usize) -> usize {
+        self.record_bytes_max()
+            .saturating_sub(RECORD_FRAME_BYTES + RECORD_BYTES_PER_STEP * steps)
+    }
+
+    /// [`answer_bytes_max`](Self::answer_bytes_max) for saga `id`, if it is held.
+    fn answer_limit(&self, id: &SagaId) -> usize {
+        let steps = self
+            .live
+            .get(id)
+            .map_or(0, |live| live.reducer.definition().steps().len());
+        self.answer_bytes_max(steps)
     }
 
     /// Starts saga `id` of `saga_type` with `input`.
@@ -203,9 +217,12 @@ impl Engine {
                 saga: id.to_string(),
             });
         }
-        // The first record holds the input and the definition's step names.
-        let names_bytes = RECORD_BYTES_PER_STEP * reducer.definition().steps().len();
-        let limit_bytes = self.answer_bytes_max().saturating_sub(names_bytes);
+        // The first record holds the input and the definition's step names, besides
+        // the transitions of the first stage.
+        let steps = reducer.definition().steps().len();
+        let limit_bytes = self
+            .answer_bytes_max(steps)
+            .saturating_sub(RECORD_BYTES_PER_STEP * steps);
         if let Err(size_bytes) = crate::saga::json_size_within(&input, limit_bytes) {
             return Err(Error::TooLarge {
                 what: "saga input",
@@ -245,11 +262,15 @@ impl Engine {
                 attempt,
                 answer,
             } => {
+                let limit = self.answer_limit(id);
+                if answer.fits(limit) {
+                    return self.apply(id, event, now);
+                }
                 let bounded = SagaEvent::Answered {
                     step: *step,
                     phase: *phase,
                     attempt: *attempt,
-                    answer: answer.clone().bounded(self.answer_bytes_max()),
+                    answer: answer.clone().bounded(limit),
                 };
                 self.apply(id, &bounded, now)
             }
@@ -308,20 +329,20 @@ impl Engine {
             .map(drop)
     }
 
-    /// Applies `event`, then answers every attempt whose closure panicked, each answer
-    /// a record of its own: a replay reads the failure from the log instead of running
-    /// the closure again, so replay equals live even once the closure is fixed.
+    /// Applies `event`, then the answers keel gives attempts itself ([`Reanswer`]), each
+    /// a record of its own: a replay reads them from the log instead of running the
+    /// closure that panicked again, so replay equals live even once it is fixed.
     fn apply(&mut self, id: &SagaId, event: &SagaEvent, now: Timestamp) -> Result<bool, Error> {
-        let changed = self.apply_one(id, event, now)?;
-        // Each answer fails an attempt for good, so this ends: at most one per step and
-        // phase, and a definition has at most STEPS_MAX steps.
+        let mut changed = self.apply_one(id, event, now)?;
+        // Each answer settles an attempt for good, so this ends: at most one per step
+        // and phase, and a definition has at most STEPS_MAX steps.
         let mut answered = 0;
-        while !self.unbuilt.is_empty() {
-            let unbuilt = self.unbuilt.remove(0);
+        while !self.reanswers.is_empty() {
+            let reanswer = self.reanswers.remove(0);
             answered += 1;
             debug_assert!(answered <= 2 * crate::definition::STEPS_MAX + 2);
-            let event = unbuilt.failed(String::new(), self.answer_bytes_max());
-            self.apply_one(id, &event, now)?;
+            let event = reanswer.event(self.answer_limit(id));
+            changed |= self.apply_one(id, &event, now)?;
         }
         Ok(changed)
     }
@@ -332,10 +353,12 @@ impl Engine {
         })?;
         let before = live.state.status.clone();
         self.scratch.clear();
-        if !live
+        let changed = live
             .reducer
-            .apply(&mut live.state, now, event, &mut self.scratch)
-        {
+            .apply(&mut live.state, now, event, &mut self.scratch);
+        // A success whose check panicked changes nothing itself: its answer comes next.
+        self.reanswers.append(&mut self.scratch.reanswers);
+        if !changed {
             return Ok(false);
         }
         let version = live.version + 1;
@@ -364,7 +387,7 @@ impl Engine {
         };
         self.batch.appends[slot].records.push(record);
         let scratch = &mut self.scratch;
-        self.unbuilt.append(&mut scratch.unbuilt);
+        self.reanswers.append(&mut scratch.reanswers);
         self.batch
             .calls
             .extend(scratch.calls.drain(..).map(|call| (id.clone(), call)));
@@ -549,7 +572,7 @@ impl Engine {
         };
         self.scratch.clear();
         live.reducer.in_flight(&live.state, &mut self.scratch);
-        let unbuilt = std::mem::take(&mut self.scratch.unbuilt);
+        let reanswers = std::mem::take(&mut self.scratch.reanswers);
         self.batch
             .calls
             .extend(self.scratch.calls.drain(..).map(|call| (id.clone(), call)));
@@ -559,8 +582,8 @@ impl Engine {
                 .drain(..)
                 .map(|(timer, due)| (id.clone(), timer, due)),
         );
-        for unbuilt in unbuilt {
-            let event = unbuilt.failed("after a restart, ".into(), self.answer_bytes_max());
+        for reanswer in reanswers {
+            let event = reanswer.event(self.answer_limit(id));
             // The saga is held (checked above), so this cannot be refused.
             let _ = self.apply(id, &event, now);
         }

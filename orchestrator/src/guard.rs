@@ -5,7 +5,9 @@
 //! reducer, and the handlers that carry out steps, which run on the shard's task. A
 //! panic in either would otherwise unwind through the shard and stop every saga it owns.
 //! Each is caught where it happens and becomes a `Permanent` failure that names the
-//! panic, logged at error level; the saga reacts to it like to any other failure.
+//! panic, logged at error level; the saga reacts to it like to any other failure. A
+//! handler's panic also counts as maybe applied (it may have acted before panicking); a
+//! closure's does not (no call went out).
 //!
 //! (A build with `panic = "abort"` cannot catch anything: there a panic ends the process,
 //! and recovery on the next start takes over.)
@@ -67,11 +69,14 @@ pub fn answer_of(handler: &dyn Handler, call: Call) -> impl Future<Output = Answ
     }
 }
 
+/// A handler that panicked may have acted before it did: a permanent failure, maybe
+/// applied, so a saga parks rather than take it as proof that nothing happened.
 fn panicked(reason: String) -> Answer {
     Answer::Failed {
         class: FailureClass::Permanent,
         reason,
         retry_after_ms: None,
+        maybe_applied: true,
     }
 }
 
@@ -117,6 +122,7 @@ mod tests {
                 class: FailureClass::Permanent,
                 reason: "the step's handler panicked: the card reader caught fire".into(),
                 retry_after_ms: None,
+                maybe_applied: true,
             }
         );
     }

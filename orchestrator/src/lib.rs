@@ -38,9 +38,11 @@
 //! transiently, lost its answer or was in flight at a restart may have applied: from
 //! then on the step is *maybe applied*, and only a success settles it. A permanent
 //! failure speaks for its own attempt only (a service answers a retry `409 key in use`
-//! while the first attempt is still at work), and a success too big for a record
-//! ([`Answer::Oversized`]) ends the step after that one call: both leave it maybe
-//! applied. A step that fails for good while maybe applied parks the saga, naming it,
+//! while the first attempt is still at work), and a success keel cannot use
+//! ([`Answer::Unusable`]: too big for a record, or its check panicked) ends the step
+//! after that one call: both leave it maybe applied, as does a failure marked
+//! `maybe_applied` (a redirect after a POST, a body too big to read, a panicking
+//! handler). A step that fails for good while maybe applied parks the saga, naming it,
 //! instead of being compensated or passed over; a late success is recorded whenever it
 //! comes and the saga goes on from there, or an operator retries or skips the step. So
 //! every effect a service applied is kept by a Completed saga, undone by a Compensated

@@ -64,7 +64,7 @@ async fn an_oversized_answer_fails_the_step_after_one_call_and_parks_the_saga() 
         reason.contains("`fetch`") && reason.contains(&size.to_string()),
         "the reason names the step and the answer's size: {reason}"
     );
-    let limit = keel_orchestrator::Engine::new().answer_bytes_max();
+    let limit = keel_orchestrator::Engine::new().answer_bytes_max(report().steps().len());
     assert!(
         reason.contains(&limit.to_string()),
         "and the limit: {reason}"

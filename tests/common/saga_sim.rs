@@ -122,6 +122,11 @@ pub enum Fault {
     Oversized,
     /// The handler panics before applying anything.
     Panic,
+    /// The handler applies the effect, then panics.
+    PanicAfterApply,
+    /// Refuses in a success answer (`{"declined": true}`) without applying, and keeps
+    /// that answer for the key: the step's check turns it into a failure.
+    Declined,
 }
 
 /// The seed's plan for one case.
@@ -148,10 +153,26 @@ pub struct Plan {
 #[derive(Debug, Default)]
 pub struct ClosurePanics {
     pub at: HashSet<(String, usize, Phase)>,
+    /// The (saga, step) whose check panics judging a success.
+    pub checks: HashSet<(String, usize)>,
     pub fixed: AtomicBool,
 }
 
 impl ClosurePanics {
+    /// Whether a check panics judging `answer`: the services put their key in every
+    /// answer, and the plan marked the key's (saga, step).
+    fn check_panics(&self, answer: &Value) -> bool {
+        if self.fixed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Some(key) = answer["key"].as_str() else {
+            return false;
+        };
+        self.checks
+            .iter()
+            .any(|(saga, step)| key_of(saga, *step) == key)
+    }
+
     fn check(&self, saga: &SagaId, step: usize, phase: Phase) {
         if !self.fixed.load(Ordering::Relaxed) && self.at.contains(&(saga.to_string(), step, phase))
         {
@@ -185,6 +206,9 @@ pub fn plan(rng: &mut Rng) -> Plan {
                 if rng.chance(panics_percent) {
                     panics.at.insert((saga.to_string(), i, phase));
                 }
+                if phase == Phase::Action && rng.chance(panics_percent) {
+                    panics.checks.insert((saga.to_string(), i));
+                }
             }
         }
     }
@@ -209,6 +233,18 @@ pub fn plan(rng: &mut Rng) -> Plan {
                     name: keel::EventType::new(action.clone()).expect("a valid name"),
                     // Data flow: each step reads the saga's input and the earlier results.
                     payload: json!({ "order": ctx.input()["order"], "previous": previous }),
+                }
+            })
+            .check({
+                let panics = Arc::clone(&panics);
+                move |answer: &Value| {
+                    if panics.check_panics(answer) {
+                        panic!("{PANIC_TEXT}: the check of step {i}");
+                    }
+                    match answer["declined"].as_bool() {
+                        Some(true) => Err("declined".to_owned()),
+                        _ => Ok(()),
+                    }
                 }
             })
             .retry(RetryPolicy::exponential(
@@ -275,7 +311,9 @@ pub fn plan(rng: &mut Rng) -> Plan {
                         81..=90 => Fault::Twice,
                         91..=99 => Fault::Slow,
                         100..=104 => Fault::Oversized,
-                        105..=108 => Fault::Panic,
+                        105..=106 => Fault::Panic,
+                        107..=108 => Fault::PanicAfterApply,
+                        109..=111 if phase == Phase::Action => Fault::Declined,
                         _ => Fault::Ok,
                     };
                     list.push(fault);
@@ -649,6 +687,7 @@ impl World {
                 class: FailureClass::Permanent,
                 reason: "409 Conflict: idempotency key in use".into(),
                 retry_after_ms: None,
+                maybe_applied: false,
             };
             (Some(refusal), 1, 0)
         } else if let Some(settled) = &record.settled {
@@ -663,6 +702,7 @@ impl World {
                     class: FailureClass::Permanent,
                     reason: reason.clone(),
                     retry_after_ms: None,
+                    maybe_applied: false,
                 },
             };
             (Some(answer), 1, 0)
@@ -699,6 +739,7 @@ impl World {
                             class: FailureClass::Permanent,
                             reason,
                             retry_after_ms: None,
+                            maybe_applied: false,
                         }),
                         1,
                         0,
@@ -709,6 +750,7 @@ impl World {
                         class: FailureClass::Transient,
                         reason: "503".into(),
                         retry_after_ms: None,
+                        maybe_applied: false,
                     }),
                     1,
                     0,
@@ -718,6 +760,7 @@ impl World {
                         class: FailureClass::Unavailable,
                         reason: "circuit open".into(),
                         retry_after_ms: Some(20),
+                        maybe_applied: false,
                     }),
                     1,
                     0,
@@ -772,6 +815,17 @@ impl World {
                     )
                 }
                 Fault::Panic => (Some(panicking_handler(&key)), 1, 0),
+                Fault::PanicAfterApply => {
+                    apply(record);
+                    (Some(panicking_handler(&key)), 1, 0)
+                }
+                Fault::Declined => {
+                    // Like a real idempotent service, it keeps its answer for the
+                    // key, refusal included: a repeat is declined again.
+                    let declined = json!({ "key": key, "declined": true });
+                    record.settled = Some(Ok(declined.clone()));
+                    (Some(Answer::Succeeded { value: declined }), 1, 0)
+                }
             }
         };
         if let Some(answer) = answer {
@@ -863,38 +917,63 @@ impl World {
         &mut self,
         append: &keel::orchestrator::SagaAppend,
     ) -> Result<keel::effects::persist::Appended, keel::effects::Error> {
-        let stored = self.log.get(&append.saga).map_or(0, Vec::len) as u64;
-        let checked = if stored != append.expected {
-            Err(keel::effects::Error::VersionConflict {
+        let encoded: Vec<Vec<u8>> = append
+            .records
+            .iter()
+            .map(|record| record.to_cloudevent_json().into_bytes())
+            .collect();
+        let stored = self
+            .log
+            .get(&append.saga)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let from = usize::try_from(append.expected).expect("a small log");
+        if self.store_down() {
+            // Down, it refuses; now and then it commits first and loses the answer.
+            if stored.len() == from && self.rng.chance(25) {
+                self.log
+                    .entry(append.saga.clone())
+                    .or_default()
+                    .extend(encoded);
+            }
+            return self.store_result(Ok(()));
+        }
+        // The same records at the same place: a repeat, answered as such.
+        if !encoded.is_empty() && stored.get(from..) == Some(&encoded[..]) {
+            return Ok(keel::effects::persist::Appended {
+                first_version: append.expected + 1,
+                last_version: append.expected + encoded.len() as u64,
+                first_position: 1,
+                deduplicated: true,
+            });
+        }
+        if stored.len() != from {
+            return Err(keel::effects::Error::VersionConflict {
                 stream: append.saga.stream(),
                 expected: append.expected.to_string(),
-                actual: stored,
-            })
-        } else if let Some(size) = append
+                actual: stored.len() as u64,
+            });
+        }
+        let size = append
             .records
             .iter()
             .map(|record| match &record.payload {
                 keel::Payload::Binary(bytes) => bytes.len(),
                 keel::Payload::Json(value) => value.to_string().len(),
             })
-            .find(|&size| size > RECORD_BYTES_MAX)
-        {
-            Err(keel::effects::Error::Core(keel::Error::TooLarge {
+            .find(|&size| size > RECORD_BYTES_MAX);
+        if let Some(size_bytes) = size {
+            return Err(keel::effects::Error::Core(keel::Error::TooLarge {
                 field: "data",
-                size_bytes: size,
+                size_bytes,
                 limit_bytes: RECORD_BYTES_MAX,
-            }))
-        } else {
-            Ok(())
-        };
-        let result = self.store_result(checked);
-        if result.is_ok() {
-            let stored = self.log.entry(append.saga.clone()).or_default();
-            for record in &append.records {
-                stored.push(record.to_cloudevent_json().into_bytes());
-            }
+            }));
         }
-        result
+        self.log
+            .entry(append.saga.clone())
+            .or_default()
+            .extend(encoded);
+        self.store_result(Ok(()))
     }
 
     /// After a commit: carries out the batch, as the driver does.
@@ -1067,8 +1146,12 @@ impl World {
         let mut out = String::new();
         for (saga, records) in &self.log {
             for (version, envelope) in decode_all(records).iter().enumerate() {
-                let keel::Payload::Json(data) = &envelope.payload else {
-                    continue;
+                // Records are JSON carried as bytes.
+                let data: Value = match &envelope.payload {
+                    keel::Payload::Json(data) => data.clone(),
+                    keel::Payload::Binary(bytes) => {
+                        serde_json::from_slice(bytes).unwrap_or(Value::Null)
+                    }
                 };
                 let transitions: Vec<String> = data["transitions"]
                     .as_array()
@@ -1103,7 +1186,8 @@ impl World {
         // services to finish their work, and deployed the fix of the panicking closures.
         self.plan.panics.fixed.store(true, Ordering::Relaxed);
         for (key, record) in &mut self.services {
-            if matches!(record.settled, Some(Err(_))) {
+            let declined = matches!(&record.settled, Some(Ok(v)) if v["declined"] == true);
+            if declined || matches!(record.settled, Some(Err(_))) {
                 record.settled = None;
             }
             if record.working {
@@ -1152,6 +1236,13 @@ fn new_engine(definition: &Arc<SagaDefinition>) -> Engine {
     engine.set_retain_finished(true);
     engine.set_record_bytes_max(RECORD_BYTES_MAX);
     engine
+}
+
+/// The idempotency key of step `step`'s action in saga `saga`.
+fn key_of(saga: &str, step: usize) -> String {
+    let saga = SagaId::new(saga).expect("a valid id");
+    let step = u16::try_from(step).expect("few steps");
+    keel::orchestrator::id::step_intent_id(saga.correlation(), step, Phase::Action).to_string()
 }
 
 /// `value` padded past what a record may hold.

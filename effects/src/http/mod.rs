@@ -50,6 +50,10 @@
 //! | `timeout_ms` ran out | `Timeout` | |
 //! | refused by the guard, invalid URL, header or body, body over the cap, not an http intent | `Permanent` | |
 //!
+//! A failure after which the request may have taken effect though its kind is
+//! `Permanent` is marked [`Failure::maybe_applied`]: a 2xx whose body is over the cap,
+//! and a redirect other than 304, 307 and 308, for every method but `GET` and `HEAD`.
+//!
 //! The reason names the method and host (never the full URL, whose query may hold
 //! secrets) and, for an error status, the start of the response body (at most 512 bytes).
 //! Every reason is scrubbed of the request's credentials (the values of its
@@ -91,7 +95,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use keel_core::{HttpRequest, IntentKind};
+use keel_core::{HttpMethod, HttpRequest, IntentKind};
 use reqwest::header::{LOCATION, RETRY_AFTER};
 use reqwest::{RequestBuilder, Url};
 
@@ -299,15 +303,28 @@ impl Shared {
             header(LOCATION),
             SystemTime::now(),
         );
+        // A request that changes something may have done so before a redirect (a 303
+        // after a POST) or a success too big to read: say so, so a saga does not take
+        // the failure as proof that nothing happened. 307 and 308 ask for the request
+        // to be made again elsewhere: it was not carried out.
+        let acted = |failure: Failure| match request.method {
+            HttpMethod::Get | HttpMethod::Head => failure,
+            _ => failure.maybe_applied(),
+        };
         if let Err(mut failure) = verdict {
             let start = error_body(&mut response, request).await;
             if !start.is_empty() {
                 failure.reason.push_str(": ");
                 failure.reason.push_str(&start);
             }
+            if (300..=399).contains(&code) && !matches!(code, 304 | 307 | 308) {
+                failure = acted(failure);
+            }
             return Err(failure);
         }
-        let body = read_capped(target, &mut response, self.response_bytes_max).await?;
+        let body = read_capped(target, &mut response, self.response_bytes_max)
+            .await
+            .map_err(acted)?;
         Ok(success(code, response.headers(), &body))
     }
 }

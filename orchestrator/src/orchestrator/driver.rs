@@ -605,6 +605,7 @@ impl Driver {
                     class: FailureClass::Permanent,
                     reason,
                     retry_after_ms: None,
+                    maybe_applied: false,
                 };
                 Box::pin(std::future::ready(Answered {
                     id,

@@ -72,15 +72,19 @@ pub enum Answer {
         reason: String,
         /// The service's hint of when to try again.
         retry_after_ms: Option<u64>,
+        /// Whether the effect may have happened though `class` does not say so: a
+        /// permanent failure after the service acted (a redirect after a POST, a body
+        /// too big to read, a handler that panicked midway).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        maybe_applied: bool,
     },
-    /// It answered success, but the answer is too big for the saga log: the effect
-    /// happened and the answer is dropped. The engine puts this in place of a
-    /// success that would not fit in a record (see [`Answer::bounded`]).
-    Oversized {
-        /// The answer's size as compact JSON.
-        size_bytes: u64,
-        /// The most an answer may take.
-        limit_bytes: u64,
+    /// It answered success, but keel cannot use the answer: it is too big for a saga
+    /// record, or the step's check panicked judging it. The effect happened; the step
+    /// fails after this one call, maybe applied. The engine puts this in place of such a
+    /// success (see [`Answer::bounded`]), so the log never holds what it cannot keep.
+    Unusable {
+        /// Why, naming the size and the limit, or the check's panic.
+        reason: String,
     },
 }
 
@@ -97,36 +101,54 @@ impl Answer {
                 class: FailureClass::of(failure.kind),
                 reason: failure.reason,
                 retry_after_ms: failure.retry_after_ms,
+                maybe_applied: failure.maybe_applied,
             },
         }
     }
 
-    /// The answer as the saga log can keep it: a failure's reason cut to
-    /// [`REASON_BYTES_MAX`], and a success whose value takes more than `limit_bytes` as
-    /// JSON replaced by [`Answer::Oversized`].
+    /// Whether the saga log can keep the answer as it is: a success of at most
+    /// `limit_bytes` as JSON, a reason of at most [`REASON_BYTES_MAX`].
+    pub fn fits(&self, limit_bytes: usize) -> bool {
+        match self {
+            Self::Succeeded { value } => json_size_within(value, limit_bytes).is_ok(),
+            Self::Failed { reason, .. } | Self::Unusable { reason } => {
+                reason.len() <= REASON_BYTES_MAX
+            }
+        }
+    }
+
+    /// The answer as the saga log can keep it: a reason cut to [`REASON_BYTES_MAX`], and
+    /// a success whose value takes more than `limit_bytes` as JSON replaced by
+    /// [`Answer::Unusable`], naming its size and the limit.
     #[must_use]
     pub fn bounded(self, limit_bytes: usize) -> Self {
         match self {
             Self::Succeeded { value } => match json_size_within(&value, limit_bytes) {
                 Ok(_) => Self::Succeeded { value },
-                Err(size_bytes) => Self::Oversized {
-                    size_bytes,
-                    limit_bytes: limit_bytes as u64,
+                Err(size_bytes) => Self::Unusable {
+                    reason: format!(
+                        "it answered {size_bytes} bytes, more than the {limit_bytes} a saga record may hold for an answer: its effect happened but its answer cannot be kept"
+                    ),
                 },
             },
             Self::Failed {
                 class,
                 mut reason,
                 retry_after_ms,
+                maybe_applied,
             } => {
                 cut(&mut reason, REASON_BYTES_MAX);
                 Self::Failed {
                     class,
                     reason,
                     retry_after_ms,
+                    maybe_applied,
                 }
             }
-            oversized @ Self::Oversized { .. } => oversized,
+            Self::Unusable { mut reason } => {
+                cut(&mut reason, REASON_BYTES_MAX);
+                Self::Unusable { reason }
+            }
         }
     }
 }
@@ -433,35 +455,47 @@ pub struct StepCall {
     pub intent: Intent,
 }
 
-/// An attempt whose call could not be built: the step's closure panicked. No call went
-/// out; the engine answers the attempt with a `Permanent` failure naming the panic, as
-/// a record of its own, so that replaying the log never depends on the closure again.
+/// An answer keel gives an attempt itself, as a record of its own after the one that
+/// led to it: the step's closure panicked building the call (no call went out), or its
+/// check panicked judging a success. Recording it means a replay reads it from the log
+/// instead of running the closure again, so replay equals live even once the closure
+/// is fixed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Unbuilt {
+pub struct Reanswer {
     /// The step.
     pub step: u16,
     /// Action or compensation.
     pub phase: Phase,
     /// The attempt, from 1.
     pub attempt: u16,
-    /// Why: the panic's message.
-    pub reason: String,
+    /// The answer.
+    pub answer: Answer,
 }
 
-impl Unbuilt {
-    /// The event answering this attempt: a permanent failure naming the panic, after
-    /// `context`, cut to fit a record.
-    pub fn failed(self, context: String, limit_bytes: usize) -> SagaEvent {
-        let answer = Answer::Failed {
-            class: FailureClass::Permanent,
-            reason: context + &self.reason,
-            retry_after_ms: None,
-        };
+impl Reanswer {
+    /// The event that records it, bounded to `limit_bytes`.
+    pub fn event(self, limit_bytes: usize) -> SagaEvent {
         SagaEvent::Answered {
             step: self.step,
             phase: self.phase,
             attempt: self.attempt,
-            answer: answer.bounded(limit_bytes),
+            answer: self.answer.bounded(limit_bytes),
+        }
+    }
+
+    /// An attempt that failed for good before its call went out, for `reason`.
+    pub(crate) fn failed(step: u16, phase: Phase, attempt: u16, reason: String) -> Self {
+        let answer = Answer::Failed {
+            class: FailureClass::Permanent,
+            reason,
+            retry_after_ms: None,
+            maybe_applied: false,
+        };
+        Self {
+            step,
+            phase,
+            attempt,
+            answer,
         }
     }
 }
@@ -471,8 +505,8 @@ impl Unbuilt {
 pub struct Output {
     /// Attempts to carry out.
     pub calls: Vec<StepCall>,
-    /// Attempts whose call could not be built, to answer as failed.
-    pub unbuilt: Vec<Unbuilt>,
+    /// Answers keel gives attempts itself, each to record after this reduction's.
+    pub reanswers: Vec<Reanswer>,
     /// Timers to set.
     pub timers: Vec<(SagaTimer, Timestamp)>,
     /// Timers no longer needed (a stale timer that fires anyway is ignored).
@@ -485,7 +519,7 @@ impl Output {
     /// Empties the buffers, keeping their capacity.
     pub fn clear(&mut self) {
         self.calls.clear();
-        self.unbuilt.clear();
+        self.reanswers.clear();
         self.timers.clear();
         self.cancelled.clear();
         self.transitions.clear();
@@ -494,7 +528,7 @@ impl Output {
     /// Whether there is nothing in it.
     pub fn is_empty(&self) -> bool {
         self.calls.is_empty()
-            && self.unbuilt.is_empty()
+            && self.reanswers.is_empty()
             && self.timers.is_empty()
             && self.cancelled.is_empty()
             && self.transitions.is_empty()

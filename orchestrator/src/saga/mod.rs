@@ -10,8 +10,8 @@ mod rules;
 mod state;
 
 pub use event::{
-    Answer, OperatorCommand, Output, REASON_BYTES_MAX, SagaEvent, SagaTimer, StepCall, Transition,
-    Unbuilt,
+    Answer, OperatorCommand, Output, REASON_BYTES_MAX, Reanswer, SagaEvent, SagaTimer, StepCall,
+    Transition,
 };
 pub(crate) use event::{cut, json_size_within};
 pub use reducer::{SOURCE, SagaReducer, transition_envelope};

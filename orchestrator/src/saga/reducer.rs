@@ -13,7 +13,7 @@ use keel_core::{
 };
 use serde_json::Value;
 
-use super::event::{Output, SagaEvent, SagaTimer, StepCall, Transition, Unbuilt};
+use super::event::{Output, Reanswer, SagaEvent, SagaTimer, StepCall, Transition};
 use super::state::{SagaState, SagaStatus, StepPhase};
 use crate::definition::{SagaDefinition, StepAction, StepContext};
 use crate::guard::catching;
@@ -144,7 +144,7 @@ impl SagaReducer {
         step: u16,
         phase: Phase,
         attempt: u16,
-    ) -> Result<StepCall, Unbuilt> {
+    ) -> Result<StepCall, Reanswer> {
         build_call(&self.definition, state, step, phase, attempt)
     }
 }
@@ -234,11 +234,17 @@ pub fn transition_envelope(
     }
 }
 
-/// Adds a built call to `out`, or the attempt that could not be built.
-fn push_call(out: &mut Output, call: Result<StepCall, Unbuilt>) {
+/// Adds a built call to `out`, or the failure of the attempt that could not be built
+/// again after a restart.
+fn push_call(out: &mut Output, call: Result<StepCall, Reanswer>) {
     match call {
         Ok(call) => out.calls.push(call),
-        Err(unbuilt) => out.unbuilt.push(unbuilt),
+        Err(mut failed) => {
+            if let super::event::Answer::Failed { reason, .. } = &mut failed.answer {
+                reason.insert_str(0, "after a restart, ");
+            }
+            out.reanswers.push(failed);
+        }
     }
 }
 
@@ -251,7 +257,7 @@ pub(super) fn build_call(
     step: u16,
     phase: Phase,
     attempt: u16,
-) -> Result<StepCall, Unbuilt> {
+) -> Result<StepCall, Reanswer> {
     let ctx = StepContext {
         saga: &state.id,
         input: &state.input,
@@ -272,12 +278,7 @@ pub(super) fn build_call(
         }),
         (Phase::Action, _) => catching("the step's action closure", || (def.action)(&ctx)),
     };
-    let action = built.map_err(|reason| Unbuilt {
-        step,
-        phase,
-        attempt,
-        reason,
-    })?;
+    let action = built.map_err(|reason| Reanswer::failed(step, phase, attempt, reason))?;
     let id = step_intent_id(state.id.correlation(), step, phase);
     let kind = match action {
         StepAction::Http(request) => IntentKind::Http(Box::new(request)),

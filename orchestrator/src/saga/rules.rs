@@ -8,8 +8,12 @@
 //!   check that refuses a success). A permanent refusal speaks for its own attempt
 //!   only, and leaves the step maybe applied: a service that answers a retry with `409
 //!   key in use` (or a redirect, or an error) may still be applying the first attempt.
-//! - A success too big for the saga log ([`Answer::Oversized`]) ends the step at once,
-//!   failed and maybe applied: its effect happened, its answer cannot be kept.
+//! - A success keel cannot use ([`Answer::Unusable`]: too big for the saga log, or its
+//!   check panicked) ends the step at once, failed and maybe applied: its effect
+//!   happened. On the pivot it passes the point of no return, and the saga parks going
+//!   forward.
+//! - A failure marked `maybe_applied` (a redirect after a POST, a body too big to read,
+//!   a handler that panicked) leaves the step maybe applied whatever its class.
 //! - A step that fails for good before the pivot turns the saga back: steps still in
 //!   flight are awaited, then every completed step is compensated, last completed first,
 //!   one at a time. After the pivot, a failure parks the saga instead.
@@ -23,7 +27,10 @@
 use keel_core::Timestamp;
 use serde_json::Value;
 
-use super::event::{Answer, OperatorCommand, Output, SagaEvent, SagaTimer, Transition};
+use super::event::{
+    Answer, OperatorCommand, Output, REASON_BYTES_MAX, Reanswer, SagaEvent, SagaTimer, Transition,
+    cut,
+};
 use super::reducer::build_call;
 use super::state::{Resume, SagaState, SagaStatus, StepPhase, StepState};
 use crate::definition::{FailureClass, SagaDefinition};
@@ -101,9 +108,9 @@ impl Step<'_> {
     }
 
     /// Starts the next attempt at `phase` of `step`. If its closure panics, the attempt
-    /// still starts, with no call: the engine answers it as failed (see [`Unbuilt`]).
+    /// still starts, with no call: the engine answers it as failed (see [`Reanswer`]).
     ///
-    /// [`Unbuilt`]: super::event::Unbuilt
+    /// [`Reanswer`]: super::event::Reanswer
     fn start_attempt(&mut self, step: u16, phase: Phase) {
         let st = &self.state.steps[usize::from(step)];
         let attempt = match phase {
@@ -145,7 +152,7 @@ impl Step<'_> {
         }
         match call {
             Ok(call) => self.out.calls.push(call),
-            Err(unbuilt) => self.out.unbuilt.push(unbuilt),
+            Err(failed) => self.out.reanswers.push(failed),
         }
     }
 
@@ -161,54 +168,64 @@ impl Step<'_> {
                     return false;
                 }
                 if let Some(check) = &self.def.step(step).check {
-                    let verdict = catching("the step's answer check", || check(value));
-                    let refusal = match verdict {
-                        Ok(Ok(())) => None,
+                    match catching("the step's answer check", || check(value)) {
+                        Ok(Ok(())) => {}
                         // The service answered for this key, and its answer says that
                         // the effect did not happen: that settles earlier doubts.
                         Ok(Err(reason)) => {
-                            Some((false, format!("the answer was refused: {reason}")))
+                            self.state.steps[usize::from(step)].maybe_applied = false;
+                            let reason = format!("the answer was refused: {reason}");
+                            self.action_failed(step, FailureClass::Permanent, reason, None, false);
+                            return true;
                         }
-                        // A success nobody could judge: the effect may well have happened.
-                        Err(reason) => Some((true, reason)),
-                    };
-                    if let Some((maybe_applied, reason)) = refusal {
-                        self.state.steps[usize::from(step)].maybe_applied = maybe_applied;
-                        self.action_failed(step, FailureClass::Permanent, reason, None);
-                        return true;
+                        // A success nobody could judge: recorded as such, in a record of
+                        // its own, so that a replay does not run the check again.
+                        Err(reason) => {
+                            self.out.reanswers.push(Reanswer {
+                                step,
+                                phase: Phase::Action,
+                                attempt,
+                                answer: Answer::Unusable { reason },
+                            });
+                            return false;
+                        }
                     }
                 }
                 self.complete(step, value.clone());
                 true
             }
-            Answer::Oversized {
-                size_bytes,
-                limit_bytes,
-            } => {
-                // A success too big to keep: the effect happened, so the step is settled
+            Answer::Unusable { reason } => {
+                // A success keel cannot use: the effect happened, so the step is settled
                 // as failed but maybe applied, with no further call (the same key would
                 // only bring the same answer). A step already given up as unknown stays so.
                 if !st.is_in_flight() {
                     return false;
                 }
                 self.state.steps[usize::from(step)].maybe_applied = true;
-                let reason = format!(
-                    "it answered {size_bytes} bytes, more than the {limit_bytes} a saga record may hold for an answer: its effect happened but its answer cannot be kept"
-                );
-                self.action_failed(step, FailureClass::Permanent, reason, None);
+                if self.def.pivot() == Some(step) {
+                    self.pivot_took_effect();
+                }
+                self.action_failed(step, FailureClass::Permanent, reason.clone(), None, true);
                 true
             }
             Answer::Failed {
                 class,
                 reason,
                 retry_after_ms,
+                maybe_applied,
             } => {
                 // A failure speaks only for its own attempt: an earlier attempt's failure
                 // arriving late says nothing about the current one.
                 if !matches!(st.phase, StepPhase::Running { .. }) || st.attempts != attempt {
                     return false;
                 }
-                self.action_failed(step, *class, reason.clone(), *retry_after_ms);
+                self.action_failed(
+                    step,
+                    *class,
+                    reason.clone(),
+                    *retry_after_ms,
+                    *maybe_applied,
+                );
                 true
             }
         }
@@ -226,24 +243,9 @@ impl Step<'_> {
         self.out
             .transitions
             .push(Transition::StepCompleted { step });
-        if self.def.pivot() == Some(step) {
-            self.state.pivot_passed = true;
-            if self.state.deadline.is_some() {
-                self.out.cancelled.push(SagaTimer::Deadline);
-            }
-            // A pivot that completes while the saga was turning back (its answer came
-            // late, after a timeout or a cancellation) still passes the point of no
-            // return. Nothing was compensated yet: compensation waits for every step in
-            // flight and every step of unknown outcome, and the pivot was one of them.
-            if !matches!(self.state.status, SagaStatus::Running) {
-                self.state.status = SagaStatus::Running;
-                self.state.compensation_reason = None;
-                self.out.transitions.push(Transition::Resumed {
-                    by: "the pivot completed".to_owned(),
-                });
-                self.advance();
-                return;
-            }
+        if self.def.pivot() == Some(step) && self.pivot_took_effect() {
+            self.advance();
+            return;
         }
         if was_parked {
             self.resume_if_settled("late answer");
@@ -251,13 +253,37 @@ impl Step<'_> {
         self.advance();
     }
 
+    /// The pivot took effect: the saga is past the point of no return. Returns whether
+    /// it was turning back and goes forward again.
+    fn pivot_took_effect(&mut self) -> bool {
+        self.state.pivot_passed = true;
+        if self.state.deadline.is_some() {
+            self.out.cancelled.push(SagaTimer::Deadline);
+        }
+        // A pivot that takes effect while the saga was turning back (its answer came
+        // late, after a timeout or a cancellation) still passes the point of no return.
+        // Nothing was compensated yet: compensation waits for every step in flight and
+        // every step of unknown outcome, and the pivot was one of them.
+        if matches!(self.state.status, SagaStatus::Running) {
+            return false;
+        }
+        self.state.status = SagaStatus::Running;
+        self.state.compensation_reason = None;
+        self.out.transitions.push(Transition::Resumed {
+            by: "the pivot completed".to_owned(),
+        });
+        true
+    }
+
     fn action_failed(
         &mut self,
         step: u16,
         class: FailureClass,
-        reason: String,
+        mut reason: String,
         retry_after_ms: Option<u64>,
+        maybe_applied: bool,
     ) {
+        cut(&mut reason, REASON_BYTES_MAX);
         let policy = *self.def.step(step).retry_policy();
         let seed = self.jitter_seed(step);
         let keep_trying = self.keeps_trying(step, class);
@@ -268,7 +294,7 @@ impl Step<'_> {
         // A permanent refusal speaks for the attempt it answers: nothing happened under
         // it. It does not undo an earlier attempt that may have applied: a service
         // answers `409 key in use` to a retry while the first attempt is still at work.
-        if class.is_ambiguous() {
+        if class.is_ambiguous() || maybe_applied {
             st.maybe_applied = true;
         }
         st.error = Some(reason.as_str().into());
@@ -316,6 +342,9 @@ impl Step<'_> {
             } else {
                 self.turn_back(format!("step `{name}` failed: {reason}"));
             }
+        } else {
+            // A late answer settled a step the saga was parked on.
+            self.resume_if_settled("late answer");
         }
         self.advance();
     }
@@ -342,7 +371,7 @@ impl Step<'_> {
         let st = &self.state.steps[usize::from(step)];
         match answer {
             // A compensation's answer is not kept: one too big to keep is still a success.
-            Answer::Succeeded { .. } | Answer::Oversized { .. } => {
+            Answer::Succeeded { .. } | Answer::Unusable { .. } => {
                 if !(st.is_compensating() || st.phase == StepPhase::Parked) {
                     return false;
                 }
@@ -365,6 +394,7 @@ impl Step<'_> {
                 class,
                 reason,
                 retry_after_ms,
+                ..
             } => {
                 if !matches!(st.phase, StepPhase::Compensating { .. })
                     || st.compensation_attempts != attempt
@@ -381,9 +411,10 @@ impl Step<'_> {
         &mut self,
         step: u16,
         class: FailureClass,
-        reason: String,
+        mut reason: String,
         retry_after_ms: Option<u64>,
     ) {
+        cut(&mut reason, REASON_BYTES_MAX);
         let policy = *self.def.step(step).compensation_retry_policy();
         let seed = self.jitter_seed(step) ^ 0x5A5A;
         let now = self.now;
@@ -463,7 +494,7 @@ impl Step<'_> {
                         if matches!(st.phase, StepPhase::Running { .. })
                             && st.attempts == attempt =>
                     {
-                        self.action_failed(step, FailureClass::Timeout, reason, None);
+                        self.action_failed(step, FailureClass::Timeout, reason, None, false);
                         true
                     }
                     Phase::Compensation
