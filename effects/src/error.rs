@@ -72,6 +72,19 @@ pub enum Error {
         id: String,
     },
 
+    /// An append repeats an event id already stored at the same place (stream and
+    /// version) but with other content: not a retry of that append, another event under
+    /// its id.
+    #[error(
+        "event {id} is already stored in `{stream}` with other content: an event id names one event; derive ids from what makes the event (EventId::derived)"
+    )]
+    EventConflict {
+        /// The first event id of the append whose stored content differs.
+        id: String,
+        /// The stream appended to.
+        stream: StreamId,
+    },
+
     /// Another runner advanced the projection since this one loaded it.
     #[error(
         "projection `{name}` is at checkpoint {actual}, not {expected}: another runner owns it; run one runner per projection"

@@ -52,6 +52,7 @@ mod store_matches_the_reference_model;
 mod store_outbox_redispatches_after_a_crash;
 mod store_projection_applies_each_event_exactly_once;
 mod store_projection_follows_new_commits_live;
+mod store_refuses_an_event_id_repeated_with_other_content;
 mod store_refuses_bad_input_with_typed_errors;
 mod store_subscription_catches_up_then_follows_live;
 mod store_survives_sigkill;

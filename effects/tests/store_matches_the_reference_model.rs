@@ -1,9 +1,9 @@
 //! Every event store backend answers random sequences of operations exactly as a small
 //! reference model of the `EventStore` contract does: appends (right and wrong expected
-//! versions, repeats, reused ids, intents, envelopes of every shape), racing appends,
-//! reads, versions, the head and the live head, the outbox, snapshots, metadata, trimming
-//! (to the last N, before a version, before a position), projection checkpoints, and
-//! subscriptions.
+//! versions, repeats as they were or with one event changed, reused ids, intents,
+//! envelopes of every shape), racing appends, reads, versions, the head and the live
+//! head, the outbox, snapshots, metadata, trimming (to the last N, before a version,
+//! before a position), projection checkpoints, and subscriptions.
 //!
 //! A subscription is opened at a random step, from a random position, and follows the
 //! store in a task of its own while the later operations run, so it catches up and then
@@ -166,6 +166,9 @@ enum BatchSpec {
     },
     /// An earlier batch's events in reverse order.
     Reversed { which: Index },
+    /// An earlier batch again, to its own stream, with one event's content changed
+    /// (same id, same place, other payload or type).
+    Altered { which: Index, event: Index },
     /// New events with one id of an earlier batch among them.
     WithOldId {
         which: Index,
@@ -204,6 +207,8 @@ fn batch() -> impl Strategy<Value = BatchSpec> {
             |(which, tail, other_stream)| BatchSpec::Repeat { which, tail, other_stream }
         ),
         1 => any::<Index>().prop_map(|which| BatchSpec::Reversed { which }),
+        1 => (any::<Index>(), any::<Index>())
+            .prop_map(|(which, event)| BatchSpec::Altered { which, event }),
         2 => (any::<Index>(), any::<Index>(), 0..3_usize, any::<Index>()).prop_map(
             |(which, event, fresh, at)| BatchSpec::WithOldId { which, event, fresh, at }
         ),
@@ -287,6 +292,11 @@ enum Want {
         actual: u64,
     },
     DuplicateEventId,
+    /// The same id at the same place with other content; names the first such id.
+    EventConflict {
+        id: EventId,
+        stream: StreamId,
+    },
     /// Both apply; the contract does not say which is reported.
     VersionConflictOrDuplicate {
         actual: u64,
@@ -304,6 +314,9 @@ impl Want {
                 actual == got
             }
             (Self::DuplicateEventId, Error::DuplicateEventId { .. }) => true,
+            (Self::EventConflict { id, stream }, Error::EventConflict { id: got, stream: s }) => {
+                id.to_string() == *got && stream == s
+            }
             (Self::VersionConflictOrDuplicate { actual }, error) => {
                 Self::VersionConflict { actual: *actual }.matches(error)
                     || Self::DuplicateEventId.matches(error)
@@ -372,7 +385,8 @@ impl Model {
         intents: &[Intent],
     ) -> Result<Appended, Want> {
         // A repeat of stored events, in the same stream and order, answers with the
-        // earlier result whatever version it expects.
+        // earlier result whatever version it expects, if each event still stored has
+        // the content it was stored with (a trimmed one is judged by place alone).
         if let Some(first) = events.first()
             && let Some(&(first_stream, first_version, first_position)) = self.ids.get(&first.id)
         {
@@ -383,6 +397,19 @@ impl Model {
                     })
                 });
             if repeat {
+                let changed = events.iter().find(|event| {
+                    self.ids.get(&event.id).is_some_and(|(_, _, position)| {
+                        self.events
+                            .get(position)
+                            .is_some_and(|stored| stored.envelope != **event)
+                    })
+                });
+                if let Some(changed) = changed {
+                    return Err(Want::EventConflict {
+                        id: changed.id,
+                        stream: stream_id.clone(),
+                    });
+                }
                 return Ok(Appended {
                     first_version,
                     last_version: first_version + events.len() as u64 - 1,
@@ -847,6 +874,20 @@ impl Case {
                     batch.events.iter().rev().cloned().collect(),
                     None,
                 ),
+            },
+            BatchSpec::Altered { which, event } => match earlier(which) {
+                None => (stream, vec![self.fresh_event(stream)], None),
+                Some(batch) => {
+                    let mut events = batch.events.clone();
+                    let at = event.index(events.len());
+                    let altered = &mut events[at];
+                    if at % 2 == 0 {
+                        altered.payload = Payload::Json(json!({ "altered": at }));
+                    } else {
+                        altered.event_type = EventType::from_static("test.altered");
+                    }
+                    (batch.stream, events, Some(batch.intents))
+                }
             },
             BatchSpec::WithOldId {
                 which,

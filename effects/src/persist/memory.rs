@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use keel_core::{Envelope, EventId, ExpectedVersion, Intent, IntentId, StreamId};
 use tokio::sync::watch;
 
+use super::repeat::{Held, earlier_append, same_content};
 use super::{
     Appended, EventStore, ProjectionState, READ_LIMIT_MAX, RecordedEvent, StoreFuture,
     StoredSnapshot, Trim, check_append, check_expected,
@@ -76,35 +77,26 @@ impl Log {
         self.streams.get(stream).map_or(0, |s| s.version)
     }
 
-    /// If `events` were appended before, in this stream and order, that append's result.
+    /// If `events` were appended before, in this stream and order, that append's result
+    /// (see [`repeat`](super::repeat)).
     fn earlier_append(
         &self,
         stream: &StreamId,
         events: &[Envelope],
     ) -> Result<Option<Appended>, Error> {
-        let Some(first) = events.first() else {
-            return Ok(None);
-        };
-        let Some((first_stream, first_version, first_position)) = self.ids.get(&first.id) else {
-            return Ok(None);
-        };
-        let matches = first_stream == stream
-            && events.iter().enumerate().all(|(offset, event)| {
-                self.ids.get(&event.id).is_some_and(|(s, version, _)| {
-                    s == stream && *version == first_version + offset as u64
-                })
+        let held = events.iter().map(|event| {
+            let held = self.ids.get(&event.id).map(|(s, version, position)| Held {
+                in_stream: s == stream,
+                version: *version,
+                position: *position,
+                same_content: self
+                    .events
+                    .get(position)
+                    .map(|stored| same_content(&stored.envelope, event)),
             });
-        if !matches {
-            return Err(Error::DuplicateEventId {
-                id: first.id.to_string(),
-            });
-        }
-        Ok(Some(Appended {
-            first_version: *first_version,
-            last_version: first_version + events.len() as u64 - 1,
-            first_position: *first_position,
-            deduplicated: true,
-        }))
+            Ok((event.id, held))
+        });
+        earlier_append(stream, held)
     }
 
     fn record_intents(&mut self, intents: &[Intent]) {
@@ -439,6 +431,25 @@ mod tests {
         assert_eq!(
             (again.first_version, again.last_version),
             (first.first_version, first.last_version)
+        );
+        assert_eq!(block_on(store.stream_version(&a)).unwrap(), 2);
+    }
+
+    #[test]
+    fn repeating_an_event_id_with_other_content_is_a_conflict() {
+        let store = MemoryStore::new();
+        let a = StreamId::from("a");
+        block_on(store.append(&a, ExpectedVersion::NoStream, &[event(1), event(2)])).unwrap();
+        let mut changed = event(2);
+        changed.source = "elsewhere".to_owned();
+        let error = block_on(store.append(&a, ExpectedVersion::NoStream, &[event(1), changed]))
+            .unwrap_err();
+        assert_eq!(
+            error,
+            Error::EventConflict {
+                id: EventId::from_u128(2).to_string(),
+                stream: a.clone()
+            }
         );
         assert_eq!(block_on(store.stream_version(&a)).unwrap(), 2);
     }

@@ -10,9 +10,12 @@
 //!   only after every event with a smaller position is visible, so a reader that follows
 //!   positions never skips one.
 //! - **Appends are idempotent by event id.** A batch whose events are already stored,
-//!   in the same stream and order, answers with the earlier result; an event id stored
-//!   anywhere else is [`Error::DuplicateEventId`]. Envelope ids derive from the intent that
-//!   made them, so a retried persist intent has one visible effect.
+//!   in the same stream and order and with the same content, answers with the earlier
+//!   result; the same place with other content is [`Error::EventConflict`], an event id
+//!   stored anywhere else [`Error::DuplicateEventId`]. "The same content" is equal as
+//!   stored (the payload as serde_json writes it); a trimmed event's content is gone, so
+//!   its repeat is judged by place alone. Envelope ids derive from the intent that made
+//!   them, so a retried persist intent has one visible effect.
 //! - **The outbox commits with the events.** [`EventStore::append_with_intents`] stores
 //!   intents in the same transaction as the events that caused them. They stay pending
 //!   until [`EventStore::complete_intents`]; after a crash, [`EventStore::pending_intents`]
@@ -34,6 +37,7 @@
 //! - [`outbox`]: the dispatcher that carries out pending intents and marks them done.
 //! - [`projection`]: checkpointed read models, applied exactly once, rebuildable.
 //! - [`PersistHandler`]: carries out `Persist` intents against a store.
+//! - `repeat`: the rule every backend applies to an append of stored event ids.
 
 pub mod aggregate;
 mod handler;
@@ -42,6 +46,7 @@ pub mod outbox;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod projection;
+mod repeat;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod subscription;

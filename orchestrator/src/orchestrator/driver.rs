@@ -344,9 +344,13 @@ impl Driver {
                 };
                 let result = match failed.get(&id) {
                     None => Ok(()),
+                    // A start expects a new stream; finding the saga's first records
+                    // stored (by another run under this id, with other input or at
+                    // another time, hence other content) means the same thing.
                     Some(
                         keel_effects::Error::VersionConflict { .. }
-                        | keel_effects::Error::DuplicateEventId { .. },
+                        | keel_effects::Error::DuplicateEventId { .. }
+                        | keel_effects::Error::EventConflict { .. },
                     ) if start => Err(Error::SagaExists {
                         saga: id.to_string(),
                     }),

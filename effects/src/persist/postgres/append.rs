@@ -18,6 +18,7 @@
 //!
 //! [`MemoryStore`]: crate::persist::MemoryStore
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ use tokio_postgres::types::ToSql;
 use super::pool::Pool;
 use super::{advance_head, from_i64, storage_error, to_i64};
 use crate::error::Error;
+use crate::persist::repeat::{Held, earlier_append};
 use crate::persist::{APPEND_EVENTS_MAX, Appended, check_expected};
 
 /// The most appends committed in one transaction.
@@ -64,14 +66,26 @@ impl Request {
     }
 }
 
-/// What the database holds for a group, read under the head lock.
+/// What the database holds for a group, read under the head lock (and, as the plan
+/// goes, what the group's earlier requests add: their envelopes are borrowed).
 #[derive(Debug, Default)]
-pub(super) struct Found {
+pub(super) struct Found<'a> {
     pub(super) head: u64,
-    /// Where each already-stored id of the group is: stream, version, position.
-    pub(super) ids: HashMap<EventId, (StreamId, u64, u64)>,
+    /// Each already-stored id of the group.
+    pub(super) ids: HashMap<EventId, Stored<'a>>,
     /// The version of each stream of the group that has one.
     pub(super) versions: HashMap<StreamId, u64>,
+}
+
+/// Where a stored event id is, and its envelope's text.
+#[derive(Debug, Clone)]
+pub(super) struct Stored<'a> {
+    pub(super) stream: StreamId,
+    pub(super) version: u64,
+    pub(super) position: u64,
+    /// The envelope as stored; `None` once trimmed. Read only for ids found stored, so
+    /// an append of new ids reads no envelope back.
+    pub(super) envelope: Option<Cow<'a, str>>,
 }
 
 /// The rows a group writes (borrowing the requests' text) and the answer to each
@@ -100,7 +114,7 @@ impl Plan<'_> {
 
 /// Decides each request in order against what is stored and what the requests before
 /// it in the group did, with the rules (and the order of checks) of `MemoryStore`.
-pub(super) fn plan(requests: &[Request], mut found: Found) -> Plan<'_> {
+pub(super) fn plan<'a>(requests: &'a [Request], mut found: Found<'a>) -> Plan<'a> {
     let mut plan = Plan {
         head: found.head,
         ..Plan::default()
@@ -114,12 +128,21 @@ pub(super) fn plan(requests: &[Request], mut found: Found) -> Plan<'_> {
 
 fn plan_one<'a>(
     request: &'a Request,
-    found: &mut Found,
+    found: &mut Found<'a>,
     plan: &mut Plan<'a>,
 ) -> Result<Appended, Error> {
     let stream = &request.stream;
     let events = &request.events;
-    if let Some(earlier) = earlier_append(stream, events, &found.ids)? {
+    let held = events.iter().map(|(id, envelope)| {
+        let held = found.ids.get(id).map(|stored| Held {
+            in_stream: stored.stream == *stream,
+            version: stored.version,
+            position: stored.position,
+            same_content: stored.envelope.as_deref().map(|text| text == envelope),
+        });
+        Ok((*id, held))
+    });
+    if let Some(earlier) = earlier_append(stream, held)? {
         return Ok(earlier);
     }
     let version = found.versions.get(stream).copied().unwrap_or(0);
@@ -135,9 +158,13 @@ fn plan_one<'a>(
     for (offset, (id, envelope)) in events.iter().enumerate() {
         let position = first_position + offset as u64;
         let event_version = version + 1 + offset as u64;
-        found
-            .ids
-            .insert(*id, (stream.clone(), event_version, position));
+        let stored = Stored {
+            stream: stream.clone(),
+            version: event_version,
+            position,
+            envelope: Some(Cow::Borrowed(envelope)),
+        };
+        found.ids.insert(*id, stored);
         plan.positions.push(to_i64(position)?);
         plan.streams.push(stream.as_str());
         plan.versions.push(to_i64(event_version)?);
@@ -160,37 +187,6 @@ fn plan_one<'a>(
         first_position,
         deduplicated: false,
     })
-}
-
-/// If `events` were appended before, in this stream and order, that append's result.
-fn earlier_append(
-    stream: &StreamId,
-    events: &[(EventId, String)],
-    ids: &HashMap<EventId, (StreamId, u64, u64)>,
-) -> Result<Option<Appended>, Error> {
-    let Some((first, _)) = events.first() else {
-        return Ok(None);
-    };
-    let Some((first_stream, first_version, first_position)) = ids.get(first) else {
-        return Ok(None);
-    };
-    let matches = first_stream == stream
-        && events.iter().enumerate().all(|(offset, (id, _))| {
-            ids.get(id).is_some_and(|(s, version, _)| {
-                s == stream && *version == first_version + offset as u64
-            })
-        });
-    if !matches {
-        return Err(Error::DuplicateEventId {
-            id: first.to_string(),
-        });
-    }
-    Ok(Some(Appended {
-        first_version: *first_version,
-        last_version: first_version + events.len() as u64 - 1,
-        first_position: *first_position,
-        deduplicated: true,
-    }))
 }
 
 /// Runs the writer until every sender (the store) is gone.
@@ -346,7 +342,7 @@ fn decode_found(
     head_row: &tokio_postgres::Row,
     id_rows: &[tokio_postgres::Row],
     version_rows: &[tokio_postgres::Row],
-) -> Result<Found, Error> {
+) -> Result<Found<'static>, Error> {
     let mut found = Found {
         head: from_i64(head_row.get(0), "head position")?,
         ..Found::default()
@@ -360,9 +356,14 @@ fn decode_found(
         let stream: String = row.get(1);
         let version = from_i64(row.get(2), "event version")?;
         let position = from_i64(row.get(3), "event position")?;
-        found
-            .ids
-            .insert(id, (StreamId::from(stream), version, position));
+        let envelope: Option<String> = row.get(4);
+        let stored = Stored {
+            stream: StreamId::from(stream),
+            version,
+            position,
+            envelope: envelope.map(Cow::Owned),
+        };
+        found.ids.insert(id, stored);
     }
     for row in version_rows {
         let stream: String = row.get(0);
@@ -398,13 +399,17 @@ mod tests {
         }
     }
 
-    fn stored(entries: &[(u128, &str, u64, u64)]) -> Found {
+    /// What the database would hold after `entries` were appended by [`request`]s.
+    fn stored(entries: &[(u128, &str, u64, u64)]) -> Found<'static> {
         let mut found = Found::default();
         for (id, stream, version, position) in entries {
-            found.ids.insert(
-                EventId::from_u128(*id),
-                (StreamId::from((*stream).to_owned()), *version, *position),
-            );
+            let stored = Stored {
+                stream: StreamId::from((*stream).to_owned()),
+                version: *version,
+                position: *position,
+                envelope: Some(Cow::Owned(format!("{{\"id\":{id}}}"))),
+            };
+            found.ids.insert(EventId::from_u128(*id), stored);
             let known = found
                 .versions
                 .entry(StreamId::from((*stream).to_owned()))
@@ -460,6 +465,44 @@ mod tests {
         assert!(
             !plan.writes_anything(),
             "a deduplicated append records no intents"
+        );
+    }
+
+    #[test]
+    fn a_repeated_batch_with_other_content_is_a_conflict_unless_trimmed() {
+        let mut group = [request("a", ExpectedVersion::NoStream, &[1, 2])];
+        group[0].events[1].1 = "{\"id\":2,\"changed\":true}".to_owned();
+        let conflict = plan(&group, stored(&[(1, "a", 1, 7), (2, "a", 2, 8)]));
+        assert_eq!(
+            conflict.results[0],
+            Err(Error::EventConflict {
+                id: EventId::from_u128(2).to_string(),
+                stream: StreamId::from("a")
+            })
+        );
+        assert!(!conflict.writes_anything());
+        let mut trimmed = stored(&[(1, "a", 1, 7), (2, "a", 2, 8)]);
+        for stored in trimmed.ids.values_mut() {
+            stored.envelope = None;
+        }
+        let plan = plan(&group, trimmed);
+        assert!(plan.results[0].as_ref().is_ok_and(|a| a.deduplicated));
+    }
+
+    #[test]
+    fn a_repeat_within_one_group_compares_the_content_of_the_first() {
+        let mut group = [
+            request("a", ExpectedVersion::NoStream, &[1]),
+            request("a", ExpectedVersion::Any, &[1]),
+            request("a", ExpectedVersion::Any, &[1]),
+        ];
+        group[2].events[0].1 = "{\"other\":1}".to_owned();
+        let plan = plan(&group, Found::default());
+        assert!(plan.results[1].as_ref().is_ok_and(|a| a.deduplicated));
+        assert!(
+            matches!(plan.results[2], Err(Error::EventConflict { .. })),
+            "{:?}",
+            plan.results[2]
         );
     }
 

@@ -183,12 +183,14 @@ impl Sql {
         Self {
             lock_head: format!("SELECT position FROM {s}.keel_head WHERE id = 1 FOR UPDATE"),
             head: format!("SELECT position FROM {s}.keel_head WHERE id = 1"),
+            // The envelope too, to tell a repeat from a conflict: only ids already
+            // stored have rows, so an append of new events reads none back.
             find_ids: format!(
-                "SELECT id::text, stream, version, position FROM {s}.events \
+                "SELECT id::text, stream, version, position, envelope FROM {s}.events \
                  WHERE id = ANY($1::text[]::uuid[]) \
                  UNION ALL \
-                 SELECT id::text, stream, version, position FROM {s}.trimmed_event_ids \
-                 WHERE id = ANY($1::text[]::uuid[])"
+                 SELECT id::text, stream, version, position, NULL::text \
+                 FROM {s}.trimmed_event_ids WHERE id = ANY($1::text[]::uuid[])"
             ),
             stream_versions: format!(
                 "SELECT stream, version FROM {s}.streams WHERE stream = ANY($1::text[])"

@@ -11,8 +11,8 @@ use keel_core::{
     CausationId, CorrelationId, Envelope, EventId, EventType, Payload, Priority, StreamId,
     Timestamp,
 };
-use rusqlite::Row;
 use rusqlite::types::ValueRef;
+use rusqlite::{Row, ToSql};
 use uuid::Uuid;
 
 use super::storage;
@@ -28,6 +28,15 @@ macro_rules! envelope_columns {
     };
 }
 pub(crate) use envelope_columns;
+
+/// Whether the stored event with id `?1` has the content of an [`EventRow`] bound by
+/// [`EventRow::envelope_params`] (NULL-safe `IS`, and without conversions: the payload
+/// column has BLOB affinity, so JSON text never equals a blob of the same bytes). No
+/// row when the id is not in `events` (trimmed, or never stored).
+pub(crate) const SAME_CONTENT: &str = "SELECT event_type IS ?2 AND source IS ?3 \
+     AND target IS ?4 AND time_ns IS ?5 AND correlation_id IS ?6 AND causation_id IS ?7 \
+     AND subject IS ?8 AND sequence IS ?9 AND schema_version IS ?10 AND priority IS ?11 \
+     AND metadata IS ?12 AND payload IS ?13 FROM events WHERE id = ?1";
 
 /// One event ready to insert: every column bound as is, encoded on the caller's task
 /// so the writer thread only binds.
@@ -87,6 +96,29 @@ impl EventRow {
             metadata,
             payload,
         })
+    }
+
+    /// The values of the [`envelope_columns`], in their order.
+    pub(crate) fn envelope_params(&self) -> [&dyn ToSql; 13] {
+        let payload: &dyn ToSql = match &self.payload {
+            PayloadColumn::Json(text) => text,
+            PayloadColumn::Binary(bytes) => bytes,
+        };
+        [
+            &self.id,
+            &self.event_type,
+            &self.source,
+            &self.target,
+            &self.time_ns,
+            &self.correlation_id,
+            &self.causation_id,
+            &self.subject,
+            &self.sequence,
+            &self.schema_version,
+            &self.priority,
+            &self.metadata,
+            payload,
+        ]
     }
 
     /// The event id, for error messages.

@@ -2,7 +2,8 @@
 //!
 //! Appends check event ids the cheap way, through the unique index's constraint; only a
 //! failed insert or a version conflict looks further, for an earlier identical append
-//! (answered as it was) or the reused id (as the memory store names it).
+//! (answered as it was, if its content is the same too) or the reused id (as the memory
+//! store names it).
 //!
 //! Only a request that can be refused after one of its writes completed (an append of
 //! several events, whose later id may clash) runs inside a savepoint. Every other
@@ -17,10 +18,11 @@ use std::collections::HashSet;
 use keel_core::EventId;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Statement, params};
 
-use super::row::PayloadColumn;
+use super::row::{EventRow, SAME_CONTENT};
 use super::writer::{Answer, Append, Op};
 use super::{sql_bound, sql_int, storage};
 use crate::error::Error;
+use crate::persist::repeat::{self, Held};
 use crate::persist::{Appended, Trim, check_expected};
 
 /// The statements of every append, prepared once for the writer thread's life.
@@ -273,28 +275,13 @@ impl<'t, 'c> Transaction<'t, 'c> {
         if !append.events.is_empty() {
             let insert = &mut self.statements.insert_event;
             for (offset, row) in (0_i64..).zip(&append.events) {
-                let payload: &dyn rusqlite::ToSql = match &row.payload {
-                    PayloadColumn::Json(text) => text,
-                    PayloadColumn::Binary(bytes) => bytes,
-                };
-                insert.execute(params![
-                    first_position_sql + offset,
-                    append.stream.as_str(),
-                    first_version_sql + offset,
-                    &row.id[..],
-                    row.event_type,
-                    row.source,
-                    row.target,
-                    row.time_ns,
-                    &row.correlation_id[..],
-                    row.causation_id.as_ref().map(|id| &id[..]),
-                    row.subject,
-                    row.sequence,
-                    row.schema_version,
-                    row.priority,
-                    row.metadata,
-                    payload,
-                ])?;
+                let place: [&dyn rusqlite::ToSql; 3] = [
+                    &(first_position_sql + offset),
+                    &append.stream.as_str(),
+                    &(first_version_sql + offset),
+                ];
+                let columns = place.into_iter().chain(row.envelope_params());
+                insert.execute(rusqlite::params_from_iter(columns))?;
             }
             self.statements
                 .set_stream_version
@@ -322,35 +309,45 @@ impl<'t, 'c> Transaction<'t, 'c> {
         }
     }
 
-    /// If `append`'s events are stored already, in its stream at consecutive versions,
-    /// that append's result; if its first id is stored otherwise, a duplicate.
+    /// If `append`'s events are stored already, in its stream at consecutive versions
+    /// and with its content, that append's result (see
+    /// [`repeat`](crate::persist::repeat)). Only this path reads content back.
     fn earlier_append(&self, append: &Append) -> Result<Option<Appended>, Error> {
-        let Some(first) = append.events.first() else {
-            return Ok(None);
-        };
-        let Some(found) = self.locate(&first.id)? else {
-            return Ok(None);
-        };
-        let mut matches = found.stream == append.stream.as_str();
-        for (offset, row) in (1_u64..).zip(&append.events[1..]) {
-            if !matches {
-                break;
-            }
-            matches = self.locate(&row.id)?.is_some_and(|other| {
-                other.stream == append.stream.as_str() && other.version == found.version + offset
-            });
-        }
-        if !matches {
-            return Err(Error::DuplicateEventId {
-                id: first.event_id().to_string(),
-            });
-        }
-        Ok(Some(Appended {
-            first_version: found.version,
-            last_version: found.version + append.events.len() as u64 - 1,
-            first_position: found.position,
-            deduplicated: true,
-        }))
+        let stream = append.stream.as_str();
+        let held = append.events.iter().map(|row| {
+            let held = match self.locate(&row.id)? {
+                None => None,
+                Some(found) => {
+                    let in_stream = found.stream == stream;
+                    Some(Held {
+                        in_stream,
+                        version: found.version,
+                        position: found.position,
+                        same_content: if in_stream {
+                            self.same_content(row)?
+                        } else {
+                            None
+                        },
+                    })
+                }
+            };
+            Ok((row.event_id(), held))
+        });
+        repeat::earlier_append(&append.stream, held)
+    }
+
+    /// Whether the stored event of `row`'s id has `row`'s columns; `None` if it has no
+    /// row in `events` (it was trimmed).
+    fn same_content(&self, row: &EventRow) -> Result<Option<bool>, Error> {
+        self.connection
+            .prepare_cached(SAME_CONTENT)
+            .and_then(|mut s| {
+                s.query_row(rusqlite::params_from_iter(row.envelope_params()), |r| {
+                    r.get(0)
+                })
+                .optional()
+            })
+            .map_err(storage)
     }
 
     /// Names the reused id of `append` (none of whose rows is stored), as the memory
