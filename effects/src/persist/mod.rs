@@ -201,7 +201,9 @@ pub struct StoredSnapshot {
 ///
 /// Whichever variant, a trim removes a prefix of the stream's remaining events and
 /// nothing else: the stream's version stays, so appends go on numbering from it, and the
-/// trimmed positions are skipped by [`EventStore::read_all`] and subscriptions.
+/// trimmed positions are skipped by [`EventStore::read_all`] and subscriptions. The
+/// prefix is taken from the stream as it was when the trim began: events appended while
+/// it runs (a backend may let appends go on meanwhile) are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Trim {
     /// Keep only the last `n` events.

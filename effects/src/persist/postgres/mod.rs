@@ -56,8 +56,8 @@
 //! serde_json wrote, not as JSONB, so they come back byte for byte; cast to `jsonb` to
 //! query inside them. PostgreSQL text cannot hold NUL characters: a stream id or
 //! projection name with one is refused on write ([`Error::Storage`]) and found
-//! nowhere on read. A trim holds its stream's row until it commits, which holds off
-//! appends for as long (trim in moderate steps on very long streams).
+//! nowhere on read. A trim locks no row an append writes: however long it runs,
+//! appends to its stream and to every other go on meanwhile.
 //!
 //! # Connections and runtime
 //!

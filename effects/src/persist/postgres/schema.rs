@@ -168,8 +168,7 @@ pub(super) struct Sql {
     pub(super) load_snapshot: String,
     pub(super) set_metadata: String,
     pub(super) metadata: String,
-    pub(super) lock_stream: String,
-    pub(super) first_version: String,
+    pub(super) trim_bounds: String,
     pub(super) first_version_from: String,
     pub(super) trim: String,
     pub(super) load_projection: String,
@@ -245,10 +244,12 @@ impl Sql {
                  ON CONFLICT (stream) DO UPDATE SET metadata = EXCLUDED.metadata"
             ),
             metadata: format!("SELECT metadata FROM {s}.stream_metadata WHERE stream = $1::text"),
-            lock_stream: format!(
-                "SELECT version FROM {s}.streams WHERE stream = $1::text FOR UPDATE"
+            // One statement, so one snapshot: the first event is never above the version.
+            trim_bounds: format!(
+                "SELECT version, \
+                     (SELECT min(version) FROM {s}.events WHERE stream = $1::text) \
+                 FROM {s}.streams WHERE stream = $1::text"
             ),
-            first_version: format!("SELECT min(version) FROM {s}.events WHERE stream = $1::text"),
             first_version_from: format!(
                 "SELECT min(version) FROM {s}.events \
                  WHERE stream = $1::text AND position >= $2::int8"

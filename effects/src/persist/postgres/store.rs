@@ -272,25 +272,23 @@ impl EventStore for PostgresStore {
             }
             let mut checkout = self.inner.pool.checkout().await?;
             let super::pool::Conn { client, statements } = checkout.conn();
-            // Locking the stream's row holds off appends to it (not to other streams)
-            // until the trim commits. Dropping the transaction early rolls it back.
-            let transaction = client
-                .transaction()
+            // No transaction and no lock: the last statement moves the events in one go
+            // (atomic by itself), and nothing before it needs to hold off an append. An
+            // append only adds events above the version read here, and the bound never
+            // passes it, so a trim removes only events that were there when it began;
+            // appends meanwhile, to this stream or any other, neither wait for it nor
+            // make it wait (no row either writes is the other's). It used to lock the
+            // stream's row: an append to the stream then waited for the trim while
+            // holding the head lock, and with it every append of every process.
+            let Some(row) = client
+                .query_opt(&statements.trim_bounds, &[&stream.as_str()])
                 .await
-                .map_err(storage("begin a trim"))?;
-            let Some(row) = transaction
-                .query_opt(&statements.lock_stream, &[&stream.as_str()])
-                .await
-                .map_err(storage("lock a stream"))?
+                .map_err(storage("read a stream's version and first event"))?
             else {
                 return Ok(0);
             };
             let version = from_i64(row.get(0), "stream version")?;
-            let first: Option<i64> = transaction
-                .query_one(&statements.first_version, &[&stream.as_str()])
-                .await
-                .map_err(storage("find a stream's first event"))?
-                .get(0);
+            let first: Option<i64> = row.get(1);
             let first_kept = match first {
                 Some(first) => from_i64(first, "event version")?,
                 None => version + 1,
@@ -299,7 +297,7 @@ impl EventStore for PostgresStore {
             // position are those below the version of its first event at or after it.
             let first_at_position = match trim {
                 Trim::BeforePosition(position) => {
-                    let first_at: Option<i64> = transaction
+                    let first_at: Option<i64> = client
                         .query_one(
                             &statements.first_version_from,
                             &[&stream.as_str(), &clamp_i64(position)],
@@ -319,14 +317,10 @@ impl EventStore for PostgresStore {
                 return Ok(0);
             }
             let before = to_i64(first_kept + remove)?;
-            let moved = transaction
+            let moved = client
                 .execute(&statements.trim, &[&stream.as_str(), &before])
                 .await
                 .map_err(storage("trim a stream"))?;
-            transaction
-                .commit()
-                .await
-                .map_err(storage("commit a trim"))?;
             Ok(moved)
         })
     }
@@ -416,7 +410,9 @@ fn version_bound(version: u64, trim: Trim, first_at_position: Option<u64>) -> u6
 /// `version` whose first remaining event has version `first_kept` (`version + 1` when
 /// none remain); as `MemoryStore`.
 fn trimmed_count(version: u64, first_kept: u64, before: u64) -> u64 {
-    let remaining = version + 1 - first_kept;
+    // Saturating: `first_kept` comes from the same snapshot as `version` and is at
+    // most `version + 1`, but a store damaged by hand must not panic here.
+    let remaining = (version + 1).saturating_sub(first_kept);
     before.saturating_sub(first_kept).min(remaining)
 }
 
@@ -477,7 +473,7 @@ mod tests {
     use keel_core::{Cause, IntentKind, TimerId};
     use serde_json::json;
 
-    use super::super::testing::{event, fresh_store};
+    use super::super::testing::{event, fresh_store, raw_client};
     use super::*;
 
     #[test]
@@ -646,6 +642,88 @@ mod tests {
         store.save_projection("p", 0, &state(2)).await.unwrap();
         assert_eq!(store.load_projection("p").await.unwrap(), Some(state(2)));
         assert_eq!(store.load_projection("q").await.unwrap(), None);
+        store.drop_schema().await.unwrap();
+    }
+
+    /// Events in the stream a test trims: enough that the trim (a delete and an insert
+    /// of as many rows) runs for about a second here, far longer than an append.
+    const LONG_TRIM_EVENTS: i64 = 300_000;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_trim_holds_off_no_append_to_its_stream_or_another() {
+        let Some((store, url, config)) = fresh_store().await else {
+            return;
+        };
+        // Written by hand, in one statement: through the store it would take minutes.
+        let s = format!("\"{}\"", config.schema);
+        let client = raw_client(&url).await;
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {s}.events (position, stream, version, id, envelope) \
+                 SELECT g, 'long', g, gen_random_uuid(), repeat('x', 200) \
+                 FROM generate_series(1, {LONG_TRIM_EVENTS}) g; \
+                 INSERT INTO {s}.streams (stream, version) VALUES ('long', {LONG_TRIM_EVENTS}); \
+                 UPDATE {s}.keel_head SET position = {LONG_TRIM_EVENTS}"
+            ))
+            .await
+            .unwrap();
+        let long = StreamId::from("long");
+        let mut trim = tokio::spawn({
+            let (store, long) = (store.clone(), long.clone());
+            async move { store.trim(&long, Trim::KeepLast(0)).await }
+        });
+        // Wait (a bounded number of polls) until the trim's delete is running.
+        let application = format!("keel:{}", config.schema);
+        let mut running = false;
+        for _ in 0..400 {
+            let rows = client
+                .query(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = $1 \
+                     AND state = 'active' AND query LIKE '%DELETE FROM%'",
+                    &[&application],
+                )
+                .await
+                .unwrap();
+            if !rows.is_empty() {
+                running = true;
+                break;
+            }
+            assert!(
+                !trim.is_finished(),
+                "the trim ended before it was seen running"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(running, "the trim was never seen running");
+        // Joined, so the append to the trimmed stream is queued first: had it to wait
+        // for the trim, the other stream's append would wait behind it.
+        let other = StreamId::from("other");
+        let (to_long, to_other) = ([event(1)], [event(2)]);
+        let after_long = ExpectedVersion::Exact(LONG_TRIM_EVENTS as u64);
+        let appends = async {
+            tokio::join!(
+                store.append(&long, after_long, &to_long),
+                store.append(&other, ExpectedVersion::NoStream, &to_other),
+            )
+        };
+        let (same, other_stream) = tokio::select! {
+            // Checked first: an append finishing together with the trim has waited.
+            trimmed = &mut trim => panic!("the trim ({trimmed:?}) finished before the appends"),
+            appended = appends => appended,
+        };
+        assert_eq!(same.unwrap().first_version, LONG_TRIM_EVENTS as u64 + 1);
+        assert_eq!(
+            other_stream.unwrap().first_position,
+            LONG_TRIM_EVENTS as u64 + 2
+        );
+        assert_eq!(trim.await.unwrap().unwrap(), LONG_TRIM_EVENTS as u64);
+        // The append made while the trim ran is kept: the trim counts from the stream as
+        // it was when it began.
+        let left = store.read_stream(&long, 1, 10).await.unwrap();
+        assert_eq!(
+            left.iter().map(|e| e.version).collect::<Vec<_>>(),
+            [LONG_TRIM_EVENTS as u64 + 1]
+        );
         store.drop_schema().await.unwrap();
     }
 }
