@@ -110,6 +110,13 @@ enum Found {
     Current,
 }
 
+/// Every connection reads the file with `read()` calls, never through a memory map: with
+/// a map, an I/O error on the file (a failing disk, a full or vanished network mount, a
+/// file truncated behind SQLite's back) arrives as SIGBUS and kills the whole process,
+/// where a read call fails with an error the store reports as [`Error::Storage`]. The
+/// page caches keep hot pages in memory either way; a map would only save copying them.
+const NO_MMAP: &str = "PRAGMA mmap_size = 0;";
+
 /// `PRAGMA synchronous` reads `FULL` as 2: each commit fsyncs the WAL.
 pub(crate) const SYNCHRONOUS_FULL: i64 = 2;
 /// `PRAGMA synchronous` reads `NORMAL` as 1.
@@ -156,6 +163,7 @@ pub(crate) fn open_writer(path: &Path, synchronous_full: bool) -> Result<Connect
     // huge file behind.
     connection
         .execute_batch("PRAGMA cache_size = -65536; PRAGMA journal_size_limit = 67108864;")
+        .and_then(|()| connection.execute_batch(NO_MMAP))
         .map_err(storage)?;
     connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)
@@ -169,7 +177,8 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, Error> {
     let connection = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
     connection.busy_timeout(BUSY_TIMEOUT).map_err(storage)?;
     connection
-        .execute_batch("PRAGMA cache_size = -32768; PRAGMA mmap_size = 268435456;")
+        .execute_batch("PRAGMA cache_size = -32768;")
+        .and_then(|()| connection.execute_batch(NO_MMAP))
         .map_err(storage)?;
     connection.set_prepared_statement_cache_capacity(32);
     Ok(connection)

@@ -693,6 +693,21 @@ fn the_writer_runs_with_synchronous_full_by_default() {
     assert_eq!(level, 1, "synchronous_full: false asks for NORMAL");
 }
 
+/// No connection memory-maps the file: with a map, an I/O error on the file is a SIGBUS
+/// that kills the process instead of an error.
+#[test]
+fn neither_readers_nor_the_writer_memory_map_the_file() {
+    let dir = TempDir::new();
+    let writer = schema::open_writer(&dir.file(), true).unwrap();
+    let reader = schema::open_reader(&dir.file()).unwrap();
+    for (connection, name) in [(&reader, "reader"), (&writer, "writer")] {
+        let mmap_size: i64 = connection
+            .pragma_query_value(None, "mmap_size", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mmap_size, 0, "the {name} maps {mmap_size} bytes");
+    }
+}
+
 /// Appends made one after another commit one transaction each; appends made at once
 /// share transactions (and so fsyncs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
