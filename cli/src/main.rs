@@ -303,13 +303,13 @@ fn time(timestamp: Timestamp) -> String {
 async fn sagas(store: &dyn EventStore, command: Sagas, json: bool) -> Result<(), Failure> {
     match command {
         Sagas::List { status, saga_type } => {
-            if let Some(status) = &status {
-                if !STATUS_NAMES.contains(&status.as_str()) {
-                    return Err(Failure(format!(
-                        "unknown status `{status}`: use one of {}",
-                        STATUS_NAMES.join(", ")
-                    )));
-                }
+            if let Some(status) = &status
+                && !STATUS_NAMES.contains(&status.as_str())
+            {
+                return Err(Failure(format!(
+                    "unknown status `{status}`: use one of {}",
+                    STATUS_NAMES.join(", ")
+                )));
             }
             let saga_type = saga_type.map(SagaType::new).transpose()?;
             let sagas = query::list(store, &SagaFilter { status, saga_type }).await?;

@@ -177,10 +177,10 @@ pub async fn run(example: Example, args: Args) -> Result<ExitCode, String> {
     let mut running = JoinSet::new();
     let mut errors = Vec::new();
     for (index, (id, new)) in ids.iter().cloned().enumerate() {
-        if running.len() >= STARTING_AT_ONCE {
-            if let Some(Ok(Err(e))) = running.join_next().await {
-                errors.push(e);
-            }
+        if running.len() >= STARTING_AT_ONCE
+            && let Some(Ok(Err(e))) = running.join_next().await
+        {
+            errors.push(e);
         }
         let orchestrator = Arc::clone(&orchestrator);
         let settled = Arc::clone(&settled);

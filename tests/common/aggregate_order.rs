@@ -208,11 +208,11 @@ pub(crate) fn as_written_by_version_1(mut envelope: Envelope) -> Envelope {
     if envelope.event_type.as_str() != "order.placed" {
         return envelope;
     }
-    if let Payload::Json(Value::Object(fields)) = &mut envelope.payload {
-        if fields.get("currency") == Some(&json!("EUR")) {
-            fields.remove("currency");
-            envelope.schema_version = 1;
-        }
+    if let Payload::Json(Value::Object(fields)) = &mut envelope.payload
+        && fields.get("currency") == Some(&json!("EUR"))
+    {
+        fields.remove("currency");
+        envelope.schema_version = 1;
     }
     envelope
 }

@@ -1353,13 +1353,14 @@ fn check_sagas(world: &World, sagas: &[SagaId]) -> Vec<String> {
                 ));
             }
         }
-        if let Some(pivot) = definition.pivot() {
-            if live.completed.contains(&pivot) && !live.compensated.is_empty() {
-                broken.push(format!(
-                    "saga {saga}: compensated {:?} after the pivot",
-                    live.compensated
-                ));
-            }
+        if let Some(pivot) = definition.pivot()
+            && live.completed.contains(&pivot)
+            && !live.compensated.is_empty()
+        {
+            broken.push(format!(
+                "saga {saga}: compensated {:?} after the pivot",
+                live.compensated
+            ));
         }
         // Law 4 and the services' view: each (step, phase) used one key, applied at most
         // once, and what was applied matches what the saga believes.

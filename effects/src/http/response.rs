@@ -125,10 +125,10 @@ fn decode_body(content_type: Option<&str>, body: &[u8]) -> (Value, &'static str)
     if body.is_empty() {
         return (Value::Null, "empty");
     }
-    if content_type.is_some_and(is_json) {
-        if let Ok(value) = serde_json::from_slice(body) {
-            return (value, "json");
-        }
+    if content_type.is_some_and(is_json)
+        && let Ok(value) = serde_json::from_slice(body)
+    {
+        return (value, "json");
     }
     match std::str::from_utf8(body) {
         Ok(text) => (Value::String(text.to_owned()), "text"),

@@ -91,16 +91,16 @@ impl DeadLetterQueue {
         let mut letters = lock(&self.letters);
         let id = letters.next_id;
         letters.next_id += 1;
-        if letters.entries.len() >= letters.capacity {
-            if let Some(oldest) = letters.entries.pop_front() {
-                letters.evicted += 1;
-                tracing::warn!(
-                    evicted = oldest.id,
-                    intent = %oldest.intent.id,
-                    capacity = letters.capacity,
-                    "dead-letter queue full: evicted the oldest entry"
-                );
-            }
+        if letters.entries.len() >= letters.capacity
+            && let Some(oldest) = letters.entries.pop_front()
+        {
+            letters.evicted += 1;
+            tracing::warn!(
+                evicted = oldest.id,
+                intent = %oldest.intent.id,
+                capacity = letters.capacity,
+                "dead-letter queue full: evicted the oldest entry"
+            );
         }
         letters.entries.push_back(DeadLetter {
             id,

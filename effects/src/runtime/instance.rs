@@ -272,12 +272,12 @@ where
         if self.completed.is_empty() {
             return;
         }
-        if let Some(outbox) = &self.shared.outbox {
-            if let Err(error) = outbox.complete(&self.completed).await {
-                // Left pending, they run again after a restart under the same ids:
-                // at least once, never lost.
-                tracing::warn!(instance = %self.id, %error, intents = self.completed.len(), "could not mark outbox intents done");
-            }
+        if let Some(outbox) = &self.shared.outbox
+            && let Err(error) = outbox.complete(&self.completed).await
+        {
+            // Left pending, they run again after a restart under the same ids:
+            // at least once, never lost.
+            tracing::warn!(instance = %self.id, %error, intents = self.completed.len(), "could not mark outbox intents done");
         }
         self.completed.clear();
     }
@@ -301,10 +301,10 @@ where
                     return;
                 }
                 let (timer, due, id) = (timer.clone(), *due, intent.id);
-                if let Some(replaced) = self.timers.schedule(timer, due, intent) {
-                    if replaced.intent.id != id {
-                        self.complete(replaced.intent.id);
-                    }
+                if let Some(replaced) = self.timers.schedule(timer, due, intent)
+                    && replaced.intent.id != id
+                {
+                    self.complete(replaced.intent.id);
                 }
             }
             _ => self.queued.push_back(intent),

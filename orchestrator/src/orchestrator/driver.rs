@@ -553,10 +553,10 @@ impl Driver {
 
     /// Keeps the final status of a saga that just finished, forgetting the oldest.
     fn remember(&mut self, id: SagaId, status: SagaStatus) {
-        if self.recent_order.len() >= RECENT_MAX {
-            if let Some(oldest) = self.recent_order.pop_front() {
-                self.recent.remove(&oldest);
-            }
+        if self.recent_order.len() >= RECENT_MAX
+            && let Some(oldest) = self.recent_order.pop_front()
+        {
+            self.recent.remove(&oldest);
         }
         self.recent_order.push_back(id.clone());
         self.recent.insert(id, status);

@@ -341,10 +341,10 @@ async fn follow_requests(
                     }
                     last = version;
                 }
-                if last != done {
-                    if let Err(e) = crate::requests::done(store.as_ref(), done, last).await {
-                        tracing::warn!(error = %e, "the request checkpoint could not be saved; requests since it may be repeated");
-                    }
+                if last != done
+                    && let Err(e) = crate::requests::done(store.as_ref(), done, last).await
+                {
+                    tracing::warn!(error = %e, "the request checkpoint could not be saved; requests since it may be repeated");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "the request stream could not be read"),
@@ -736,10 +736,10 @@ impl Orchestrator {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         // The request follower, if running, is the last task: it never ends by itself.
-        if tasks.len() > self.shards.len() {
-            if let Some(follower) = tasks.last() {
-                follower.abort();
-            }
+        if tasks.len() > self.shards.len()
+            && let Some(follower) = tasks.last()
+        {
+            follower.abort();
         }
         for shard in &self.shards {
             let _ = Self::ask_shard(shard, |reply| Command::Shutdown { reply }).await;

@@ -241,10 +241,10 @@ impl<'t, 'c> Transaction<'t, 'c> {
     /// [`Self::explain`]); once events were trimmed, their ids have no row for the
     /// constraint to trip on, so every id is looked up first.
     fn append(&mut self, append: &Append) -> Result<Answer, Refusal> {
-        if self.trimmed_any {
-            if let Some(earlier) = self.earlier_append(append)? {
-                return Ok(Answer::Appended(earlier));
-            }
+        if self.trimmed_any
+            && let Some(earlier) = self.earlier_append(append)?
+        {
+            return Ok(Answer::Appended(earlier));
         }
         let version = self.version(append.stream.as_str())?;
         if let Err(conflict) = check_expected(&append.stream, append.expected, version) {
