@@ -7,12 +7,12 @@
 //! The child is this test binary again, started with `KEEL_CRASH_CHILD` naming the
 //! database: see [`child_appender`]. Set `KEEL_KILL_SEED` to replay a run's kill delays.
 
+use crate::common::child::ChildTest;
 use crate::common::stores;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,54 +95,15 @@ impl Reports {
 /// Starts the child on `path`, waits for its first acknowledged append, kills it after
 /// `delay` and collects what it reported.
 fn run_and_kill(path: &Path, delay: Duration, reports: &mut Reports) {
-    let exe = std::env::current_exe().expect("the test binary");
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "store_survives_sigkill::child_appender",
-            "--nocapture",
-            "--include-ignored",
-        ])
-        .env(CHILD_VAR, path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the child starts");
-    let stdout = child.stdout.take().expect("the child's stdout");
-    let (lines, received) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + CHILD_START_WAIT;
-    loop {
-        match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => {
-                let started = line.starts_with("ack ");
-                reports.add(&line);
-                if started {
-                    break;
-                }
-            }
-            Err(error) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the child never acknowledged an append: {error}");
-            }
-        }
+    let mut child = ChildTest::spawn("store_survives_sigkill::child_appender", CHILD_VAR, path);
+    if let Err(error) = child.wait_for("ack ", CHILD_START_WAIT, |line| reports.add(line)) {
+        panic!("the child never acknowledged an append: {error}");
     }
     std::thread::sleep(delay);
-    if let Ok(Some(status)) = child.try_wait() {
+    if let Some(status) = child.exited() {
         panic!("the child stopped by itself before the kill: {status}");
     }
-    child.kill().expect("SIGKILL to the child");
-    child.wait().expect("the killed child is reaped");
-    reader.join().expect("the reader thread");
-    for line in received.try_iter() {
+    for line in child.kill() {
         reports.add(&line);
     }
 }
