@@ -2,6 +2,8 @@
 
 use keel_core::StreamId;
 
+use crate::persist::LockHolder;
+
 /// Everything that can go wrong in the runtime itself (as opposed to an effect's
 /// failure, which is a [`Failure`](crate::Failure) reported to the reducer).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +85,19 @@ pub enum Error {
         id: String,
         /// The stream appended to.
         stream: StreamId,
+    },
+
+    /// Another holder has the store's writer lock
+    /// ([`EventStore::lock_writer`](crate::persist::EventStore::lock_writer)).
+    #[error(
+        "the store at `{location}` is locked by {}: stop the other orchestrator first; several workers on one store need PostgreSQL scale-out, not built yet",
+        crate::persist::describe_holder(.holder)
+    )]
+    StoreLocked {
+        /// The holder, if it has recorded itself yet.
+        holder: Option<LockHolder>,
+        /// The store: a path, a URL and schema, or `memory`.
+        location: String,
     },
 
     /// Another runner advanced the projection since this one loaded it.

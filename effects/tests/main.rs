@@ -47,6 +47,7 @@ mod runtime_reports_attempts_and_failure_kind;
 mod runtime_runs_each_intent_id_once;
 mod runtime_shutdown_hands_back_what_it_did_not_run;
 mod runtime_traces_each_action_and_intent_under_its_correlation_id;
+mod store_lets_one_writer_lock_it_at_a_time;
 mod store_loads_aggregates_from_snapshots_and_upcast_events;
 mod store_matches_the_reference_model;
 mod store_outbox_redispatches_after_a_crash;

@@ -470,6 +470,13 @@ impl EventStore for ReportingSaves {
         self.0.load_projection(name)
     }
 
+    fn lock_writer<'a>(
+        &'a self,
+        holder: &'a keel_effects::persist::LockHolder,
+    ) -> StoreFuture<'a, keel_effects::persist::WriterLock> {
+        self.0.lock_writer(holder)
+    }
+
     fn save_projection<'a>(
         &'a self,
         name: &'a str,

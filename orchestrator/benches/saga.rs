@@ -238,6 +238,15 @@ impl EventStore for NullStore {
     ) -> keel_effects::persist::StoreFuture<'a, ()> {
         ready(())
     }
+    /// Never refused: the benchmark runs one orchestrator on it, and it keeps nothing
+    /// a second one could spoil.
+    fn lock_writer<'a>(
+        &'a self,
+        holder: &'a keel_effects::persist::LockHolder,
+    ) -> keel_effects::persist::StoreFuture<'a, keel_effects::persist::WriterLock> {
+        let lock = keel_effects::persist::WriterLock::new(holder.clone(), "null store", ());
+        ready(lock)
+    }
 }
 
 fn resident_bytes() -> u64 {

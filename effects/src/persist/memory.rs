@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use super::repeat::{Held, earlier_append, same_content};
 use super::{
-    Appended, EventStore, ProjectionState, READ_LIMIT_MAX, RecordedEvent, StoreFuture,
-    StoredSnapshot, Trim, check_append, check_expected,
+    Appended, EventStore, LockHolder, ProjectionState, READ_LIMIT_MAX, RecordedEvent, StoreFuture,
+    StoredSnapshot, Trim, WriterLock, check_append, check_expected,
 };
 use crate::error::Error;
 
@@ -19,6 +19,8 @@ use crate::error::Error;
 pub struct MemoryStore {
     inner: Arc<Mutex<Log>>,
     head: Arc<watch::Sender<u64>>,
+    /// The holder of the writer lock, shared by clones (they are one store).
+    writer: Arc<Mutex<Option<LockHolder>>>,
 }
 
 impl Default for MemoryStore {
@@ -26,7 +28,21 @@ impl Default for MemoryStore {
         Self {
             inner: Arc::default(),
             head: Arc::new(watch::Sender::new(0)),
+            writer: Arc::default(),
         }
+    }
+}
+
+/// Where the memory store names its lock.
+const LOCATION: &str = "memory";
+
+/// Holds a [`MemoryStore`]'s writer lock; dropping it clears the holder.
+#[derive(Debug)]
+struct HeldFlag(Arc<Mutex<Option<LockHolder>>>);
+
+impl Drop for HeldFlag {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
@@ -341,6 +357,20 @@ impl EventStore for MemoryStore {
             Ok(())
         }))
     }
+
+    fn lock_writer<'a>(&'a self, holder: &'a LockHolder) -> StoreFuture<'a, WriterLock> {
+        // Nothing panics while the flag's mutex is held, so a poisoned one is whole.
+        let mut current = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = current.as_ref() {
+            return Self::ready(Err(Error::StoreLocked {
+                holder: Some(current.clone()),
+                location: LOCATION.to_owned(),
+            }));
+        }
+        *current = Some(holder.clone());
+        let held = HeldFlag(Arc::clone(&self.writer));
+        Self::ready(Ok(WriterLock::new(holder.clone(), LOCATION, held)))
+    }
 }
 
 #[cfg(test)]
@@ -462,6 +492,32 @@ mod tests {
         let error =
             block_on(store.append(&a, ExpectedVersion::Any, &[event(2), event(1)])).unwrap_err();
         assert!(matches!(error, Error::DuplicateEventId { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn a_second_writer_lock_is_refused_until_the_first_is_dropped() {
+        let store = MemoryStore::new();
+        let first = LockHolder {
+            pid: 1,
+            host: "a".to_owned(),
+            since: Timestamp::UNIX_EPOCH,
+        };
+        let second = LockHolder::this_process(Timestamp::UNIX_EPOCH);
+        let guard = block_on(store.lock_writer(&first)).unwrap();
+        assert_eq!(guard.holder(), &first);
+        let error = block_on(store.clone().lock_writer(&second)).unwrap_err();
+        assert_eq!(
+            error,
+            Error::StoreLocked {
+                holder: Some(first.clone()),
+                location: LOCATION.to_owned()
+            }
+        );
+        let a = StreamId::from("a");
+        block_on(store.append(&a, ExpectedVersion::Any, &[event(1)])).unwrap();
+        drop(guard);
+        let again = block_on(store.lock_writer(&second)).unwrap();
+        assert_eq!(again.holder(), &second);
     }
 
     #[test]

@@ -38,9 +38,12 @@
 //! - [`projection`]: checkpointed read models, applied exactly once, rebuildable.
 //! - [`PersistHandler`]: carries out `Persist` intents against a store.
 //! - `repeat`: the rule every backend applies to an append of stored event ids.
+//! - [`WriterLock`] and [`LockHolder`]: the single-writer lock
+//!   ([`EventStore::lock_writer`]).
 
 pub mod aggregate;
 mod handler;
+mod lock;
 mod memory;
 pub mod outbox;
 #[cfg(feature = "postgres")]
@@ -61,6 +64,8 @@ use tokio::sync::watch;
 use crate::error::Error;
 
 pub use handler::PersistHandler;
+pub(crate) use lock::describe_holder;
+pub use lock::{LockHolder, WriterLock};
 pub use memory::MemoryStore;
 
 /// The future a store method returns.
@@ -157,6 +162,31 @@ pub trait EventStore: Send + Sync + 'static {
         expected: u64,
         state: &'a ProjectionState,
     ) -> StoreFuture<'a, ()>;
+
+    /// Takes the store's single-writer lock for `holder`, held until the returned guard
+    /// is dropped. An orchestrator takes it at start, so that two of them never drive
+    /// the same store.
+    ///
+    /// What every backend guarantees:
+    ///
+    /// - **One holder at a time.** While a [`WriterLock`] of the store is held, another
+    ///   `lock_writer` on it fails with [`Error::StoreLocked`], which names the holder
+    ///   (its pid, host and since when) once it has recorded itself, from any handle or
+    ///   process that opens the same store: the same SQLite file, or the same
+    ///   PostgreSQL database and schema; for [`MemoryStore`], the same instance or its
+    ///   clones.
+    /// - **Only lockers are excluded.** Reads, appends and every other method work as
+    ///   before, from any handle, whoever holds the lock: the `keel` CLI can inspect
+    ///   and repair a store an orchestrator is running on.
+    /// - **A dead holder holds nothing.** Dropping the guard releases the lock, and so
+    ///   does the end of the holding process, however it ends (SIGKILL included): the
+    ///   operating system drops its file lock, PostgreSQL ends its session. What the
+    ///   holder recorded of itself is overwritten by the next one.
+    ///
+    /// It is a lock, not a fence: it does not stop a writer that never asked for it,
+    /// and on PostgreSQL it lasts as long as the connection holding it (see the
+    /// backend's docs).
+    fn lock_writer<'a>(&'a self, holder: &'a LockHolder) -> StoreFuture<'a, WriterLock>;
 }
 
 /// An event as stored: where it is and what it is.

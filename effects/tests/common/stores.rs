@@ -212,9 +212,10 @@ impl Place {
     }
 }
 
-/// Removes a SQLite database file and its journal files, ignoring those already gone.
+/// Removes a SQLite database file, its journal files and its writer lock file, ignoring
+/// those already gone.
 pub fn remove_sqlite(path: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
+    for suffix in ["", "-wal", "-shm", "-journal", ".lock"] {
         let mut file = path.as_os_str().to_owned();
         file.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(file));

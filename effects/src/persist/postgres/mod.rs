@@ -51,13 +51,23 @@
 //! All in the schema named by [`PostgresConfig::schema`]: `events` (position, stream,
 //! version, id, envelope), `streams` (each stream's version, which trimming keeps),
 //! `trimmed_event_ids` (so a trimmed event's id is never reused), `outbox` (pending
-//! intents only), `snapshots`, `stream_metadata`, `projections`, and the `keel_meta`
-//! and `keel_head` rows. Envelopes, intents and JSON documents are kept as the text
+//! intents only), `snapshots`, `stream_metadata`, `projections`, and the `keel_meta`,
+//! `keel_head` and `keel_writer` rows. Envelopes, intents and JSON documents are kept as the text
 //! serde_json wrote, not as JSONB, so they come back byte for byte; cast to `jsonb` to
 //! query inside them. PostgreSQL text cannot hold NUL characters: a stream id or
 //! projection name with one is refused on write ([`Error::Storage`]) and found
 //! nowhere on read. A trim locks no row an append writes: however long it runs,
 //! appends to its stream and to every other go on meanwhile.
+//!
+//! # Writer lock
+//!
+//! [`EventStore::lock_writer`](crate::persist::EventStore::lock_writer) takes a
+//! session-level advisory lock (keyed by a keel constant and the schema name) on a
+//! connection of its own, kept open by the guard, and records the holder in the
+//! `keel_writer` row for a refused locker to name. Dropping the guard unlocks: this
+//! store's next `lock_writer` waits for that, other handles and processes see the lock
+//! free a moment later. A holder's crash ends its session and so its lock; but so does
+//! a lost connection, while the guard lives on: it is a lock, not a fence.
 //!
 //! # Connections and runtime
 //!
@@ -74,10 +84,12 @@
 //! - `pool`: the connection pool with prepared statements, reconnecting lost ones.
 //! - `append`: the writer task and the pure planning of a group of appends.
 //! - `listen`: head notifications, with a polling fallback.
+//! - `lock`: the writer lock, on a connection of its own.
 //! - `store`: the [`EventStore`](crate::persist::EventStore) implementation.
 
 mod append;
 mod listen;
+mod lock;
 mod pool;
 mod schema;
 mod store;
@@ -148,6 +160,11 @@ struct Inner {
     writer: mpsc::Sender<append::Request>,
     listener: AbortHandle,
     schema: SchemaName,
+    /// For the writer lock's own connection, and for messages.
+    pg: tokio_postgres::Config,
+    location: String,
+    sql: Sql,
+    releasing: lock::Releasing,
 }
 
 impl Drop for Inner {
@@ -244,7 +261,12 @@ impl PostgresStore {
             schema.channel(),
             queue,
         ));
-        let listener = listen::spawn(pg, schema.channel(), sql.head, Arc::clone(&head));
+        let listener = listen::spawn(
+            pg.clone(),
+            schema.channel(),
+            sql.head.clone(),
+            Arc::clone(&head),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -252,6 +274,10 @@ impl PostgresStore {
                 writer,
                 listener,
                 schema,
+                pg,
+                location: location.to_owned(),
+                sql,
+                releasing: lock::Releasing::default(),
             }),
         })
     }

@@ -13,11 +13,22 @@ use super::{location_error, storage, storage_error};
 use crate::error::Error;
 
 /// The schema version this build creates and understands.
-pub(super) const SCHEMA_VERSION: u32 = 1;
+pub(super) const SCHEMA_VERSION: u32 = 2;
 
 /// The first key of the advisory lock taken while migrating ("keel" in ASCII); the
 /// second is the hash of the schema name, so stores in other schemas do not wait.
 const MIGRATION_LOCK_KEY: i32 = 0x6B65_656C;
+
+/// The first key of the writer lock, a session-level advisory lock ("kwrt" in ASCII:
+/// keel's writer); the second is the hash of the schema name, as for migrations.
+pub(super) const WRITER_LOCK_KEY: i32 = 0x6B77_7274;
+
+/// Takes the writer lock if it is free, without waiting: `true` if taken.
+pub(super) const TRY_LOCK_WRITER: &str =
+    "SELECT pg_try_advisory_lock($1::int4, hashtext($2::text))";
+
+/// Releases the writer lock this session holds.
+pub(super) const UNLOCK_WRITER: &str = "SELECT pg_advisory_unlock($1::int4, hashtext($2::text))";
 
 /// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1`); longer ones are cut.
 const IDENTIFIER_BYTES_MAX: usize = 63;
@@ -28,7 +39,8 @@ const IDENTIFIER_BYTES_MAX: usize = 63;
 /// Envelopes, intents and JSON documents are stored as the text serde_json wrote, not
 /// as JSONB: the text comes back byte for byte (JSONB rewrites numbers and refuses
 /// `\u0000`), and writing it costs no parse. Cast to `jsonb` to query inside them.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE {s}.keel_meta (
     id smallint PRIMARY KEY CHECK (id = 1),
     schema_version integer NOT NULL
@@ -90,7 +102,18 @@ CREATE TABLE {s}.projections (
     checkpoint bigint NOT NULL,
     model text NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Who holds the writer lock (a session-level advisory lock), written by each holder
+-- once it has the lock so that a refused locker can name it. The holder's backend pid
+-- tells the current holder's row from one left by a holder whose session has ended.
+CREATE TABLE {s}.keel_writer (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    backend_pid integer NOT NULL,
+    holder text NOT NULL
+);
+"#,
+];
 
 /// A schema name that is safe to put into SQL: `[a-z_][a-z0-9_]{0,62}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +197,10 @@ pub(super) struct Sql {
     pub(super) load_projection: String,
     pub(super) insert_projection: String,
     pub(super) update_projection: String,
+    /// The holder recorded by the session that holds the writer lock, if it has; run
+    /// unprepared on the locker's own connection, as is `record_writer`.
+    pub(super) writer_holder: String,
+    pub(super) record_writer: String,
 }
 
 impl Sql {
@@ -276,6 +303,23 @@ impl Sql {
             update_projection: format!(
                 "UPDATE {s}.projections SET checkpoint = $3::int8, model = $4::text \
                  WHERE name = $1::text AND checkpoint = $2::int8"
+            ),
+            // Two-key advisory locks show in pg_locks as classid, objid, objsubid 2.
+            writer_holder: format!(
+                "SELECT w.holder FROM {s}.keel_writer w \
+                 WHERE w.id = 1 AND w.backend_pid = ( \
+                     SELECT l.pid FROM pg_locks l \
+                     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+                     AND l.database = (SELECT oid FROM pg_database \
+                                       WHERE datname = current_database()) \
+                     AND l.classid = $1::int4::oid AND l.objid = hashtext($2::text)::oid \
+                     LIMIT 1)"
+            ),
+            record_writer: format!(
+                "INSERT INTO {s}.keel_writer (id, backend_pid, holder) \
+                 VALUES (1, pg_backend_pid(), $1::text) \
+                 ON CONFLICT (id) DO UPDATE \
+                 SET backend_pid = EXCLUDED.backend_pid, holder = EXCLUDED.holder"
             ),
         }
     }
@@ -401,6 +445,7 @@ mod tests {
     use super::super::testing::{fresh_store, raw_client, unique_config, url};
     use super::super::{PostgresConfig, PostgresStore};
     use super::*;
+    use crate::persist::{EventStore, LockHolder};
 
     #[test]
     fn only_plain_lowercase_schema_names_are_accepted() {
@@ -469,6 +514,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_schema_of_an_older_version_is_migrated_and_keeps_what_it_holds() {
+        let Some(url) = url() else { return };
+        let config = unique_config();
+        let quoted = format!("\"{}\"", config.schema);
+        let client = raw_client(&url).await;
+        // Version 1 as an older keel left it, with a stream in it.
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {quoted}; {} \
+                 UPDATE {quoted}.keel_meta SET schema_version = 1; \
+                 INSERT INTO {quoted}.streams VALUES ('a', 1); \
+                 UPDATE {quoted}.keel_head SET position = 1;",
+                MIGRATIONS[0].replace("{s}", &quoted)
+            ))
+            .await
+            .unwrap();
+        let store = PostgresStore::connect(&url, config.clone()).await.unwrap();
+        let row = client
+            .query_one(
+                &format!("SELECT schema_version FROM {quoted}.keel_meta"),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0) as u32, SCHEMA_VERSION);
+        assert_eq!(store.head().await.unwrap(), 1);
+        assert_eq!(store.stream_version(&"a".into()).await.unwrap(), 1);
+        let holder = LockHolder {
+            pid: 1,
+            host: "h".to_owned(),
+            since: keel_core::Timestamp::UNIX_EPOCH,
+        };
+        drop(store.lock_writer(&holder).await.unwrap());
+        store.drop_schema().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_schema_holding_other_tables_is_not_a_store() {
         let Some(url) = url() else { return };
         let config = unique_config();
@@ -519,7 +601,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(row.get::<_, i32>(0), 1);
+        assert_eq!(row.get::<_, i32>(0) as u32, SCHEMA_VERSION);
         stores[0].drop_schema().await.unwrap();
     }
 

@@ -11,8 +11,8 @@ use super::append::Request;
 use super::{PostgresStore, clamp_i64, from_i64, storage, to_i64};
 use crate::error::Error;
 use crate::persist::{
-    Appended, EventStore, ProjectionState, READ_LIMIT_MAX, RecordedEvent, StoreFuture,
-    StoredSnapshot, Trim, check_append,
+    Appended, EventStore, LockHolder, ProjectionState, READ_LIMIT_MAX, RecordedEvent, StoreFuture,
+    StoredSnapshot, Trim, WriterLock, check_append,
 };
 
 impl EventStore for PostgresStore {
@@ -392,6 +392,10 @@ impl EventStore for PostgresStore {
                 actual,
             })
         })
+    }
+
+    fn lock_writer<'a>(&'a self, holder: &'a LockHolder) -> StoreFuture<'a, WriterLock> {
+        Box::pin(super::lock::lock(&self.inner, holder))
     }
 }
 

@@ -41,6 +41,15 @@
 //! under SQLite's write lock, so positions stay contiguous, but a process's
 //! [`EventStore::watch_head`] moves only with its own commits.
 //!
+//! # Writer lock
+//!
+//! [`EventStore::lock_writer`] takes an exclusive OS file lock on `<db>.lock` beside the
+//! database (the name with `.lock` appended; created if absent, never removed) and
+//! writes the holder into it as JSON, for a refused locker to name. Every handle and
+//! process on the host that opens the same file sees it; the operating system releases
+//! it when the guard drops or the holding process ends, even by SIGKILL. File locks are
+//! only as good as the file system's: keep the store on a local one.
+//!
 //! # File layout
 //!
 //! The file is marked as keel's by its SQLite `application_id` (`0x6B65656C`, "keel")
@@ -77,6 +86,7 @@
 //! # }
 //! ```
 
+mod lock;
 mod read;
 mod row;
 mod schema;
@@ -93,8 +103,8 @@ use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    Appended, EventStore, ProjectionState, RecordedEvent, StoreFuture, StoredSnapshot, Trim,
-    check_append,
+    Appended, EventStore, LockHolder, ProjectionState, RecordedEvent, StoreFuture, StoredSnapshot,
+    Trim, WriterLock, check_append,
 };
 use crate::error::Error;
 use read::Readers;
@@ -380,6 +390,11 @@ impl EventStore for SqliteStore {
             let op = Op::save_projection(name, expected, state)?;
             self.write(op).await?.done()
         })
+    }
+
+    fn lock_writer<'a>(&'a self, holder: &'a LockHolder) -> StoreFuture<'a, WriterLock> {
+        // A few system calls, taken once at start: not worth a blocking thread.
+        Box::pin(std::future::ready(lock::lock(self.path(), holder)))
     }
 }
 

@@ -708,6 +708,33 @@ fn neither_readers_nor_the_writer_memory_map_the_file() {
     }
 }
 
+/// The writer lock is a file beside the database holding the holder as JSON; a second
+/// path to the same database (through a symlink) shares it.
+#[tokio::test]
+async fn the_writer_lock_is_a_file_beside_the_database_naming_its_holder() {
+    let dir = TempDir::new();
+    let store = open(&dir);
+    let holder = crate::persist::LockHolder {
+        pid: 12,
+        host: "here".to_owned(),
+        since: Timestamp::from_unix_nanos(3),
+    };
+    let lock = store.lock_writer(&holder).await.unwrap();
+    let text = std::fs::read_to_string(dir.0.join("store.keel.lock")).unwrap();
+    let recorded: crate::persist::LockHolder = serde_json::from_str(&text).unwrap();
+    assert_eq!(recorded, holder);
+    let link = dir.0.join("link.keel");
+    std::os::unix::fs::symlink(dir.file(), &link).unwrap();
+    let through_link = SqliteStore::open(&link, SqliteConfig::default()).unwrap();
+    let error = through_link.lock_writer(&holder).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::StoreLocked { holder: Some(h), .. } if *h == holder),
+        "{error:?}"
+    );
+    drop(lock);
+    through_link.lock_writer(&holder).await.unwrap();
+}
+
 /// Appends made one after another commit one transaction each; appends made at once
 /// share transactions (and so fsyncs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
