@@ -6,7 +6,7 @@
 //! applied (200), or refused for good (422) with the chance `--fail-rate`, decided by a
 //! hash of the seed, the saga and the operation. Either way the answer is recorded
 //! before it is sent, and repeats get the recorded answer. Besides, about one request in
-//! eight fails with a 503 before deciding anything (when the fail rate is not 0), so
+//! eight fails with a 429 before deciding anything (when the fail rate is not 0), so
 //! retries are exercised too. Compensations (`refund`, `release`, ...) never fail for good.
 
 use std::sync::Arc;
@@ -144,10 +144,12 @@ async fn operate(
     }
     let behaviour = shared.behaviour;
     let request = shared.requests.fetch_add(1, Ordering::Relaxed);
-    // A passing hiccup: nothing decided, nothing recorded; a retry may succeed.
+    // A passing hiccup: nothing decided, nothing recorded; a retry may succeed. Said with
+    // a 429, which tells the caller nothing was done (a 503 would leave it unsure, and a
+    // saga unsure of a step that is then refused parks rather than guess).
     let hiccup = (behaviour.fail_rate / 2.0).min(0.125);
     if unit(&[key, &request.to_string()], behaviour.seed) < hiccup {
-        return (StatusCode::SERVICE_UNAVAILABLE, "busy, try again").into_response();
+        return (StatusCode::TOO_MANY_REQUESTS, "busy, try again").into_response();
     }
     let undo = COMPENSATIONS.contains(&operation.as_str());
     let refused =

@@ -1,5 +1,5 @@
 //! Statuses and network errors become the `FailureKind` the retry policy decides on:
-//! 5xx, 408 and 429 transient (429 with its `Retry-After`), other 4xx and redirects
+//! 5xx transient, 408 and 429 not attempted (429 with its `Retry-After`), other 4xx and redirects
 //! permanent, a refused connection transient.
 
 use crate::common::http_server;
@@ -38,10 +38,10 @@ async fn server_errors_are_transient_and_quote_the_body() {
 }
 
 #[tokio::test]
-async fn too_many_requests_is_transient_and_says_when_to_come_back() {
+async fn too_many_requests_was_not_attempted_and_says_when_to_come_back() {
     let server = TestServer::start().await;
     let failure = failure_of(&server, "/throttled").await;
-    assert_eq!(failure.kind, FailureKind::Transient);
+    assert_eq!(failure.kind, FailureKind::Unavailable);
     assert_eq!(failure.retry_after_ms, Some(2_000));
     assert_eq!(
         failure.reason,
@@ -50,11 +50,11 @@ async fn too_many_requests_is_transient_and_says_when_to_come_back() {
 }
 
 #[tokio::test]
-async fn request_timeout_is_transient() {
+async fn request_timeout_was_not_attempted() {
     let server = TestServer::start().await;
     assert_eq!(
         failure_of(&server, "/status/408").await.kind,
-        FailureKind::Transient
+        FailureKind::Unavailable
     );
 }
 

@@ -507,10 +507,10 @@ impl World {
             self.now = self.now.max(at);
             match event {
                 Event::RetryCommit { epoch } => {
-                    if epoch == self.epoch {
-                        if let Some(commit) = self.committing.take() {
-                            self.commit_round(commit);
-                        }
+                    if epoch == self.epoch
+                        && let Some(commit) = self.committing.take()
+                    {
+                        self.commit_round(commit);
                     }
                 }
                 // While a commit waits for the store, the orchestrator takes nothing new.

@@ -46,8 +46,11 @@ pub(crate) fn classify_status(
                 "{answered}, a redirect{to}: redirects are not followed, because the target could be an address the guard refuses; call the final URL directly"
             )));
         }
-        // Request Timeout, Too Early, Too Many Requests: the server asks to come back.
-        408 | 425 | 429 => FailureKind::Transient,
+        // Request Timeout, Too Early, Too Many Requests: the server asks to come back
+        // and says it did not act on the request (RFC 9110 15.5.9, RFC 8470 5.2, RFC
+        // 6585 4): not attempted, so a saga knows the effect did not happen. A 5xx may
+        // come after the work was done, so it stays transient.
+        408 | 425 | 429 => FailureKind::Unavailable,
         400..=499 => FailureKind::Permanent,
         500..=599 => FailureKind::Transient,
         _ => {
@@ -261,9 +264,12 @@ mod tests {
     }
 
     #[test]
-    fn server_errors_and_come_back_later_are_transient() {
-        for code in [500, 502, 503, 504, 599, 408, 425, 429] {
+    fn server_errors_are_transient_and_come_back_later_is_not_attempted() {
+        for code in [500, 502, 503, 504, 599] {
             assert_eq!(kind(code), Some(FailureKind::Transient), "{code}");
+        }
+        for code in [408, 425, 429] {
+            assert_eq!(kind(code), Some(FailureKind::Unavailable), "{code}");
         }
     }
 

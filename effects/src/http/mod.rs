@@ -43,7 +43,7 @@
 //! | What happened | [`FailureKind`](crate::FailureKind) | `retry_after_ms` |
 //! |---|---|---|
 //! | 5xx | `Transient` | from `Retry-After`, if sent |
-//! | 408, 425, 429 | `Transient` | from `Retry-After` (seconds or HTTP-date), capped at 1 hour |
+//! | 408, 425, 429 | `Unavailable`: the server did not act on the request | from `Retry-After` (seconds or HTTP-date), capped at 1 hour |
 //! | other 4xx | `Permanent` | |
 //! | 3xx other than 304 | `Permanent`: redirects are not followed | |
 //! | no connection, reset, broken body | `Transient` | |
@@ -226,10 +226,10 @@ impl Shared {
         let mut result = self.attempt(&call, request, &mut host, &mut status).await;
         // What the other side said (an error body, a redirect's target) may quote the
         // request's credentials; the reason goes on to logs and dead letters.
-        if let Err(failure) = &mut result {
-            if let Cow::Owned(scrubbed) = request.scrub(&failure.reason) {
-                failure.reason = scrubbed;
-            }
+        if let Err(failure) = &mut result
+            && let Cow::Owned(scrubbed) = request.scrub(&failure.reason)
+        {
+            failure.reason = scrubbed;
         }
         tracing::debug!(
             intent = %call.intent.id,

@@ -132,15 +132,15 @@ impl<R: Reducer> Registry<R> {
                 ),
             },
         };
-        if self.ended.len() >= kept_max {
-            if let Some(oldest) = self.ended.pop_front() {
-                tracing::warn!(
-                    instance = %oldest.id,
-                    kept_max,
-                    handed_back = oldest.handed_back.len(),
-                    "too many reports of ended instances kept: dropped the oldest"
-                );
-            }
+        if self.ended.len() >= kept_max
+            && let Some(oldest) = self.ended.pop_front()
+        {
+            tracing::warn!(
+                instance = %oldest.id,
+                kept_max,
+                handed_back = oldest.handed_back.len(),
+                "too many reports of ended instances kept: dropped the oldest"
+            );
         }
         self.ended.push_back(report);
         None

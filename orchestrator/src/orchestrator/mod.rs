@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use keel_core::EventType;
 use keel_effects::notify::{Bus, NotifyHandler};
-use keel_effects::persist::EventStore;
+use keel_effects::persist::{EventStore, LockHolder, WriterLock};
 use keel_effects::{Clock, Handler, SharedHandler, TokioClock};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -226,7 +226,14 @@ impl OrchestratorBuilder {
         self
     }
 
-    /// Recovers every unfinished saga from the store and starts the orchestrator.
+    /// Takes the store's writer lock, recovers every unfinished saga from the store and
+    /// starts the orchestrator.
+    ///
+    /// One orchestrator runs on a store at a time: a second one, in this process or
+    /// another, is refused with [`keel_effects::Error::StoreLocked`] (as [`Error::Store`])
+    /// naming the holder's process id, host and since when, until the first shuts down
+    /// or dies. Reading the store (the `keel` tool) and appending requests to it are not
+    /// locked out. Several workers on one store need PostgreSQL scale-out, not built yet.
     pub async fn start(self) -> Result<(Orchestrator, Recovered), Error> {
         for (setting, value, max) in [
             ("queue_capacity", self.config.queue_capacity, usize::MAX),
@@ -245,6 +252,8 @@ impl OrchestratorBuilder {
                 });
             }
         }
+        let holder = LockHolder::this_process(self.clock.now());
+        let lock = self.store.lock_writer(&holder).await?;
         let definitions: Vec<Arc<SagaDefinition>> =
             self.definitions.into_iter().map(Arc::new).collect();
         let types: Vec<SagaType> = definitions.iter().map(|d| d.saga_type().clone()).collect();
@@ -286,6 +295,7 @@ impl OrchestratorBuilder {
                 store: self.store,
                 tasks: std::sync::Mutex::new(tasks),
                 types,
+                lock: std::sync::Mutex::new(Some(lock)),
             },
             recovered,
         ))
@@ -549,6 +559,8 @@ pub struct Orchestrator {
     store: Arc<dyn EventStore>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     types: Vec<SagaType>,
+    /// The store's writer lock, released once the engines have stopped.
+    lock: std::sync::Mutex<Option<WriterLock>>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -747,6 +759,12 @@ impl Orchestrator {
         for task in tasks {
             let _ = task.await;
         }
+        drop(
+            self.lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
     }
 
     /// The store the orchestrator runs on.

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId};
 use keel_effects::Error;
 use keel_effects::persist::{
-    Appended, EventStore, ProjectionState, RecordedEvent, StoreFuture, StoredSnapshot, Trim,
+    Appended, EventStore, LockHolder, ProjectionState, RecordedEvent, StoreFuture, StoredSnapshot,
+    Trim, WriterLock,
 };
 use tokio::sync::watch;
 
@@ -63,6 +64,10 @@ macro_rules! guarded {
 }
 
 impl EventStore for Outage {
+    fn lock_writer<'a>(&'a self, holder: &'a LockHolder) -> StoreFuture<'a, WriterLock> {
+        guarded!(self, self.inner.lock_writer(holder))
+    }
+
     fn append_with_intents<'a>(
         &'a self,
         stream: &'a StreamId,
