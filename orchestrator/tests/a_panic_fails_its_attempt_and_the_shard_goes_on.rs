@@ -12,21 +12,11 @@ use std::sync::Arc;
 use keel_effects::persist::MemoryStore;
 use keel_effects::{Call, Failure};
 use keel_orchestrator::core::IntentKind;
-use keel_orchestrator::{
-    Orchestrator, OrchestratorConfig, RetryPolicy, SagaDefinition, SagaStatus, Step, StepAction,
-};
+use keel_orchestrator::{Orchestrator, RetryPolicy, SagaDefinition, SagaStatus, Step, StepAction};
 use serde_json::{Value, json};
 
 use crate::common::stores::SqliteFile;
-use crate::common::{Journal, saga_id, settled};
-
-fn one_shard() -> OrchestratorConfig {
-    OrchestratorConfig {
-        shards: 1,
-        request_poll_ms: 0,
-        ..OrchestratorConfig::default()
-    }
-}
+use crate::common::{Journal, one_shard, saga_id, settled};
 
 fn greeting(step: Step) -> SagaDefinition {
     SagaDefinition::builder("greeting")
@@ -214,6 +204,64 @@ async fn a_closure_that_panics_during_recovery_parks_its_saga_and_start_goes_on(
     assert!(
         reason.contains("`hello`") && reason.contains("a bug shipped in the new build"),
         "{reason}"
+    );
+    orchestrator.shutdown().await;
+}
+
+/// A check that panicked parks its saga; once the next build fixes the check, recovery
+/// rebuilds the saga from its log (the panic is recorded, not run again) and a retry
+/// ends it.
+#[tokio::test]
+async fn a_check_that_panicked_and_is_fixed_leaves_its_saga_recoverable() {
+    let file = SqliteFile::new();
+    let journal = Journal::new();
+    let def = |panics: bool| {
+        SagaDefinition::builder("checked")
+            .step(
+                Step::new("get", |_| StepAction::custom("thing.get", json!({}))).check(move |_| {
+                    if panics {
+                        panic!("check bug");
+                    }
+                    Ok(())
+                }),
+            )
+            .build()
+            .unwrap()
+    };
+    let (orchestrator, _) = Orchestrator::builder(file.open())
+        .saga(def(true))
+        .handler("thing.get", journal.ok("thing.get", json!({})))
+        .config(one_shard())
+        .start()
+        .await
+        .unwrap();
+    let id = saga_id("chk-1");
+    orchestrator
+        .start_saga("checked", id.clone(), json!({}))
+        .await
+        .unwrap();
+    let status = settled(&orchestrator, &id).await;
+    let SagaStatus::NeedsIntervention { reason, .. } = &status else {
+        panic!("a success its check cannot judge parks the saga: {status:?}");
+    };
+    assert!(reason.contains("check bug"), "{reason}");
+    orchestrator.shutdown().await;
+    let (orchestrator, recovered) = Orchestrator::builder(file.open())
+        .saga(def(false))
+        .handler("thing.get", journal.ok("thing.get", json!({})))
+        .config(one_shard())
+        .start()
+        .await
+        .unwrap();
+    assert!(recovered.failed.is_empty(), "{recovered:?}");
+    assert_eq!(orchestrator.wait(&id).await.unwrap(), status);
+    // The saga had turned back; asked again, the step answers, its check passes now,
+    // and the saga ends turning back as it had decided.
+    orchestrator.retry(&id).await.unwrap();
+    let status = settled(&orchestrator, &id).await;
+    assert!(
+        matches!(status, SagaStatus::Compensated { .. }),
+        "{status:?}"
     );
     orchestrator.shutdown().await;
 }

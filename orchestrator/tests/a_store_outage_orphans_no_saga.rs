@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::common::outage::Outage;
 use crate::common::stores::{PgSchema, postgres_url, say_skipped};
-use crate::common::{Gate, Journal, saga_id, settled, within};
+use crate::common::{Gate, Journal, one_shard, saga_id, settled, within};
 
 const SAGAS: usize = 20;
 
@@ -242,4 +242,81 @@ async fn sagas_go_on_after_postgresql_is_restarted_under_them() {
     assert!(stats.store_outages >= 1, "the outage was seen: {stats:?}");
     orchestrator.shutdown().await;
     schema.drop_schema().await;
+}
+
+fn order() -> SagaDefinition {
+    SagaDefinition::builder("shop.order")
+        .step(Step::new("reserve", |ctx| {
+            StepAction::custom("stock.reserve", json!({ "sku": ctx.input()["sku"] }))
+        }))
+        .build()
+        .expect("a valid saga")
+}
+
+/// A finished saga's id started again while the store is away is refused once it is back:
+/// the store's records of the old run are not mistaken for the new start's.
+#[tokio::test(start_paused = true)]
+async fn a_finished_id_started_again_during_an_outage_is_still_refused() {
+    let store = Outage::new(Arc::new(MemoryStore::new()));
+    let journal = Journal::new();
+    let (orchestrator, _) = Orchestrator::builder(Arc::new(store.clone()))
+        .saga(order())
+        .handler("stock.reserve", journal.ok("stock.reserve", json!({})))
+        .clock(TokioClock::new())
+        .config(one_shard())
+        .start()
+        .await
+        .unwrap();
+    let orchestrator = Arc::new(orchestrator);
+    let id = saga_id("order-1");
+    orchestrator
+        .start_saga("shop.order", id.clone(), json!({ "sku": "book" }))
+        .await
+        .unwrap();
+    assert_eq!(settled(&orchestrator, &id).await, SagaStatus::Completed);
+    store.set_down(true);
+    let again = {
+        let (o, id) = (Arc::clone(&orchestrator), id.clone());
+        tokio::spawn(async move {
+            o.start_saga("shop.order", id, json!({ "sku": "pen" }))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store.set_down(false);
+    let again = again.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let calls = journal.calls_to("stock.reserve");
+
+    assert_eq!(
+        again,
+        Err(keel_orchestrator::Error::SagaExists {
+            saga: "order-1".into()
+        })
+    );
+    assert_eq!(calls.len(), 1, "the refused start sent no call");
+}
+
+/// A shutdown that comes with a start, while the store is away, ends at once.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_that_comes_with_a_start_ends_while_the_store_is_away() {
+    let store = Outage::new(Arc::new(MemoryStore::new()));
+    let journal = Journal::new();
+    let (orchestrator, _) = Orchestrator::builder(Arc::new(store.clone()))
+        .saga(order())
+        .handler("stock.reserve", journal.silent("stock.reserve"))
+        .clock(TokioClock::new())
+        .config(one_shard())
+        .start()
+        .await
+        .unwrap();
+    store.set_down(true);
+    let both = async {
+        tokio::join!(
+            orchestrator.start_saga("shop.order", saga_id("o-9"), json!({})),
+            orchestrator.shutdown()
+        )
+    };
+    let result = tokio::time::timeout(Duration::from_secs(600), both).await;
+    assert!(result.is_ok(), "shutdown hung for 600 s of store outage");
 }

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use keel_effects::persist::MemoryStore;
 use keel_effects::{Call, Failure};
 use keel_orchestrator::{Orchestrator, SagaDefinition, SagaStatus, Step, StepAction};
 use serde_json::{Value, json};
 
 use crate::common::stores::SqliteFile;
-use crate::common::{Journal, saga_id, settled};
+use crate::common::{Journal, one_shard, saga_id, settled};
 
 const ROWS_BYTES: usize = 1_500_000;
 
@@ -126,4 +127,52 @@ async fn an_input_too_big_for_a_record_is_refused_at_start_with_its_size() {
         "nothing of it was stored"
     );
     orchestrator.shutdown().await;
+}
+
+/// A check whose refusal quotes a 300 KB answer fails the step after that one call: the
+/// reason is cut to fit a record, so no record is refused and nothing is sent again.
+#[tokio::test]
+async fn a_check_refusing_with_a_huge_reason_fails_the_step_after_one_call() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let big = "x".repeat(300_000);
+    let handler = move |_: Call| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let big = big.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok::<Value, Failure>(json!({ "blob": big }))
+        }
+    };
+    let definition = SagaDefinition::builder("fetch")
+        .step(
+            Step::new("get", |_| StepAction::custom("blob.get", json!({})))
+                .check(|v| Err(format!("unexpected answer {v}"))),
+        )
+        .build()
+        .unwrap();
+    let (orchestrator, _) = Orchestrator::builder(Arc::new(MemoryStore::new()))
+        .saga(definition)
+        .handler("blob.get", handler)
+        .config(one_shard())
+        .start()
+        .await
+        .unwrap();
+    let id = saga_id("fetch-1");
+    orchestrator
+        .start_saga("fetch", id.clone(), json!({}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let n = calls.load(std::sync::atomic::Ordering::SeqCst);
+    let status = orchestrator.status(&id).await.unwrap();
+    assert_eq!(n, 1, "one call only");
+    let SagaStatus::Compensated { reason } = &status else {
+        panic!("the refused answer turns the saga back: {status:?}");
+    };
+    assert!(
+        reason.len() < 2_048,
+        "the reason is cut: {} bytes",
+        reason.len()
+    );
 }

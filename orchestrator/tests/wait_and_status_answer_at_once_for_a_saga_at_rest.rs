@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_effects::Failure;
+use keel_effects::TokioClock;
 use keel_effects::persist::MemoryStore;
 use keel_orchestrator::{
     Orchestrator, RetryPolicy, SagaDefinition, SagaId, SagaStatus, Step, StepAction,
 };
 use serde_json::json;
 
-use crate::common::{Gate, Journal, logged_status, saga_id};
+use crate::common::{Gate, Journal, logged_status, one_shard, saga_id, settled};
 
 /// Far longer than an answer takes; under the paused clock a call that is never
 /// answered fails the test at once instead of hanging it.
@@ -134,4 +135,44 @@ async fn wait_answers_for_a_saga_already_parked() {
         "{waited:?}"
     );
     orchestrator.shutdown().await;
+}
+
+/// A `wait` that comes in the same batch as an operator's retry of a parked saga waits for
+/// the saga's next rest rather than report it as not running.
+#[tokio::test(start_paused = true)]
+async fn a_wait_with_an_operator_retry_in_one_batch_waits_for_the_next_rest() {
+    let journal = Journal::new();
+    let definition = SagaDefinition::builder("slow")
+        .step(
+            Step::new("go", |_| StepAction::custom("slow.go", json!({})))
+                .retry(RetryPolicy::none())
+                .timeout_ms(50),
+        )
+        .build()
+        .unwrap();
+    let (orchestrator, _) = Orchestrator::builder(Arc::new(MemoryStore::new()))
+        .saga(definition)
+        .handler("slow.go", journal.silent("slow.go"))
+        .clock(TokioClock::new())
+        .config(one_shard())
+        .start()
+        .await
+        .unwrap();
+    let id = saga_id("slow-1");
+    orchestrator
+        .start_saga("slow", id.clone(), json!({}))
+        .await
+        .unwrap();
+    let status = settled(&orchestrator, &id).await;
+    assert!(
+        matches!(status, SagaStatus::NeedsIntervention { .. }),
+        "{status:?}"
+    );
+    let (waited, retried) = tokio::join!(orchestrator.wait(&id), orchestrator.retry(&id));
+    retried.unwrap();
+    let waited = waited.expect("the wait answers with a status at rest");
+    assert!(
+        matches!(waited, SagaStatus::NeedsIntervention { .. }),
+        "{waited:?}"
+    );
 }

@@ -6,8 +6,11 @@
 //! after the saga gave up on it and answers a retry `409 key in use` meanwhile, one
 //! answers more than a record may hold, one panics; a step's closures panic; and the
 //! store goes away for a stretch of simulated time, failing appends and reads. The
-//! commit goes through the orchestrator's own [`Commit`], and handlers are called
-//! through its own [`answer_of`], so the simulation runs the code production runs.
+//! commit goes through the orchestrator's own [`Commit`] (which decides what to try
+//! again), and handlers are called through its own [`answer_of`] (which catches their
+//! panics); what the tokio driver does around them (acting on a batch, rebuilding a
+//! saga whose records were refused, holding events while a commit waits) is mirrored
+//! here, and covered by the orchestrator's behaviour tests.
 //!
 //! Everything that varies comes from one seed: the saga definition, the services'
 //! faults, message latencies, cancellations and crash points. The same seed therefore
@@ -385,6 +388,8 @@ enum Event {
     },
     /// The orchestrator tries a held commit again.
     RetryCommit { epoch: u32 },
+    /// The orchestrator, dead since a crash during an outage, starts again.
+    Restart { epoch: u32 },
 }
 
 impl Event {
@@ -438,6 +443,9 @@ pub struct World {
     /// A commit waiting for the store, and the orchestrator's events held meanwhile.
     committing: Option<Commit>,
     held: Vec<Event>,
+    /// The epoch of an orchestrator that crashed while the store was away and starts
+    /// again when it is back.
+    restarting: Option<u32>,
 }
 
 /// The most simulated events one case may take before it counts as stuck.
@@ -467,6 +475,7 @@ impl World {
             steps_taken: 0,
             committing: None,
             held: Vec::new(),
+            restarting: None,
         }
     }
 
@@ -513,6 +522,14 @@ impl World {
                         self.commit_round(commit);
                     }
                 }
+                Event::Restart { epoch } => {
+                    if self.restarting == Some(epoch) {
+                        self.restart();
+                    }
+                }
+                // No process to take it: a cancellation is lost (its caller would try
+                // again), answers and timers were for the dead process anyway.
+                event if self.restarting.is_some() && event.for_orchestrator() => {}
                 // While a commit waits for the store, the orchestrator takes nothing new.
                 event if self.committing.is_some() && event.for_orchestrator() => {
                     self.held.push(event);
@@ -626,7 +643,9 @@ impl World {
                 };
                 self.push(self.now + 1, event);
             }
-            Event::RetryCommit { .. } => unreachable!("handled by drain"),
+            Event::RetryCommit { .. } | Event::Restart { .. } => {
+                unreachable!("handled by drain")
+            }
         }
     }
 
@@ -1068,21 +1087,32 @@ impl World {
     }
 
     fn crash_now(&mut self) -> bool {
-        // No crash while the store is away: the restart would find it away too, and a
-        // supervisor would only start the orchestrator once it is back.
-        !self.store_down()
+        self.restarting.is_none()
             && self.crashes < self.plan.crashes_max
             && self.rng.chance(self.plan.crash_percent)
     }
 
     /// The orchestrator dies: its memory, timers and answers in transit are gone. It
-    /// restarts from the durable log and picks up what was in flight.
+    /// restarts from the durable log and picks up what was in flight; while the store is
+    /// away its start fails, and it is started again once the store is back.
     fn crash(&mut self) {
         self.crashes += 1;
         self.epoch += 1;
         self.timers.clear();
         self.committing = None;
         self.held.clear();
+        self.engine = new_engine(&self.plan.definition);
+        if let Some((_, back)) = self.plan.outage.filter(|_| self.store_down()) {
+            self.restarting = Some(self.epoch);
+            self.push(back, Event::Restart { epoch: self.epoch });
+            return;
+        }
+        self.restart();
+    }
+
+    /// Starts the orchestrator on the durable log.
+    fn restart(&mut self) {
+        self.restarting = None;
         self.engine = new_engine(&self.plan.definition);
         for (saga, records) in &self.log {
             let envelopes = decode_all(records);

@@ -20,7 +20,7 @@ use keel_core::{Envelope, ExpectedVersion, IntentKind, StreamId, Timestamp, Topi
 use keel_effects::notify::Bus;
 use keel_effects::persist::{EventStore, READ_LIMIT_MAX};
 use keel_effects::{Call, Clock, InstanceId, Metrics};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::timers::Timers;
 use super::{Command, Handlers, OrchestratorConfig, Stats};
@@ -50,6 +50,15 @@ struct Answered {
     answer: Answer,
 }
 
+/// A status or wait request answered once the batch it came in is committed, so that
+/// no caller hears of a status that is not yet durable.
+struct Deferred {
+    id: SagaId,
+    reply: oneshot::Sender<Option<SagaStatus>>,
+    /// A wait (answered only with a status at rest) rather than a status request.
+    wait: bool,
+}
+
 /// A caller waiting for its request's records to be committed.
 enum Pending {
     Start(SagaId, oneshot::Sender<Result<(), Error>>),
@@ -66,8 +75,8 @@ pub(super) struct Driver {
     receiver: mpsc::Receiver<Command>,
     timers: Timers,
     waiters: HashMap<SagaId, Vec<oneshot::Sender<Option<SagaStatus>>>>,
-    /// Status requests to answer once the current batch is committed.
-    deferred: Vec<(SagaId, oneshot::Sender<Option<SagaStatus>>)>,
+    /// Status and wait requests to answer once the current batch is committed.
+    deferred: Vec<Deferred>,
     /// The final status of recently finished sagas, so that a `wait` or `status` just
     /// after a saga ends needs no read of the store. Bounded: oldest out first.
     recent: HashMap<SagaId, SagaStatus>,
@@ -78,10 +87,17 @@ pub(super) struct Driver {
     queued: VecDeque<(SagaId, StepCall)>,
     calls_max: usize,
     metrics: Metrics,
-    /// Commands taken while a commit waited for the store, to handle next.
+    /// Commands taken while a commit waited for the store, to handle next (at most
+    /// `queue_capacity`: past that, callers wait on the shard's queue again).
     held: VecDeque<Command>,
-    /// A shutdown asked for while a commit waited for the store.
+    /// Answers that came while a commit waited for the store, to handle next.
+    held_answers: Vec<Answered>,
+    /// A shutdown asked for (taken into a batch, or while a commit waited).
     stop: Option<oneshot::Sender<()>>,
+    /// Set by `Orchestrator::shutdown` before it asks the shards to stop, so that a
+    /// commit waiting for the store gives up even if the shutdown request cannot reach
+    /// the shard's queue.
+    shutdown: watch::Receiver<bool>,
     /// Store outages met, and how long they lasted in all.
     outages: u64,
     outage_ms: u64,
@@ -97,6 +113,7 @@ impl Driver {
         clock: Arc<dyn Clock>,
         config: OrchestratorConfig,
         receiver: mpsc::Receiver<Command>,
+        shutdown: watch::Receiver<bool>,
     ) -> Self {
         let notify = bus.filter(|_| config.publish_transitions).map(|bus| {
             let (sender, mut envelopes) = mpsc::channel::<Vec<Envelope>>(NOTIFY_QUEUE / 64);
@@ -131,7 +148,9 @@ impl Driver {
             calls_max: (config.calls_in_flight_max / config.shards.max(1)).max(1),
             metrics: Metrics::default(),
             held: VecDeque::new(),
+            held_answers: Vec::new(),
             stop: None,
+            shutdown,
             outages: 0,
             outage_ms: 0,
         }
@@ -179,6 +198,8 @@ impl Driver {
             let due = self.timers.next_due().map(|due| self.clock.instant_at(due));
             let first = if let Some(command) = self.held.pop_front() {
                 Wake::Command(command)
+            } else if !self.held_answers.is_empty() {
+                Wake::Timer // handled below, with the answers already in
             } else {
                 tokio::select! {
                     biased;
@@ -193,14 +214,16 @@ impl Driver {
             };
             let now = self.clock.now();
             let mut pending = Vec::new();
-            let mut stop = None;
+            for answered in std::mem::take(&mut self.held_answers) {
+                self.answered(answered, now);
+            }
             let mut taken = 0;
             let mut next = Some(first);
             while let Some(wake) = next.take() {
                 taken += 1;
                 match wake {
                     Wake::Command(Command::Shutdown { reply }) => {
-                        stop = Some(reply);
+                        self.stop = Some(reply);
                         break;
                     }
                     Wake::Command(command) => self.take(command, now, &mut pending),
@@ -237,7 +260,7 @@ impl Driver {
                     .handle(&id, &SagaEvent::TimerFired { timer }, now);
             }
             self.commit_and_act(pending).await;
-            if let Some(reply) = stop.or_else(|| self.stop.take()) {
+            if let Some(reply) = self.stop.take() {
                 let _ = reply.send(());
                 return;
             }
@@ -293,12 +316,20 @@ impl Driver {
             }
             // Answered after this batch commits, so that a caller never hears of a
             // status that is not yet durable.
-            Command::Status { id, reply } => self.deferred.push((id, reply)),
+            Command::Status { id, reply } => self.deferred.push(Deferred {
+                id,
+                reply,
+                wait: false,
+            }),
             Command::Wait { id, reply } => match self.engine.state(&id) {
                 Some(state) if !state.status.is_at_rest() => {
                     self.waiters.entry(id).or_default().push(reply);
                 }
-                _ => self.deferred.push((id, reply)),
+                _ => self.deferred.push(Deferred {
+                    id,
+                    reply,
+                    wait: true,
+                }),
             },
             Command::Count { reply } => drop(reply.send(self.engine.len())),
             Command::Stats { reply } => drop(reply.send(self.stats(None))),
@@ -332,9 +363,10 @@ impl Driver {
                 return;
             }
             let Some((batch, failed)) = self.commit(batch).await else {
-                // Shut down while the store was away: nothing of the batch is durable,
-                // so nothing of it is done; its callers hear that the orchestrator shut
-                // down, and its sagas resume from their logs at the next start.
+                // Shut down while the store was away: nothing of the batch is carried
+                // out (some of its appends may have landed); its callers hear that the
+                // orchestrator shut down, and its sagas resume from their logs at the
+                // next start.
                 return;
             };
             for entry in pending.drain(..) {
@@ -358,12 +390,23 @@ impl Driver {
                 };
                 let _ = reply.send(result);
             }
+            let committed: HashMap<SagaId, u64> = batch
+                .appends
+                .iter()
+                .filter(|append| failed.contains_key(&append.saga))
+                .map(|append| (append.saga.clone(), append.expected))
+                .collect();
             self.act(batch, &failed);
             for (id, error) in failed {
+                let ran_to = committed.get(&id).copied().unwrap_or(0);
                 self.engine.forget(&id);
-                if let Err(e) = self.reload(&id).await {
-                    tracing::error!(saga = %id, append_error = %error, error = %e, "a saga could not be reloaded after a refused append; it resumes when the orchestrator restarts");
-                    // Its waiters would wait for good: they read the store instead.
+                tracing::error!(saga = %id, error = %error, "the store refused a saga's records for good; it is rebuilt from its log");
+                if let Err(e) = self.reload(&id, ran_to).await {
+                    tracing::error!(saga = %id, error = %e, "a saga could not be rebuilt after a refused append; it resumes when the orchestrator restarts");
+                }
+                // A saga not held any more (it had finished, or never started) leaves
+                // its waiters to read the store; one held keeps them until it settles.
+                if self.engine.state(&id).is_none() {
                     for waiter in self.waiters.remove(&id).unwrap_or_default() {
                         let _ = waiter.send(None);
                     }
@@ -376,8 +419,11 @@ impl Driver {
     /// sagas whose append was refused for good, or `None` if a shutdown came first.
     ///
     /// While it waits, it takes requests but handles none (they are held for after the
-    /// commit), except a shutdown, which ends the wait, and statistics, which say that
-    /// the store is away.
+    /// commit, up to the queue's capacity), except statistics, which say that the store
+    /// is away; it polls the calls out and holds their answers. A shutdown ends the
+    /// wait: whatever of the batch had not landed is not carried out (its callers hear
+    /// that the orchestrator shut down, and its sagas resume from their logs at the
+    /// next start).
     async fn commit(
         &mut self,
         batch: Batch,
@@ -393,18 +439,26 @@ impl Driver {
                 if commit.rounds() == 1 {
                     self.outages += 1;
                     tracing::warn!(%error, sagas = commit.batch().appends.len(), "the store is unavailable: the batch is held and its commit tried again until the store is back");
-                } else if commit.rounds().is_multiple_of(10) {
+                } else if commit.rounds() % 10 == 0 {
                     let ms = now.unix_millis().saturating_sub(since.unix_millis());
                     tracing::error!(%error, unavailable_ms = ms, rounds = commit.rounds(), "the store is still unavailable");
                 }
+            }
+            if self.stop.is_some() || *self.shutdown.borrow() {
+                return None;
             }
             let since = commit.outage().map(|(since, _)| since);
             let sleep = tokio::time::sleep(delay);
             tokio::pin!(sleep);
             loop {
+                let room = self.held.len() < self.config.queue_capacity;
                 tokio::select! {
                     () = &mut sleep => break,
-                    command = self.receiver.recv() => match command {
+                    _ = self.shutdown.changed() => return None,
+                    Some(answered) = self.calls.next(), if !self.calls.is_empty() => {
+                        self.held_answers.push(answered);
+                    }
+                    command = self.receiver.recv(), if room => match command {
                         Some(Command::Shutdown { reply }) => {
                             self.stop = Some(reply);
                             return None;
@@ -489,7 +543,9 @@ impl Driver {
             }
         }
         for (id, timer) in batch.cancelled {
-            self.timers.cancel(&id, timer);
+            if ok(&id) {
+                self.timers.cancel(&id, timer);
+            }
         }
         for (id, call) in batch.calls {
             if ok(&id) {
@@ -528,10 +584,15 @@ impl Driver {
             }
             settled.insert(id, status);
         }
-        for (id, reply) in self.deferred.drain(..) {
-            // Held: its status now; finished lately: that; otherwise the caller reads
-            // the store, which now holds everything committed.
+        for Deferred { id, reply, wait } in std::mem::take(&mut self.deferred) {
+            // Held: its status now (a wait for a saga that moved on in this batch waits
+            // on); finished lately: that; otherwise the caller reads the store, which
+            // now holds everything committed.
             let status = match self.engine.state(&id) {
+                Some(state) if wait && !state.status.is_at_rest() => {
+                    self.waiters.entry(id).or_default().push(reply);
+                    continue;
+                }
                 Some(state) => Some(state.status.clone()),
                 None => settled.get(&id).or_else(|| self.recent.get(&id)).cloned(),
             };
@@ -623,28 +684,49 @@ impl Driver {
         self.calls.push(future);
     }
 
-    /// Rebuilds saga `id` from the store and puts what it has in flight in the batch.
-    async fn reload(&mut self, id: &SagaId) -> Result<(), Error> {
+    /// Rebuilds saga `id` from the store after its append was refused, the log having
+    /// held `committed` records as far as this shard knew. Reads are tried again while
+    /// the store is unavailable (until a shutdown).
+    ///
+    /// If the log is as this shard left it, what it has in flight is still in flight
+    /// (the refused records sent nothing): the saga goes on from its log and nothing is
+    /// sent again, so a record the store keeps refusing cannot make a call go out again
+    /// and again. If another writer moved the log on, the saga resumes as after a
+    /// restart: what that writer left in flight is sent again, under the same ids.
+    async fn reload(&mut self, id: &SagaId, committed: u64) -> Result<(), Error> {
         let stream = id.stream();
         let mut events = Vec::new();
+        let mut round = 0;
         loop {
-            let page = self
+            match self
                 .store
                 .read_stream(&stream, events.len() as u64 + 1, READ_LIMIT_MAX)
-                .await?;
-            let full = page.len() == READ_LIMIT_MAX;
-            events.extend(page);
-            if !full {
-                break;
+                .await
+            {
+                Ok(page) => {
+                    let full = page.len() == READ_LIMIT_MAX;
+                    events.extend(page);
+                    if !full {
+                        break;
+                    }
+                }
+                Err(e) if crate::commit::is_unavailable(&e) && !*self.shutdown.borrow() => {
+                    round += 1;
+                    tokio::time::sleep(crate::commit::retry_delay(round)).await;
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         if events.is_empty() {
             // Its start never committed: there is nothing to reload.
             return Ok(());
         }
+        let moved_on = events.len() as u64 != committed;
         self.engine
             .restore(id, events.iter().map(|e| (e.version, &e.envelope)))?;
-        self.engine.resume_one(id, self.clock.now());
+        if moved_on {
+            self.engine.resume_one(id, self.clock.now());
+        }
         Ok(())
     }
 }

@@ -260,6 +260,7 @@ impl OrchestratorBuilder {
         let handlers = Arc::new(self.handlers);
         let mut senders = Vec::with_capacity(self.config.shards);
         let mut drivers = Vec::with_capacity(self.config.shards);
+        let (stopping, shutdown) = tokio::sync::watch::channel(false);
         for _ in 0..self.config.shards {
             let mut engine = crate::engine::Engine::new();
             for definition in &definitions {
@@ -275,6 +276,7 @@ impl OrchestratorBuilder {
                 Arc::clone(&self.clock),
                 self.config,
                 receiver,
+                shutdown.clone(),
             ));
             senders.push(sender);
         }
@@ -296,6 +298,7 @@ impl OrchestratorBuilder {
                 tasks: std::sync::Mutex::new(tasks),
                 types,
                 lock: std::sync::Mutex::new(Some(lock)),
+                stopping,
             },
             recovered,
         ))
@@ -390,6 +393,8 @@ async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recov
             .await
         {
             Ok(page) => page,
+            // The store is away: recovery fails, and the start with it.
+            Err(e) if crate::commit::is_unavailable(&e) => return Err(e.into()),
             Err(e) => {
                 let (page, bad) = read_around(store, from, e).await?;
                 unreadable.extend(bad);
@@ -479,9 +484,10 @@ async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recov
 
 /// Reads past records the store cannot read: after `read_all` from `from` failed with
 /// `error`, reads one event at a time, skipping each position whose read fails, up to
-/// the head. Returns the events read and the positions skipped with why. If the store
-/// cannot even say its head, it is unavailable rather than holding a bad record, and
-/// recovery fails with the first error.
+/// the head. Returns the events read and the positions skipped with why (a position
+/// before the bad record that was trimmed counts too: the store does not say which
+/// position failed). If the store cannot say its head or becomes unavailable, recovery
+/// fails: that is an outage, not a bad record.
 async fn read_around(
     store: &dyn EventStore,
     from: u64,
@@ -506,8 +512,11 @@ async fn read_around(
                 }
                 None => break,
             },
+            Err(e) if crate::commit::is_unavailable(&e) => return Err(e.into()),
             Err(e) => {
-                tracing::error!(position, error = %e, "a record the store cannot read is skipped by recovery");
+                if bad.is_empty() {
+                    tracing::error!(position, error = %e, "a record the store cannot read is skipped by recovery");
+                }
                 bad.push((position, e));
                 position += 1;
             }
@@ -561,6 +570,8 @@ pub struct Orchestrator {
     types: Vec<SagaType>,
     /// The store's writer lock, released once the engines have stopped.
     lock: std::sync::Mutex<Option<WriterLock>>,
+    /// Told when shutting down, so that a shard waiting for the store stops waiting.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -747,6 +758,7 @@ impl Orchestrator {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
+        self.stopping.send_replace(true);
         // The request follower, if running, is the last task: it never ends by itself.
         if tasks.len() > self.shards.len()
             && let Some(follower) = tasks.last()

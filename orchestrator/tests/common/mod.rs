@@ -32,6 +32,16 @@ pub(crate) async fn within<T>(what: &str, future: impl Future<Output = T>) -> T 
     }
 }
 
+/// One shard (so every saga of a test shares it) and no request follower (whose
+/// polling would make a paused clock jump).
+pub(crate) fn one_shard() -> keel_orchestrator::OrchestratorConfig {
+    keel_orchestrator::OrchestratorConfig {
+        shards: 1,
+        request_poll_ms: 0,
+        ..keel_orchestrator::OrchestratorConfig::default()
+    }
+}
+
 /// A saga id; panics on an invalid one (ids in tests are literals).
 pub(crate) fn saga_id(id: impl Into<String>) -> SagaId {
     SagaId::new(id).expect("a valid saga id")
