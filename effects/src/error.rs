@@ -113,11 +113,33 @@ pub enum Error {
         actual: u64,
     },
 
-    /// The database failed (I/O, a lost connection, a constraint); nothing of the
-    /// failed operation was stored.
+    /// The store could not be reached, or could not take the operation right now: the
+    /// server is restarting or unreachable, the connection was lost, the disk or the
+    /// server's memory is full, the database is busy or locked by another writer, a lock
+    /// or statement timeout ran out. Trying the same operation again later may succeed
+    /// ([`Error::is_unavailable`]).
+    ///
+    /// Nothing of the operation was stored, except when the connection was lost while
+    /// its commit was in flight: then the commit may have happened, and the caller cannot
+    /// tell. Appends are idempotent by event id, so trying the same append again is safe
+    /// either way: it answers `deduplicated: true` if the lost commit happened.
+    #[error(
+        "the {backend} store is unavailable: {reason}; try the same operation again once it is back"
+    )]
+    Unavailable {
+        /// `sqlite` or `postgres`.
+        backend: &'static str,
+        /// What the database reported.
+        reason: String,
+    },
+
+    /// The database refused or failed the operation in a way that trying it again will
+    /// not change: a constraint, a damaged or foreign database, a value that does not
+    /// encode or decode, a writer that has stopped. Nothing of the failed operation was
+    /// stored. What may pass by itself is [`Error::Unavailable`] instead.
     #[error("the {backend} store failed: {reason}")]
     Storage {
-        /// `sqlite` or `postgres`.
+        /// `sqlite` or `postgres` (`outbox` for an outbox entry that does not encode).
         backend: &'static str,
         /// What the database reported.
         reason: String,
@@ -171,4 +193,62 @@ pub enum Error {
     /// An error from `keel-core` (an invalid envelope, topic or pattern).
     #[error(transparent)]
     Core(#[from] keel_core::Error),
+}
+
+impl Error {
+    /// Whether trying the same operation again later may succeed: true for
+    /// [`Error::Unavailable`] only. Every other error answers the operation for good (a
+    /// conflict, a refusal, a damaged store), and repeating it gets the same answer.
+    ///
+    /// ```
+    /// use keel_effects::Error;
+    ///
+    /// let down = Error::Unavailable {
+    ///     backend: "postgres",
+    ///     reason: "could not connect to the server: connection refused".into(),
+    /// };
+    /// let refused = Error::Storage {
+    ///     backend: "sqlite",
+    ///     reason: "the event at position 7 is damaged".into(),
+    /// };
+    /// assert!(down.is_unavailable());
+    /// assert!(!refused.is_unavailable());
+    /// ```
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unavailable_store_is_worth_trying_again() {
+        let unavailable = Error::Unavailable {
+            backend: "sqlite",
+            reason: "database is locked".to_owned(),
+        };
+        let storage = Error::Storage {
+            backend: "sqlite",
+            reason: "UNIQUE constraint failed".to_owned(),
+        };
+        assert!(unavailable.is_unavailable());
+        for error in [storage, Error::ShutDown, Error::UnknownDeadLetter { id: 1 }] {
+            assert!(!error.is_unavailable(), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn an_unavailable_store_says_to_try_again() {
+        let error = Error::Unavailable {
+            backend: "postgres",
+            reason: "could not read the head: connection closed".to_owned(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "the postgres store is unavailable: could not read the head: connection closed; \
+             try the same operation again once it is back"
+        );
+    }
 }
