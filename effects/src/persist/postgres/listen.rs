@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{CONNECT_TIMEOUT, advance_head, from_i64, storage};
+use super::{CONNECT_TIMEOUT, advance_head, from_i64, storage, unavailable};
 use crate::error::Error;
 
 /// How often the head is read in case a notification was missed.
@@ -68,10 +68,7 @@ async fn session(
     let connecting = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls));
     let (client, mut connection) = connecting
         .await
-        .map_err(|_| Error::Storage {
-            backend: "postgres",
-            reason: "the head listener could not connect in time".to_owned(),
-        })?
+        .map_err(|_| unavailable("the head listener could not connect in time".to_owned()))?
         .map_err(storage("connect the head listener"))?;
     let notified = Arc::clone(head);
     // Ends by itself when `client` is dropped (this session ends or is aborted) or the

@@ -32,7 +32,7 @@
 //! A failure before that (a lost connection, a server restart) rolls the whole
 //! transaction back: no partial batch is ever visible. If the connection is lost while
 //! the `COMMIT` itself is in flight the outcome is unknown to the caller, who gets
-//! [`Error::Storage`]: retrying the same append is safe, because appends are
+//! [`Error::Unavailable`]: retrying the same append is safe, because appends are
 //! idempotent by event id (the retry answers `deduplicated: true` if the first one
 //! committed).
 //!
@@ -73,8 +73,14 @@
 //!
 //! A store holds [`PostgresConfig::connections`] pooled connections plus one for
 //! listening. A connection lost to a server restart or a network failure is replaced
-//! at its next use, so after an outage calls fail with [`Error::Storage`] until the
-//! server is back, then work again. The store runs background tasks (the writer, the
+//! at its next use, so after an outage calls fail with [`Error::Unavailable`] until the
+//! server is back, then work again. An operation whose connection is lost while it runs
+//! fails with [`Error::Unavailable`]; a pooled connection lost while idle is noticed
+//! and replaced at its next checkout, so the next operation usually does not see it
+//! (one that starts before the driver task noticed fails instead, and the one after
+//! reconnects). Errors that will not pass by themselves (a constraint, a value the
+//! database refuses, an error inside the server) are [`Error::Storage`]; `failure`
+//! holds the table. The store runs background tasks (the writer, the
 //! listener, the connections' drivers) on the tokio runtime that called
 //! [`PostgresStore::connect`]; use the store from that runtime.
 //!
@@ -83,11 +89,13 @@
 //! - `schema`: tables, migrations under an advisory lock, and every statement's SQL.
 //! - `pool`: the connection pool with prepared statements, reconnecting lost ones.
 //! - `append`: the writer task and the pure planning of a group of appends.
+//! - `failure`: which errors may pass ([`Error::Unavailable`]) and which will not.
 //! - `listen`: head notifications, with a polling fallback.
 //! - `lock`: the writer lock, on a connection of its own.
 //! - `store`: the [`EventStore`](crate::persist::EventStore) implementation.
 
 mod append;
+mod failure;
 mod listen;
 mod lock;
 mod pool;
@@ -100,6 +108,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
+use self::failure::{describe_error, storage, storage_error, unavailable};
 use self::pool::Pool;
 use self::schema::{SchemaName, Sql};
 use crate::error::Error;
@@ -179,8 +188,9 @@ impl PostgresStore {
     /// commits of other processes.
     ///
     /// Fails with [`Error::InvalidConfig`] for a bad schema name or connection count,
-    /// [`Error::Storage`] when the URL does not parse or the server cannot be reached
-    /// within [`CONNECT_TIMEOUT`], [`Error::NotAStore`] when the schema holds tables of
+    /// [`Error::Storage`] when the URL does not parse or the server refuses the login,
+    /// [`Error::Unavailable`] when the server cannot be reached within
+    /// [`CONNECT_TIMEOUT`], [`Error::NotAStore`] when the schema holds tables of
     /// something else, and [`Error::SchemaTooNew`] when a newer keel migrated it.
     pub async fn connect(url: &str, config: PostgresConfig) -> Result<Self, Error> {
         let schema = SchemaName::parse(&config.schema)?;
@@ -221,14 +231,11 @@ impl PostgresStore {
         let opening = Self::open(pg, schema, config.connections, &location);
         match tokio::time::timeout(CONNECT_TIMEOUT, opening).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Storage {
-                backend: "postgres",
-                reason: format!(
-                    "could not connect to {location} and migrate it within {} s: is the \
-                     server up and reachable, and no other process stuck migrating it?",
-                    CONNECT_TIMEOUT.as_secs()
-                ),
-            }),
+            Err(_) => Err(unavailable(format!(
+                "could not connect to {location} and migrate it within {} s: is the server \
+                 up and reachable, and no other process stuck migrating it?",
+                CONNECT_TIMEOUT.as_secs()
+            ))),
         }
     }
 
@@ -308,36 +315,6 @@ fn advance_head(head: &watch::Sender<u64>, position: u64) {
         }
         moved
     });
-}
-
-/// The database's text of an error: tokio-postgres shows only "db error" by itself.
-fn describe_error(error: &tokio_postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
-        if let Some(detail) = db.detail() {
-            text.push_str(&format!(" ({detail})"));
-        }
-        if let Some(hint) = db.hint() {
-            text.push_str(&format!("; hint: {hint}"));
-        }
-        return text;
-    }
-    match std::error::Error::source(error) {
-        Some(source) => format!("{error}: {source}"),
-        None => error.to_string(),
-    }
-}
-
-fn storage_error(context: &str, error: &tokio_postgres::Error) -> Error {
-    Error::Storage {
-        backend: "postgres",
-        reason: format!("could not {context}: {}", describe_error(error)),
-    }
-}
-
-/// For `map_err`: a storage error saying what could not be done.
-fn storage(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
-    move |error| storage_error(context, &error)
 }
 
 fn location_error(location: &str, reason: String) -> Error {

@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::schema::Sql;
-use super::{CONNECT_TIMEOUT, LOCK_TIMEOUT_MS, storage, storage_error};
+use super::{CONNECT_TIMEOUT, LOCK_TIMEOUT_MS, storage, storage_error, unavailable};
 use crate::error::Error;
 
 /// Connects one client and spawns the task that drives its connection.
@@ -20,13 +20,10 @@ pub(super) async fn connect_client(config: &tokio_postgres::Config) -> Result<Cl
     let (client, connection) = match connecting.await {
         Ok(result) => result.map_err(storage("connect to the server"))?,
         Err(_) => {
-            return Err(Error::Storage {
-                backend: "postgres",
-                reason: format!(
-                    "could not connect to the server within {} s: is it running and reachable?",
-                    CONNECT_TIMEOUT.as_secs()
-                ),
-            });
+            return Err(unavailable(format!(
+                "could not connect to the server within {} s: is it running and reachable?",
+                CONNECT_TIMEOUT.as_secs()
+            )));
         }
     };
     tokio::spawn(async move {
@@ -74,14 +71,11 @@ impl Conn {
     async fn open(config: &tokio_postgres::Config, sql: &Sql) -> Result<Self, Error> {
         match tokio::time::timeout(CONNECT_TIMEOUT, Self::open_unbounded(config, sql)).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Storage {
-                backend: "postgres",
-                reason: format!(
-                    "could not connect and prepare statements within {} s: is the server \
-                     overloaded or unreachable?",
-                    CONNECT_TIMEOUT.as_secs()
-                ),
-            }),
+            Err(_) => Err(unavailable(format!(
+                "could not connect and prepare statements within {} s: is the server \
+                 overloaded or unreachable?",
+                CONNECT_TIMEOUT.as_secs()
+            ))),
         }
     }
 
