@@ -41,6 +41,16 @@
 //! under SQLite's write lock, so positions stay contiguous, but a process's
 //! [`EventStore::watch_head`] moves only with its own commits.
 //!
+//! # Failures
+//!
+//! A failure that may pass is [`Error::Unavailable`]: the file busy or locked past the
+//! 5 s busy timeout (another process writing it, a checkpoint), the disk full, an I/O
+//! error, a file that cannot be opened, no memory. Trying the same operation again
+//! later may succeed; nothing of it was stored. Anything else is [`Error::Storage`]: a
+//! constraint, a damaged or foreign file, a row that does not decode, and a writer
+//! thread that has stopped, which only reopening the store replaces. The table is in
+//! `failure`.
+//!
 //! # Writer lock
 //!
 //! [`EventStore::lock_writer`] takes an exclusive OS file lock on `<db>.lock` beside the
@@ -86,6 +96,7 @@
 //! # }
 //! ```
 
+mod failure;
 mod lock;
 mod read;
 mod row;
@@ -107,6 +118,7 @@ use super::{
     Trim, WriterLock, check_append,
 };
 use crate::error::Error;
+use failure::{sqlite, storage};
 use read::Readers;
 use writer::{Answer, Op, Request, WriterThread};
 
@@ -395,14 +407,6 @@ impl EventStore for SqliteStore {
     fn lock_writer<'a>(&'a self, holder: &'a LockHolder) -> StoreFuture<'a, WriterLock> {
         // A few system calls, taken once at start: not worth a blocking thread.
         Box::pin(std::future::ready(lock::lock(self.path(), holder)))
-    }
-}
-
-/// A SQLite failure as keel's error.
-fn storage(error: impl std::fmt::Display) -> Error {
-    Error::Storage {
-        backend: "sqlite",
-        reason: error.to_string(),
     }
 }
 

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Semaphore;
 
 use super::row::{self, envelope_columns};
-use super::{schema, sql_bound, storage};
+use super::{schema, sql_bound, sqlite, storage};
 use crate::error::Error;
 use crate::persist::{ProjectionState, READ_LIMIT_MAX, RecordedEvent, StoredSnapshot};
 
@@ -63,7 +63,7 @@ impl Readers {
             let permit = Arc::clone(&readers.permits)
                 .acquire_owned()
                 .await
-                .map_err(storage)?;
+                .map_err(|e| storage(e.to_string()))?;
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 let connection = readers.take()?;
@@ -116,13 +116,13 @@ impl Reader<'_> {
         // The stream's version bounds the count: size the page once instead of growing it.
         let version = self.stream_version(stream)?;
         let capacity = version.saturating_sub(from.max(1)).saturating_add(1);
-        let mut statement = self.0.prepare_cached(READ_STREAM).map_err(storage)?;
+        let mut statement = self.0.prepare_cached(READ_STREAM).map_err(sqlite)?;
         let mut rows = statement
             .query(params![stream.as_str(), sql_bound(from), limit as i64])
-            .map_err(storage)?;
+            .map_err(sqlite)?;
         let mut events =
             Vec::with_capacity(usize::try_from(capacity).map_or(limit, |c| c.min(limit)));
-        while let Some(row) = rows.next().map_err(storage)? {
+        while let Some(row) = rows.next().map_err(sqlite)? {
             events.push(row::decode(row, Some(stream))?);
         }
         Ok(events)
@@ -135,13 +135,13 @@ impl Reader<'_> {
         }
         let head = self.head()?;
         let capacity = head.saturating_sub(from.max(1)).saturating_add(1);
-        let mut statement = self.0.prepare_cached(READ_ALL).map_err(storage)?;
+        let mut statement = self.0.prepare_cached(READ_ALL).map_err(sqlite)?;
         let mut rows = statement
             .query(params![sql_bound(from), limit as i64])
-            .map_err(storage)?;
+            .map_err(sqlite)?;
         let mut events =
             Vec::with_capacity(usize::try_from(capacity).map_or(limit, |c| c.min(limit)));
-        while let Some(row) = rows.next().map_err(storage)? {
+        while let Some(row) = rows.next().map_err(sqlite)? {
             events.push(row::decode(row, None)?);
         }
         Ok(events)
@@ -152,7 +152,7 @@ impl Reader<'_> {
             .0
             .prepare_cached("SELECT version FROM streams WHERE stream = ?1")
             .and_then(|mut s| s.query_row([stream.as_str()], |row| row.get(0)).optional())
-            .map_err(storage)?;
+            .map_err(sqlite)?;
         unsigned(version.unwrap_or(0), "stream version")
     }
 
@@ -168,14 +168,14 @@ impl Reader<'_> {
         let mut statement = self
             .0
             .prepare_cached("SELECT intent FROM outbox ORDER BY seq LIMIT ?1")
-            .map_err(storage)?;
-        let mut rows = statement.query([limit as i64]).map_err(storage)?;
+            .map_err(sqlite)?;
+        let mut rows = statement.query([limit as i64]).map_err(sqlite)?;
         let mut intents = Vec::new();
-        while let Some(row) = rows.next().map_err(storage)? {
+        while let Some(row) = rows.next().map_err(sqlite)? {
             let text = row
                 .get_ref(0)
                 .and_then(|v| Ok(v.as_str()?))
-                .map_err(storage)?;
+                .map_err(sqlite)?;
             let intent = serde_json::from_str(text)
                 .map_err(|e| storage(format!("a pending intent does not decode: {e}")))?;
             intents.push(intent);
@@ -191,7 +191,7 @@ impl Reader<'_> {
                 s.query_row([stream.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()
             })
-            .map_err(storage)?;
+            .map_err(sqlite)?;
         let Some((version, state)) = found else {
             return Ok(None);
         };
@@ -207,7 +207,7 @@ impl Reader<'_> {
             .0
             .prepare_cached("SELECT metadata FROM stream_metadata WHERE stream = ?1")
             .and_then(|mut s| s.query_row([stream.as_str()], |row| row.get(0)).optional())
-            .map_err(storage)?;
+            .map_err(sqlite)?;
         found.map(|text| json(&text, "stream metadata")).transpose()
     }
 
@@ -219,7 +219,7 @@ impl Reader<'_> {
                 s.query_row([name], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()
             })
-            .map_err(storage)?;
+            .map_err(sqlite)?;
         let Some((checkpoint, model)) = found else {
             return Ok(None);
         };

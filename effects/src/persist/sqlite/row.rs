@@ -15,7 +15,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Row, ToSql};
 use uuid::Uuid;
 
-use super::storage;
+use super::{sqlite, storage};
 use crate::error::Error;
 use crate::persist::RecordedEvent;
 
@@ -189,7 +189,7 @@ fn envelope(row: &Row<'_>, first: usize) -> Result<Envelope, Error> {
 }
 
 fn value<'r>(row: &'r Row<'_>, index: usize) -> Result<ValueRef<'r>, Error> {
-    row.get_ref(index).map_err(storage)
+    row.get_ref(index).map_err(sqlite)
 }
 
 fn integer(row: &Row<'_>, index: usize) -> Result<i64, Error> {

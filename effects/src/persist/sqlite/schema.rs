@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-use super::storage;
+use super::failure::sqlite_with;
+use super::{sqlite, storage};
 use crate::error::Error;
 
 /// The version of the file layout this build writes and reads.
@@ -113,7 +114,7 @@ enum Found {
 /// Every connection reads the file with `read()` calls, never through a memory map: with
 /// a map, an I/O error on the file (a failing disk, a full or vanished network mount, a
 /// file truncated behind SQLite's back) arrives as SIGBUS and kills the whole process,
-/// where a read call fails with an error the store reports as [`Error::Storage`]. The
+/// where a read call fails with an error the store reports as [`Error::Unavailable`]. The
 /// page caches keep hot pages in memory either way; a map would only save copying them.
 const NO_MMAP: &str = "PRAGMA mmap_size = 0;";
 
@@ -126,7 +127,7 @@ const SYNCHRONOUS_NORMAL: i64 = 1;
 /// empty, then switches to WAL and sets the pragmas.
 pub(crate) fn open_writer(path: &Path, synchronous_full: bool) -> Result<Connection, Error> {
     let mut connection = Connection::open(path).map_err(|e| open_error(path, e))?;
-    connection.busy_timeout(BUSY_TIMEOUT).map_err(storage)?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
     if inspect(&connection, path)? == Found::Empty {
         create(&mut connection, path)?;
     }
@@ -147,12 +148,12 @@ pub(crate) fn open_writer(path: &Path, synchronous_full: bool) -> Result<Connect
     };
     connection
         .pragma_update(None, "synchronous", synchronous)
-        .map_err(storage)?;
+        .map_err(sqlite)?;
     // SQLite ignores a pragma it does not know without an error; read it back, so that
     // a store never claims a durability its connection does not have.
     let set: i64 = connection
         .pragma_query_value(None, "synchronous", |row| row.get(0))
-        .map_err(storage)?;
+        .map_err(sqlite)?;
     if set != level {
         return Err(storage(format!(
             "SQLite kept synchronous={set} when asked for {synchronous} ({level})"
@@ -164,7 +165,7 @@ pub(crate) fn open_writer(path: &Path, synchronous_full: bool) -> Result<Connect
     connection
         .execute_batch("PRAGMA cache_size = -65536; PRAGMA journal_size_limit = 67108864;")
         .and_then(|()| connection.execute_batch(NO_MMAP))
-        .map_err(storage)?;
+        .map_err(sqlite)?;
     connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)
 }
@@ -175,11 +176,11 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, Error> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
     let connection = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
-    connection.busy_timeout(BUSY_TIMEOUT).map_err(storage)?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
     connection
         .execute_batch("PRAGMA cache_size = -32768;")
         .and_then(|()| connection.execute_batch(NO_MMAP))
-        .map_err(storage)?;
+        .map_err(sqlite)?;
     connection.set_prepared_statement_cache_capacity(32);
     Ok(connection)
 }
@@ -189,7 +190,7 @@ pub(crate) fn head(connection: &Connection) -> Result<u64, Error> {
     let head: i64 = connection
         .prepare_cached("SELECT value FROM keel_meta WHERE key = 'head'")
         .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
-        .map_err(storage)?;
+        .map_err(sqlite)?;
     u64::try_from(head).map_err(|_| storage(format!("the stored head {head} is below 0")))
 }
 
@@ -253,14 +254,14 @@ fn create(connection: &mut Connection, path: &Path) -> Result<(), Error> {
     if inspect(&transaction, path)? == Found::Current {
         return Ok(());
     }
-    transaction.execute_batch(SCHEMA).map_err(storage)?;
+    transaction.execute_batch(SCHEMA).map_err(sqlite)?;
     transaction
         .pragma_update(None, "application_id", APPLICATION_ID)
-        .map_err(storage)?;
+        .map_err(sqlite)?;
     transaction
         .pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(storage)?;
-    transaction.commit().map_err(storage)
+        .map_err(sqlite)?;
+    transaction.commit().map_err(sqlite)
 }
 
 /// `sqlite_master`'s table names.
@@ -272,13 +273,14 @@ fn table_names(connection: &Connection) -> rusqlite::Result<Vec<String>> {
 }
 
 /// An open or header-read failure: a file that is not a database, or a damaged one, is
-/// not a store; anything else (permissions, a missing directory) is a storage failure.
+/// not a store; anything else is classed like every SQLite failure (see
+/// `failure::is_transient`): a file that cannot be opened, or is busy, is unavailable.
 fn open_error(path: &Path, error: rusqlite::Error) -> Error {
     match error.sqlite_error_code() {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Error::NotAStore {
             location: path.display().to_string(),
             reason: format!("{error}"),
         },
-        _ => storage(format!("cannot open `{}`: {error}", path.display())),
+        code => sqlite_with(code, format!("cannot open `{}`: {error}", path.display())),
     }
 }

@@ -496,7 +496,7 @@ fn a_keel_file_missing_a_table_is_damaged() {
 }
 
 #[test]
-fn an_empty_file_becomes_a_store_and_a_missing_directory_is_a_storage_error() {
+fn an_empty_file_becomes_a_store_and_a_missing_directory_is_unavailable() {
     let dir = TempDir::new();
     std::fs::write(dir.file(), b"").unwrap();
     drop(open(&dir));
@@ -507,7 +507,12 @@ fn an_empty_file_becomes_a_store_and_a_missing_directory_is_a_storage_error() {
     assert_eq!(id, schema::APPLICATION_ID);
     let error =
         SqliteStore::open(dir.0.join("missing/store.keel"), SqliteConfig::default()).unwrap_err();
-    assert!(matches!(error, Error::Storage { .. }), "{error:?}");
+    // SQLITE_CANTOPEN: the directory may be a volume not mounted yet, so this is worth
+    // trying again (see `failure::is_transient`), and the message names the path.
+    assert!(
+        matches!(&error, Error::Unavailable { reason, .. } if reason.contains("missing")),
+        "{error:?}"
+    );
 }
 
 #[test]
@@ -803,4 +808,58 @@ async fn the_head_watch_moves_after_each_commit() {
         head.has_changed().is_err(),
         "a dropped store closes the watch"
     );
+}
+
+/// A full disk, for real: `max_page_count` caps the file at the pages it has, so the
+/// next write that needs a page fails with SQLITE_FULL. However much of the transaction
+/// SQLite rolls back for it, the append fails as `Unavailable` (not as "no such
+/// savepoint", which a rolled-back transaction would give), and succeeds once there is
+/// room. Driven on the writer's own types, since the store's connection is private.
+#[test]
+fn a_full_disk_fails_an_append_as_unavailable_until_there_is_room() {
+    use super::transaction::{Statements, Transaction};
+    use super::writer::Op;
+
+    let dir = TempDir::new();
+    drop(open(&dir));
+    let connection = schema::open_writer(&dir.file(), true).unwrap();
+    let pages: i64 = connection
+        .pragma_query_value(None, "page_count", |row| row.get(0))
+        .unwrap();
+    connection
+        .pragma_update(None, "max_page_count", pages)
+        .unwrap();
+    let mut statements = Statements::prepare(&connection).unwrap();
+    let stream = StreamId::from("full");
+    // Several events, so the append runs inside a savepoint; large enough to need pages.
+    let events: Vec<Envelope> = (1..=20)
+        .map(|id| {
+            let mut event = event(id);
+            event.payload = Payload::Json(json!("x".repeat(8 << 10)));
+            event
+        })
+        .collect();
+    let op = Op::append(&stream, ExpectedVersion::NoStream, &events, &[]).unwrap();
+
+    let mut transaction = Transaction::begin(&connection, &mut statements).unwrap();
+    let error = match transaction.apply_isolated(&op) {
+        // SQLite rolled the whole transaction back (what the bundled SQLite does for
+        // SQLITE_FULL here): the group fails.
+        Err(group) => group,
+        // SQLite undid the statement only: the request's own answer.
+        Ok(Err(request)) => request,
+        Ok(Ok(answer)) => panic!("stored on a full disk: {answer:?}"),
+    };
+    transaction.abort();
+    assert!(
+        matches!(&error, Error::Unavailable { reason, .. } if reason.contains("full")),
+        "{error:?}"
+    );
+
+    connection
+        .pragma_update(None, "max_page_count", 1_u32 << 30)
+        .unwrap();
+    let mut transaction = Transaction::begin(&connection, &mut statements).unwrap();
+    let answer = transaction.apply_isolated(&op).unwrap().unwrap();
+    assert_eq!(transaction.commit().unwrap(), 20, "{answer:?}");
 }

@@ -18,9 +18,10 @@ use std::collections::HashSet;
 use keel_core::EventId;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Statement, params};
 
+use super::failure::sqlite_with;
 use super::row::{EventRow, SAME_CONTENT};
 use super::writer::{Answer, Append, Op};
-use super::{sql_bound, sql_int, storage};
+use super::{sql_bound, sql_int, sqlite, storage};
 use crate::error::Error;
 use crate::persist::repeat::{self, Held};
 use crate::persist::{Appended, Trim, check_expected};
@@ -38,8 +39,10 @@ pub(crate) struct Statements<'c> {
 }
 
 impl<'c> Statements<'c> {
-    pub(crate) fn prepare(connection: &'c Connection) -> Result<Self, Error> {
-        let prepare = |sql: &str| connection.prepare(sql).map_err(storage);
+    /// The statements, or SQLite's error: the writer cannot run without them whatever
+    /// its class (see `writer`).
+    pub(crate) fn prepare(connection: &'c Connection) -> rusqlite::Result<Self> {
+        let prepare = |sql: &str| connection.prepare(sql);
         Ok(Self {
             insert_event: prepare(
                 "INSERT INTO events (position, stream, version, id, event_type, source, \
@@ -78,6 +81,16 @@ enum Refusal {
     Constraint(rusqlite::Error),
 }
 
+impl Refusal {
+    /// The refusal as the error it is when it cannot be answered to its request alone.
+    fn into_error(self) -> Error {
+        match self {
+            Self::Error(error) => error,
+            Self::Constraint(error) => sqlite(error),
+        }
+    }
+}
+
 impl From<Error> for Refusal {
     fn from(error: Error) -> Self {
         Self::Error(error)
@@ -89,7 +102,7 @@ impl From<rusqlite::Error> for Refusal {
         if error.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
             Self::Constraint(error)
         } else {
-            Self::Error(storage(error))
+            Self::Error(sqlite(error))
         }
     }
 }
@@ -103,13 +116,13 @@ impl<'t, 'c> Transaction<'t, 'c> {
         // (another process writing the same file waits for it, or we wait for it).
         connection
             .execute_batch("BEGIN IMMEDIATE")
-            .map_err(storage)?;
+            .map_err(sqlite)?;
         let read = || -> Result<(u64, bool), Error> {
             let head = super::schema::head(connection)?;
             let trimmed_any: bool = connection
                 .prepare_cached("SELECT EXISTS (SELECT 1 FROM trimmed_ids)")
                 .and_then(|mut s| s.query_row([], |row| row.get(0)))
-                .map_err(storage)?;
+                .map_err(sqlite)?;
             Ok((head, trimmed_any))
         };
         match read() {
@@ -147,25 +160,27 @@ impl<'t, 'c> Transaction<'t, 'c> {
             Err(refusal) => refusal,
         };
         self.head = head;
+        if self.connection.is_autocommit() {
+            // SQLite rolled the whole transaction back (a full disk, an I/O error, a
+            // busy database, no memory): the group fails, and with the class of the
+            // error that did it, so a full disk stays worth trying again. Checked before
+            // the savepoint statements, which would only fail with "no such savepoint".
+            return Err(rolled_back(refusal.into_error()));
+        }
         if savepoint {
             self.execute("ROLLBACK TO request")?;
             self.execute("RELEASE request")?;
-        } else if self.connection.is_autocommit() {
-            return Err(storage("the transaction was rolled back by SQLite"));
         } else if self.connection.total_changes() != changes {
             // A statement of the request completed before another failed, and without
             // a savepoint its rows cannot be taken back alone. Only an I/O-like failure
             // gets here (the request's own refusals come before its writes); the
             // group is dropped rather than commit half a request.
-            return Err(match refusal {
-                Refusal::Error(error) => error,
-                Refusal::Constraint(error) => storage(error),
-            });
+            return Err(refusal.into_error());
         }
         Ok(match (refusal, op) {
             (Refusal::Error(error), _) => Err(error),
             (Refusal::Constraint(error), Op::Append(append)) => self.explain(append, &error),
-            (Refusal::Constraint(error), _) => Err(storage(error)),
+            (Refusal::Constraint(error), _) => Err(sqlite(error)),
         })
     }
 
@@ -347,7 +362,7 @@ impl<'t, 'c> Transaction<'t, 'c> {
                 })
                 .optional()
             })
-            .map_err(storage)
+            .map_err(sqlite)
     }
 
     /// Names the reused id of `append` (none of whose rows is stored), as the memory
@@ -383,7 +398,7 @@ impl<'t, 'c> Transaction<'t, 'c> {
                 s.query_row([&id[..]], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
                     .optional()
             })
-            .map_err(storage)?;
+            .map_err(sqlite)?;
         found
             .map(|(stream, version, position)| {
                 Ok(Located {
@@ -401,7 +416,7 @@ impl<'t, 'c> Transaction<'t, 'c> {
             .stream_version
             .query_row([stream], |row| row.get(0))
             .optional()
-            .map_err(storage)?;
+            .map_err(sqlite)?;
         unsigned(version.unwrap_or(0))
     }
 
@@ -459,9 +474,10 @@ impl<'t, 'c> Transaction<'t, 'c> {
             Ok(()) => Ok(self.head),
             Err(error) => {
                 self.abort();
-                Err(storage(format!(
-                    "the commit failed, nothing of it is stored: {error}"
-                )))
+                Err(sqlite_with(
+                    error.sqlite_error_code(),
+                    format!("the commit failed, nothing of it is stored: {error}"),
+                ))
             }
         }
     }
@@ -483,8 +499,30 @@ impl<'t, 'c> Transaction<'t, 'c> {
             // I/O error); a savepoint statement then fails, and so does the group.
             Ok(_) if !self.connection.is_autocommit() => Ok(()),
             Ok(_) => Err(storage("the transaction was rolled back by SQLite")),
-            Err(error) => Err(storage(error)),
+            Err(error) => Err(sqlite(error)),
         }
+    }
+}
+
+/// The error of a group whose transaction SQLite rolled back because of `cause`: of
+/// `cause`'s class, so that a full disk stays worth trying again, and saying what
+/// became of the group.
+fn rolled_back(cause: Error) -> Error {
+    let unavailable = cause.is_unavailable();
+    let cause = match cause {
+        Error::Unavailable { reason, .. } | Error::Storage { reason, .. } => reason,
+        // A refusal of keel's own does not end a transaction: SQLite did, for a reason
+        // it did not report to this request.
+        other => format!("after the request was refused ({other})"),
+    };
+    let reason = format!("SQLite rolled the transaction back, nothing of it is stored: {cause}");
+    if unavailable {
+        Error::Unavailable {
+            backend: "sqlite",
+            reason,
+        }
+    } else {
+        storage(reason)
     }
 }
 

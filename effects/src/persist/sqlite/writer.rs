@@ -185,6 +185,10 @@ fn mismatch(answer: &Answer) -> Error {
 }
 
 /// The error every call meets once the writer thread is gone.
+///
+/// [`Error::Storage`], not [`Error::Unavailable`]: the thread ends only when the store
+/// is dropped or it panicked, and nothing starts it again, so trying the same call
+/// again on this handle can never succeed; only reopening the store can.
 pub(crate) fn stopped() -> Error {
     storage("the writer thread has stopped; reopen the store")
 }
@@ -238,6 +242,13 @@ impl Writer {
         let mut statements = match Statements::prepare(&self.connection) {
             Ok(statements) => statements,
             Err(error) => {
+                // The writer has no statements and never prepares them again: every
+                // request would fail the same way, however passing the cause (an I/O
+                // error, no memory) was. So it is `Storage`, like a stopped writer.
+                let error = storage(format!(
+                    "the writer thread could not prepare its statements ({error}); reopen \
+                     the store"
+                ));
                 while let Some(request) = queue.blocking_recv() {
                     let _ = request.reply.send(Err(error.clone()));
                 }
