@@ -55,6 +55,7 @@ mod store_projection_applies_each_event_exactly_once;
 mod store_projection_follows_new_commits_live;
 mod store_refuses_an_event_id_repeated_with_other_content;
 mod store_refuses_bad_input_with_typed_errors;
+mod store_says_whether_trying_again_may_help;
 mod store_subscription_catches_up_then_follows_live;
 mod store_survives_sigkill;
 mod store_trims_a_log_stream_before_a_position;

@@ -74,13 +74,18 @@
 //! A store holds [`PostgresConfig::connections`] pooled connections plus one for
 //! listening. A connection lost to a server restart or a network failure is replaced
 //! at its next use, so after an outage calls fail with [`Error::Unavailable`] until the
-//! server is back, then work again. An operation whose connection is lost while it runs
-//! fails with [`Error::Unavailable`]; a pooled connection lost while idle is noticed
-//! and replaced at its next checkout, so the next operation usually does not see it
-//! (one that starts before the driver task noticed fails instead, and the one after
-//! reconnects). Errors that will not pass by themselves (a constraint, a value the
-//! database refuses, an error inside the server) are [`Error::Storage`]; `failure`
-//! holds the table. The store runs background tasks (the writer, the
+//! server is back, then work again. Precisely: a connection is replaced at the first
+//! checkout after its driver task saw it close. An operation whose connection the
+//! server ends while it runs (a restart, `pg_terminate_backend`) fails with
+//! [`Error::Unavailable`], and so may the operations right after it on the same
+//! connection, until the close is seen (appends are the exception: they discard their
+//! connection on any failure). A connection ended while idle is replaced without a
+//! failure if the close was seen before its next use; an operation that comes sooner
+//! fails with the server's `57P01`, which was waiting on the socket. Errors that will
+//! not pass by themselves (a constraint, a value the database refuses, an error inside
+//! the server) are [`Error::Storage`]; `failure` holds the table.
+//!
+//! The store runs background tasks (the writer, the
 //! listener, the connections' drivers) on the tokio runtime that called
 //! [`PostgresStore::connect`]; use the store from that runtime.
 //!
