@@ -101,8 +101,9 @@ impl<P: Projection> ProjectionRunner<P> {
 
     /// Catches up, then follows the store: after each commit it applies the new events
     /// and saves, like [`Self::catch_up`]. It runs until the store shuts down
-    /// ([`Error::ShutDown`]), a read or save fails, or another runner of the same
-    /// projection saved first ([`Error::ProjectionConflict`]); stop it by dropping the
+    /// ([`Error::ShutDown`]), a read or save fails (if [`Error::is_unavailable`], call
+    /// it again later: it goes on from the last saved checkpoint), or another runner of
+    /// the same projection saved first ([`Error::ProjectionConflict`]); stop it by dropping the
     /// future (or aborting its task), which loses at most an unsaved batch's work, never
     /// its events.
     pub async fn follow(&self) -> Result<Infallible, Error> {

@@ -45,7 +45,9 @@ impl Subscription {
     }
 
     /// The next event, waiting for one to be committed if the subscription is at the
-    /// head. Fails only if the store does.
+    /// head. Fails only if the store does; a failed read moves nothing, so after an
+    /// error that may pass ([`Error::is_unavailable`]) calling it again later goes on
+    /// where it stopped.
     pub async fn next(&mut self) -> Result<RecordedEvent, Error> {
         loop {
             if let Some(event) = self.page.pop_front() {
