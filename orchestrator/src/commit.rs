@@ -189,7 +189,7 @@ impl Commit {
 /// Whether `error` says the store is unavailable (down, unreachable, out of space)
 /// rather than refusing this append: only then is the same append worth trying again.
 pub fn is_unavailable(error: &keel_effects::Error) -> bool {
-    matches!(error, keel_effects::Error::Storage { .. })
+    error.is_unavailable()
 }
 
 /// The wait after round `round` (from 1) failed: doubling from [`RETRY_DELAY_FIRST`] up
@@ -221,7 +221,7 @@ mod tests {
     }
 
     fn down() -> keel_effects::Error {
-        keel_effects::Error::Storage {
+        keel_effects::Error::Unavailable {
             backend: "test",
             reason: "connection refused".into(),
         }

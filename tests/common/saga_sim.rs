@@ -917,7 +917,7 @@ impl World {
         ok: Result<(), keel::effects::Error>,
     ) -> Result<keel::effects::persist::Appended, keel::effects::Error> {
         if self.store_down() {
-            return Err(keel::effects::Error::Storage {
+            return Err(keel::effects::Error::Unavailable {
                 backend: "sim",
                 reason: "the store is away".into(),
             });

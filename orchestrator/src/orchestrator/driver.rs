@@ -439,7 +439,7 @@ impl Driver {
                 if commit.rounds() == 1 {
                     self.outages += 1;
                     tracing::warn!(%error, sagas = commit.batch().appends.len(), "the store is unavailable: the batch is held and its commit tried again until the store is back");
-                } else if commit.rounds() % 10 == 0 {
+                } else if commit.rounds().is_multiple_of(10) {
                     let ms = now.unix_millis().saturating_sub(since.unix_millis());
                     tracing::error!(%error, unavailable_ms = ms, rounds = commit.rounds(), "the store is still unavailable");
                 }

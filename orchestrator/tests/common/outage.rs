@@ -44,7 +44,7 @@ impl Outage {
     fn check(&self) -> Result<(), Error> {
         if self.down.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
-            return Err(Error::Storage {
+            return Err(Error::Unavailable {
                 backend: "sqlite",
                 reason: "disk I/O error (the test took the store away)".into(),
             });
