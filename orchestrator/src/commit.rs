@@ -103,6 +103,10 @@ impl Commit {
     pub fn dead_letters_answered(&mut self, result: Result<Appended, keel_effects::Error>) {
         match result {
             Ok(_) => self.dead_letters_pending = false,
+            // A letter with this id is stored already, from a run that crashed after
+            // appending it and before the saga's records: one letter per parking is
+            // what is wanted, and its time is when that run parked the saga.
+            Err(keel_effects::Error::EventConflict { .. }) => self.dead_letters_pending = false,
             Err(e) if is_unavailable(&e) => self.unavailable(e),
             Err(e) => {
                 tracing::warn!(error = %e, "dead letters could not be appended; the sagas stay parked and visible in `list`");
@@ -294,6 +298,28 @@ mod tests {
             ),
             "{refused:?}"
         );
+    }
+
+        #[test]
+    fn a_dead_letter_stored_before_a_crash_is_not_appended_again() {
+        let letter = keel_core::Envelope::builder(
+            keel_core::EventId::from_u128(1),
+            keel_core::EventType::from_static("test.letter"),
+            "test",
+            Timestamp::UNIX_EPOCH,
+        )
+        .build()
+        .expect("a valid envelope");
+        let mut commit = Commit::new(Batch {
+            dead_letters: vec![letter],
+            ..batch(&["a"])
+        });
+        commit.pending();
+        commit.dead_letters_answered(Err(keel_effects::Error::EventConflict {
+            id: "1".into(),
+            stream: keel_core::StreamId::from_static("keel-dead-letters"),
+        }));
+        assert!(!commit.dead_letters_pending());
     }
 
     #[test]
