@@ -300,7 +300,7 @@ mod tests {
         );
     }
 
-        #[test]
+    #[test]
     fn a_dead_letter_stored_before_a_crash_is_not_appended_again() {
         let letter = keel_core::Envelope::builder(
             keel_core::EventId::from_u128(1),
