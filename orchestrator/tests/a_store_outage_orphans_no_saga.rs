@@ -49,6 +49,25 @@ fn builder(
         .handler("courier.ship", journal.ok("courier.ship", json!({})))
 }
 
+/// Starts [`SAGAS`] sagas named `prefix-N` and waits until each waits at the gate.
+async fn sagas_at_the_gate(
+    orchestrator: &Orchestrator,
+    gate: &Gate,
+    prefix: &str,
+) -> Vec<keel_orchestrator::SagaId> {
+    let ids: Vec<_> = (0..SAGAS)
+        .map(|n| saga_id(format!("{prefix}-{n}")))
+        .collect();
+    for id in &ids {
+        orchestrator
+            .start_saga("parcel.delivery", id.clone(), json!({}))
+            .await
+            .expect("the saga starts");
+    }
+    gate.arrivals(SAGAS).await;
+    ids
+}
+
 #[tokio::test(start_paused = true)]
 async fn sagas_waiting_on_a_slow_step_finish_once_the_store_is_back() {
     let store = Outage::new(Arc::new(MemoryStore::new()));
@@ -59,14 +78,7 @@ async fn sagas_waiting_on_a_slow_step_finish_once_the_store_is_back() {
         .await
         .expect("the orchestrator starts");
     let orchestrator = Arc::new(orchestrator);
-    let ids: Vec<_> = (0..SAGAS).map(|n| saga_id(format!("parcel-{n}"))).collect();
-    for id in &ids {
-        orchestrator
-            .start_saga("parcel.delivery", id.clone(), json!({}))
-            .await
-            .expect("the saga starts");
-    }
-    gate.arrivals(SAGAS).await;
+    let ids = sagas_at_the_gate(&orchestrator, &gate, "parcel").await;
 
     // The store goes away; the slow step answers meanwhile.
     store.set_down(true);
@@ -210,16 +222,7 @@ async fn sagas_go_on_after_postgresql_is_restarted_under_them() {
         .start()
         .await
         .expect("the orchestrator starts");
-    let ids: Vec<_> = (0..SAGAS)
-        .map(|n| saga_id(format!("pg-parcel-{n}")))
-        .collect();
-    for id in &ids {
-        orchestrator
-            .start_saga("parcel.delivery", id.clone(), json!({}))
-            .await
-            .expect("the saga starts");
-    }
-    gate.arrivals(SAGAS).await;
+    let ids = sagas_at_the_gate(&orchestrator, &gate, "pg-parcel").await;
 
     tokio::task::spawn_blocking(|| pg_ctl("stop"))
         .await
