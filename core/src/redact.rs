@@ -306,9 +306,11 @@ mod tests {
             let request = HttpRequest::get("http://h/").header("Authorization", value.clone());
             let text = format!("{before}{value}{after}");
             let scrubbed = request.scrub(&text);
-            prop_assert!(!scrubbed.contains(&value), "{}", scrubbed);
+            // The marker itself may spell the credential (`c`, `act`): look past it.
+            let left = scrubbed.replace(REDACTED, "\u{0}");
+            prop_assert!(!left.contains(&value), "{}", scrubbed);
             if token.len() >= WORD_BYTES_MIN {
-                prop_assert!(!scrubbed.contains(&token), "{}", scrubbed);
+                prop_assert!(!left.contains(&token), "{}", scrubbed);
             }
         }
     }
