@@ -312,8 +312,12 @@ where
 pub(crate) fn idle_saga() -> SagaDefinition {
     SagaDefinition::builder("bench.idle")
         .step(
-            Step::new("wait", |_| StepAction::custom("bench.fail", json!(null)))
-                .retry(RetryPolicy::exponential(2, 3_600_000).backoff_max_ms(3_600_000)),
+            Step::new("wait", |_| StepAction::custom("bench.fail", json!(null))).retry(
+                RetryPolicy::exponential()
+                    .attempts(2)
+                    .first_delay(Duration::from_millis(3_600_000))
+                    .max_delay(Duration::from_millis(3_600_000)),
+            ),
         )
         .build()
         .expect("the idle saga is valid")

@@ -26,7 +26,11 @@ async fn keel_retries_a_parked_saga_that_a_running_orchestrator_then_finishes() 
         .step(
             Step::new("debit", |_| StepAction::custom("vault.debit", json!({})))
                 .compensate(|_| StepAction::custom("vault.credit", json!({})))
-                .compensation_retry(RetryPolicy::exponential(2, 10)),
+                .compensation_retry(
+                    RetryPolicy::exponential()
+                        .attempts(2)
+                        .first_delay(Duration::from_millis(10)),
+                ),
         )
         .step(Step::new("credit-other", |_| {
             StepAction::custom("vault.refuse", json!({}))

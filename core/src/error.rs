@@ -47,6 +47,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// A retry policy is out of bounds.
+    #[error("retry policy is invalid: {reason}")]
+    InvalidRetryPolicy {
+        /// Which bound it broke, with the value given.
+        reason: String,
+    },
+
     /// An event type is not lowercase dotted segments.
     #[error(
         "event type `{value}` is invalid: use lowercase dotted segments such as `order.payment.completed` ({reason})"

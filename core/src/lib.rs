@@ -11,8 +11,11 @@
 //! - [`intent`]: [`Intent`] and [`IntentKind`]: notify, persist, http, timers, custom.
 //! - [`redact`]: an HTTP request's credentials, sent as they are but redacted in `Debug`
 //!   output and scrubbed out of text that quotes them.
-//! - [`outcome`]: [`Outcome`], what became of an intent, fed back as an action, and the
-//!   [`FailureKind`] of a failed one.
+//! - [`outcome`]: [`Outcome`], what became of an intent, fed back as an action; the
+//!   [`Failure`] a handler answers instead of a value, and its [`FailureKind`].
+//! - [`retry`]: the one [`RetryPolicy`] (attempts, backoff, jitter, which
+//!   [`FailureKinds`] are retried), a pure decision both the effects layer and sagas
+//!   ask.
 //! - [`envelope`]: [`Envelope`], the shape every event and command travels in.
 //! - [`cloudevents`]: lossless mapping of envelopes to and from CloudEvents 1.0 JSON,
 //!   with bounded, validating decoding.
@@ -60,6 +63,7 @@ pub mod machine;
 pub mod outcome;
 pub mod redact;
 pub mod reducer;
+pub mod retry;
 pub mod time;
 pub mod topic;
 pub mod upcast;
@@ -72,8 +76,9 @@ pub use error::{Error, Result};
 pub use id::{CausationId, CorrelationId, EventId, IntentId, StreamId, TimerId};
 pub use intent::{ExpectedVersion, HttpBody, HttpMethod, HttpRequest, Intent, IntentKind};
 pub use machine::{Effect, Guard, Machine, MachineState};
-pub use outcome::{FailureKind, Outcome, OutcomeResult};
+pub use outcome::{Failure, FailureKind, Outcome, OutcomeResult};
 pub use reducer::{Cause, Emitter, Input, Reducer, reduce};
+pub use retry::{FailureKinds, RetryDecision, RetryPolicy};
 pub use time::Timestamp;
 pub use topic::{Topic, TopicPattern};
 pub use upcast::UpcasterChain;

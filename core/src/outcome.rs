@@ -4,6 +4,9 @@
 //! instance. The outcome's [`Cause`] is derived from the intent's id, so the action it
 //! becomes (and every intent that action emits) gets the same ids on every replay.
 
+use std::fmt;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::id::{CausationId, EventId, IntentId, TimerId};
@@ -87,6 +90,88 @@ impl FailureKind {
         Self::Permanent
     }
 }
+
+impl FailureKind {
+    /// Whether the effect may have happened despite a failure of this kind: only a
+    /// definite answer from the other side (success, or a permanent refusal) settles
+    /// that. A transient failure or a timeout may have come after the effect applied.
+    pub const fn is_ambiguous(self) -> bool {
+        matches!(self, Self::Transient | Self::Timeout)
+    }
+}
+
+/// Why an effect failed, and whether trying again could help: what a handler answers
+/// instead of a value, and what a retry policy decides on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The class of failure, which the retry policy decides on.
+    pub kind: FailureKind,
+    /// What went wrong, for the reducer and for people.
+    pub reason: String,
+    /// The earliest useful retry, when the other side said (`Retry-After`) or a circuit
+    /// breaker knows.
+    pub retry_after: Option<Duration>,
+    /// Whether the effect may have happened despite the failure, beyond what `kind`
+    /// says: a timeout or a transient failure always may, and so may a permanent one
+    /// when the other side acted before it failed (a success too big to read, a
+    /// redirect after a POST, a handler that panicked midway). A saga never takes such
+    /// a failure as proof that nothing happened.
+    pub maybe_applied: bool,
+}
+
+impl Failure {
+    /// A failure that might go away: retryable.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self::new(FailureKind::Transient, reason)
+    }
+
+    /// A failure that will not go away: not retried.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self::new(FailureKind::Permanent, reason)
+    }
+
+    /// The effect ran out of time.
+    pub fn timeout(reason: impl Into<String>) -> Self {
+        Self::new(FailureKind::Timeout, reason)
+    }
+
+    /// The effect was not attempted because a protection is engaged.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self::new(FailureKind::Unavailable, reason)
+    }
+
+    /// A failure of `kind`.
+    pub fn new(kind: FailureKind, reason: impl Into<String>) -> Self {
+        Self {
+            kind,
+            reason: reason.into(),
+            retry_after: None,
+            maybe_applied: false,
+        }
+    }
+
+    /// The same failure, marked as one after which the effect may have happened.
+    #[must_use]
+    pub fn maybe_applied(mut self) -> Self {
+        self.maybe_applied = true;
+        self
+    }
+
+    /// The same failure with a hint of when to retry.
+    #[must_use]
+    pub fn retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.reason)
+    }
+}
+
+impl std::error::Error for Failure {}
 
 impl Outcome {
     /// The id of the action this outcome becomes: derived from the intent's id, so a

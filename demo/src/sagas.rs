@@ -10,6 +10,7 @@
 //!   deploy or health check rolls the deployment back.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use keel_core::{Envelope, EventId, EventType, HttpRequest, Payload, Timestamp};
 use keel_effects::notify::{Bus, SubscribeOptions};
@@ -107,7 +108,7 @@ impl Example {
                         Some(true) => Ok(()),
                         _ => Err(format!("the equipment failed validation: {}", reply["data"]["finding"])),
                     })
-                    .retry(RetryPolicy::exponential(3, 50))
+                    .retry(RetryPolicy::exponential().attempts(3).first_delay(Duration::from_millis(50)))
                     .timeout_ms(5_000),
                 )
                 .step(call(&base, "configure", "equipment", "configure", |ctx| json!({ "equipment": ctx.input()["equipment"], "rpm": ctx.input()["rpm"] }))
@@ -124,7 +125,7 @@ impl Example {
                         Some(true) => Ok(()),
                         _ => Err(format!("the policy forbids it: {}", reply["data"]["violation"])),
                     })
-                    .retry(RetryPolicy::exponential(3, 50))
+                    .retry(RetryPolicy::exponential().attempts(3).first_delay(Duration::from_millis(50)))
                     .timeout_ms(5_000),
                 )
                 .step(call(&base, "deploy", "deployments", "apply", |ctx| json!({ "service": ctx.input()["service"], "version": ctx.input()["version"] }))
@@ -204,7 +205,12 @@ fn call(
     body: impl Fn(&StepContext<'_>) -> Value + Send + Sync + 'static,
 ) -> Step {
     Step::new(name, request(base, service, operation, body))
-        .retry(RetryPolicy::exponential(5, 50).backoff_max_ms(2_000))
+        .retry(
+            RetryPolicy::exponential()
+                .attempts(5)
+                .first_delay(Duration::from_millis(50))
+                .max_delay(Duration::from_millis(2_000)),
+        )
         .timeout_ms(5_000)
 }
 

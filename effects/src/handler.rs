@@ -16,10 +16,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use keel_core::Intent;
 /// Classes of failure. Defined in `keel-core`, because the class reaches the reducer in
 /// [`OutcomeResult::Failed`](keel_core::OutcomeResult::Failed).
-pub use keel_core::FailureKind;
-use keel_core::Intent;
+pub use keel_core::{Failure, FailureKind};
 
 use crate::metrics::Metrics;
 
@@ -159,75 +159,3 @@ impl From<String> for InstanceId {
         Self::new(name)
     }
 }
-
-/// Why an effect failed, and whether trying again could help.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The class of failure, which the retry policy decides on.
-    pub kind: FailureKind,
-    /// What went wrong, for the reducer and for people.
-    pub reason: String,
-    /// The earliest useful retry, when the other side said (`Retry-After`) or a circuit
-    /// breaker knows.
-    pub retry_after_ms: Option<u64>,
-    /// Whether the effect may have happened despite the failure, beyond what `kind`
-    /// says: a timeout or a transient failure always may, and so may a permanent one
-    /// when the other side acted before it failed (a success too big to read, a
-    /// redirect after a POST, a handler that panicked midway). A saga never takes such
-    /// a failure as proof that nothing happened.
-    pub maybe_applied: bool,
-}
-
-impl Failure {
-    /// A failure that might go away: retryable.
-    pub fn transient(reason: impl Into<String>) -> Self {
-        Self::new(FailureKind::Transient, reason)
-    }
-
-    /// A failure that will not go away: not retried.
-    pub fn permanent(reason: impl Into<String>) -> Self {
-        Self::new(FailureKind::Permanent, reason)
-    }
-
-    /// The effect ran out of time.
-    pub fn timeout(reason: impl Into<String>) -> Self {
-        Self::new(FailureKind::Timeout, reason)
-    }
-
-    /// The effect was not attempted because a protection is engaged.
-    pub fn unavailable(reason: impl Into<String>) -> Self {
-        Self::new(FailureKind::Unavailable, reason)
-    }
-
-    /// A failure of `kind`.
-    pub fn new(kind: FailureKind, reason: impl Into<String>) -> Self {
-        Self {
-            kind,
-            reason: reason.into(),
-            retry_after_ms: None,
-            maybe_applied: false,
-        }
-    }
-
-    /// The same failure, marked as one after which the effect may have happened.
-    #[must_use]
-    pub fn maybe_applied(mut self) -> Self {
-        self.maybe_applied = true;
-        self
-    }
-
-    /// The same failure with a hint of when to retry.
-    #[must_use]
-    pub fn retry_after_ms(mut self, delay_ms: u64) -> Self {
-        self.retry_after_ms = Some(delay_ms);
-        self
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}: {}", self.kind, self.reason)
-    }
-}
-
-impl std::error::Error for Failure {}

@@ -3,6 +3,7 @@
 //! permanent, a refused connection transient.
 
 use crate::common::http_server;
+use std::time::Duration;
 
 use http_server::{TestServer, call, loopback_handler};
 use keel_core::HttpRequest;
@@ -33,7 +34,7 @@ async fn server_errors_are_transient_and_quote_the_body() {
             "{}",
             failure.reason
         );
-        assert_eq!(failure.retry_after_ms, None);
+        assert_eq!(failure.retry_after, None);
     }
 }
 
@@ -42,7 +43,7 @@ async fn too_many_requests_was_not_attempted_and_says_when_to_come_back() {
     let server = TestServer::start().await;
     let failure = failure_of(&server, "/throttled").await;
     assert_eq!(failure.kind, FailureKind::Unavailable);
-    assert_eq!(failure.retry_after_ms, Some(2_000));
+    assert_eq!(failure.retry_after, Some(Duration::from_millis(2_000)));
     assert_eq!(
         failure.reason,
         "GET 127.0.0.1 answered 429 Too Many Requests: slow down"

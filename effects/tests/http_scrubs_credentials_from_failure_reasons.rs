@@ -4,6 +4,7 @@
 //! one the cut would split; so do the log lines and the dead letter built from it.
 
 use crate::common::{http_server, spans};
+use std::time::Duration;
 
 use std::sync::Arc;
 
@@ -83,8 +84,8 @@ async fn log_lines_and_dead_letters_of_such_a_failure_hold_no_credential() {
         .dead_letters(queue.clone())
         .retry(
             RetryPolicy::default()
-                .attempts_max(2)
-                .backoff_ms_initial(1)
+                .attempts(2)
+                .first_delay(Duration::from_millis(1))
                 .jitter(0.0),
         )
         .wrap(Arc::new(loopback_handler()));

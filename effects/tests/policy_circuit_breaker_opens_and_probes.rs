@@ -42,7 +42,9 @@ fn downstream(healthy: Arc<AtomicBool>, calls: Arc<AtomicU32>, latency_ms: u64) 
 
 fn rejected_after(result: &Result<serde_json::Value, Failure>) -> Option<u64> {
     match result {
-        Err(failure) if failure.kind == FailureKind::Unavailable => failure.retry_after_ms,
+        Err(failure) if failure.kind == FailureKind::Unavailable => {
+            failure.retry_after.map(|delay| delay.as_millis() as u64)
+        }
         _ => None,
     }
 }
@@ -155,8 +157,8 @@ async fn a_retry_outside_the_breaker_waits_for_the_probe_instead_of_burning_atte
     let policies = Policies::new()
         .retry(
             RetryPolicy::default()
-                .attempts_max(10)
-                .backoff_ms_initial(100)
+                .attempts(10)
+                .first_delay(Duration::from_millis(100))
                 .multiplier(1.0)
                 .jitter(0.0),
         )

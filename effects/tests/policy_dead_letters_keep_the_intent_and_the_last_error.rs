@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use keel_core::{Cause, EventType, Intent, IntentKind, Timestamp};
 use keel_effects::policy::{DeadLetterQueue, Policies, RetryPolicy};
@@ -36,8 +37,8 @@ fn policies(queue: &DeadLetterQueue) -> Policies {
         )))
         .retry(
             RetryPolicy::default()
-                .attempts_max(3)
-                .backoff_ms_initial(100)
+                .attempts(3)
+                .first_delay(Duration::from_millis(100))
                 .jitter(0.0),
         )
 }

@@ -73,7 +73,7 @@ async fn a_call_whose_token_is_too_far_away_fails_at_once_without_calling() {
     let failure = handler.call(call()).await.expect_err("rate limited");
 
     assert_eq!(failure.kind, FailureKind::Unavailable);
-    assert_eq!(failure.retry_after_ms, Some(1_000));
+    assert_eq!(failure.retry_after, Some(Duration::from_millis(1_000)));
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert_eq!(stamps.lock().expect("not poisoned").len(), 1);
 }

@@ -1,11 +1,11 @@
 //! Retry calls the handler again after delays that grow exponentially, and stops after
-//! `attempts_max` attempts with the last failure.
+//! the policy's attempts with the last failure.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use keel_core::{Cause, EventType, Intent, IntentKind};
+use keel_core::{Cause, EventType, FailureKind, Intent, IntentKind};
 use keel_effects::policy::{RetryDecision, RetryLayer, RetryPolicy, jitter_seed};
 use keel_effects::{Call, Failure, InstanceId, Layer, Metrics, SharedHandler};
 use serde_json::json;
@@ -42,7 +42,8 @@ fn flaky(failures: u32, calls: Arc<AtomicU32>) -> SharedHandler {
 
 fn no_jitter() -> RetryPolicy {
     RetryPolicy::default()
-        .backoff_ms_initial(100)
+        .attempts(5)
+        .first_delay(Duration::from_millis(100))
         .multiplier(2.0)
         .jitter(0.0)
 }
@@ -50,7 +51,7 @@ fn no_jitter() -> RetryPolicy {
 #[tokio::test(start_paused = true)]
 async fn retry_succeeds_after_transient_failures_having_waited_the_sum_of_the_backoffs() {
     let calls = Arc::new(AtomicU32::new(0));
-    let handler = RetryLayer::new(no_jitter().attempts_max(5)).layer(flaky(3, calls.clone()));
+    let handler = RetryLayer::new(no_jitter().attempts(5)).layer(flaky(3, calls.clone()));
     let metrics = Metrics::default();
     let start = Instant::now();
 
@@ -65,8 +66,7 @@ async fn retry_succeeds_after_transient_failures_having_waited_the_sum_of_the_ba
 #[tokio::test(start_paused = true)]
 async fn retry_gives_up_after_attempts_max_with_the_last_failure() {
     let calls = Arc::new(AtomicU32::new(0));
-    let handler =
-        RetryLayer::new(no_jitter().attempts_max(3)).layer(flaky(u32::MAX, calls.clone()));
+    let handler = RetryLayer::new(no_jitter().attempts(3)).layer(flaky(u32::MAX, calls.clone()));
     let metrics = Metrics::default();
     let start = Instant::now();
 
@@ -81,7 +81,9 @@ async fn retry_gives_up_after_attempts_max_with_the_last_failure() {
 #[tokio::test(start_paused = true)]
 async fn backoff_stops_growing_at_its_cap() {
     let calls = Arc::new(AtomicU32::new(0));
-    let policy = no_jitter().attempts_max(6).backoff_ms_max(300);
+    let policy = no_jitter()
+        .attempts(6)
+        .max_delay(Duration::from_millis(300));
     let handler = RetryLayer::new(policy).layer(flaky(u32::MAX, calls.clone()));
     let start = Instant::now();
 
@@ -98,14 +100,14 @@ async fn backoff_stops_growing_at_its_cap() {
 #[tokio::test(start_paused = true)]
 async fn jittered_delays_are_the_ones_the_policy_decides_for_the_intent() {
     let calls = Arc::new(AtomicU32::new(0));
-    let policy = RetryPolicy::default().attempts_max(4).jitter(1.0);
+    let policy = RetryPolicy::default().attempts(4).jitter(1.0);
     let handler = RetryLayer::new(policy).layer(flaky(u32::MAX, calls.clone()));
     let call = call(&Metrics::default());
     let expected_ms: u64 = (1..4)
         .map(|attempt| {
             let seed = jitter_seed(&call.intent.id, attempt);
-            match policy.decide(attempt, &Failure::transient("any"), seed) {
-                RetryDecision::RetryAfter { delay_ms } => delay_ms,
+            match policy.decide(attempt, FailureKind::Transient, None, seed) {
+                RetryDecision::RetryAfter(delay) => delay.as_millis() as u64,
                 RetryDecision::GiveUp => panic!("attempt {attempt} should be retried"),
             }
         })

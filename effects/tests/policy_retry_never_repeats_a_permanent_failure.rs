@@ -26,12 +26,11 @@ fn call(metrics: &Metrics) -> Call {
 async fn a_permanent_failure_is_called_once_and_returned_as_it_is() {
     let calls = Arc::new(AtomicU32::new(0));
     let counted = calls.clone();
-    let handler = RetryLayer::new(RetryPolicy::default().attempts_max(10)).layer(Arc::new(
-        move |_call: Call| {
+    let handler =
+        RetryLayer::new(RetryPolicy::default().attempts(10)).layer(Arc::new(move |_call: Call| {
             counted.fetch_add(1, Ordering::SeqCst);
             async { Err(Failure::permanent("422: the order has no lines")) }
-        },
-    ));
+        }));
     let metrics = Metrics::default();
     let start = Instant::now();
 

@@ -34,7 +34,8 @@ fn throttled_once(retry_after_ms: u64, calls: Arc<AtomicU32>) -> SharedHandler {
         let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
         async move {
             if first {
-                Err(Failure::transient("429 too many requests").retry_after_ms(retry_after_ms))
+                Err(Failure::transient("429 too many requests")
+                    .retry_after(Duration::from_millis(retry_after_ms)))
             } else {
                 Ok(json!("ok"))
             }
@@ -44,9 +45,10 @@ fn throttled_once(retry_after_ms: u64, calls: Arc<AtomicU32>) -> SharedHandler {
 
 fn policy() -> RetryPolicy {
     RetryPolicy::default()
-        .backoff_ms_initial(100)
+        .attempts(5)
+        .first_delay(Duration::from_millis(100))
         .jitter(0.0)
-        .retry_after_ms_max(10_000)
+        .retry_after_max(Duration::from_millis(10_000))
 }
 
 #[tokio::test(start_paused = true)]
@@ -67,7 +69,7 @@ async fn a_retry_after_beyond_the_cap_gives_up_at_once() {
     let start = Instant::now();
 
     let failure = handler.call(call()).await.expect_err("gives up");
-    assert_eq!(failure.retry_after_ms, Some(60_000));
+    assert_eq!(failure.retry_after, Some(Duration::from_millis(60_000)));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
@@ -82,7 +84,7 @@ async fn a_throttled_request_is_sent_again_no_sooner_than_retry_after_under_one_
     let server = TestServer::start().await;
     // A 100 ms backoff, far below the Retry-After: only the server's header can explain a
     // longer wait.
-    let handler = RetryLayer::new(policy().attempts_max(2)).layer(Arc::new(loopback_handler()));
+    let handler = RetryLayer::new(policy().attempts(2)).layer(Arc::new(loopback_handler()));
 
     let request = HttpRequest::post(server.url("/throttled"));
     let failure = handler
@@ -90,8 +92,8 @@ async fn a_throttled_request_is_sent_again_no_sooner_than_retry_after_under_one_
         .await
         .expect_err("/throttled always answers 429");
     assert_eq!(
-        failure.retry_after_ms,
-        Some(THROTTLED_RETRY_AFTER_S * 1_000)
+        failure.retry_after,
+        Some(Duration::from_millis(THROTTLED_RETRY_AFTER_S * 1_000))
     );
 
     let arrivals = server.arrivals_on("/throttled");

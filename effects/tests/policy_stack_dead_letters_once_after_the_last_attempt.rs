@@ -28,8 +28,8 @@ fn stack(queue: &DeadLetterQueue) -> Policies {
         .dead_letters(queue.clone())
         .retry(
             RetryPolicy::default()
-                .attempts_max(4)
-                .backoff_ms_initial(100)
+                .attempts(4)
+                .first_delay(Duration::from_millis(100))
                 .jitter(0.0),
         )
         .circuit_breaker(BreakerConfig::default().failures_to_open(10))

@@ -51,7 +51,12 @@ async fn a_hung_handler_fails_as_a_timeout_at_the_deadline() {
 async fn each_retried_attempt_has_its_own_deadline() {
     let calls = Arc::new(AtomicU32::new(0));
     let policies = Policies::new()
-        .retry(RetryPolicy::default().backoff_ms_initial(100).jitter(0.0))
+        .retry(
+            RetryPolicy::default()
+                .attempts(5)
+                .first_delay(Duration::from_millis(100))
+                .jitter(0.0),
+        )
         .timeout_ms(1_000);
     let handler = policies.wrap(hangs_once(calls.clone()));
     let start = Instant::now();

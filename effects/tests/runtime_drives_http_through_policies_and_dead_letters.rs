@@ -62,10 +62,10 @@ fn charge(url: String) -> Input<Msg> {
 fn runtime(attempts: u32, dead_letters: &DeadLetterQueue) -> Runtime<Charger> {
     let policies = Policies::new()
         .retry(
-            RetryPolicy::new()
-                .attempts_max(attempts)
-                .backoff_ms_initial(5)
-                .backoff_ms_max(20),
+            RetryPolicy::exponential()
+                .attempts(attempts)
+                .first_delay(Duration::from_millis(5))
+                .max_delay(Duration::from_millis(20)),
         )
         .dead_letters(dead_letters.clone())
         .clock(Arc::new(TokioClock::new()));

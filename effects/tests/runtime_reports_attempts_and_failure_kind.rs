@@ -51,7 +51,11 @@ async fn outcomes_carry_the_attempts_made_and_the_class_of_the_failure() {
     let policies = Policies::new()
         .dead_letters(dead_letters.clone())
         .clock(Arc::new(TokioClock::new()))
-        .retry(RetryPolicy::new().attempts_max(4).backoff_ms_initial(10));
+        .retry(
+            RetryPolicy::exponential()
+                .attempts(4)
+                .first_delay(Duration::from_millis(10)),
+        );
     let runtime = Runtime::builder(Workflow)
         .custom(effect(), policies.wrap(flaky_by_tag()))
         .build()

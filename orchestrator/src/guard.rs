@@ -19,8 +19,8 @@ use std::task::Poll;
 
 use keel_effects::{Call, Handler};
 
-use crate::definition::FailureClass;
 use crate::saga::Answer;
+use keel_core::FailureKind;
 
 /// The message a panic carried: its text, or a placeholder for a payload of another type.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -73,7 +73,7 @@ pub fn answer_of(handler: &dyn Handler, call: Call) -> impl Future<Output = Answ
 /// applied, so a saga parks rather than take it as proof that nothing happened.
 fn panicked(reason: String) -> Answer {
     Answer::Failed {
-        class: FailureClass::Permanent,
+        class: FailureKind::Permanent,
         reason,
         retry_after_ms: None,
         maybe_applied: true,
@@ -119,7 +119,7 @@ mod tests {
         assert_eq!(
             answer,
             Answer::Failed {
-                class: FailureClass::Permanent,
+                class: FailureKind::Permanent,
                 reason: "the step's handler panicked: the card reader caught fire".into(),
                 retry_after_ms: None,
                 maybe_applied: true,
@@ -138,7 +138,7 @@ mod tests {
         }
         let answer = ready(answer_of(&Eager, call()));
         assert!(
-            matches!(&answer, Answer::Failed { class: FailureClass::Permanent, reason, .. }
+            matches!(&answer, Answer::Failed { class: FailureKind::Permanent, reason, .. }
                 if reason.ends_with("refused to start: code 7")),
             "{answer:?}"
         );

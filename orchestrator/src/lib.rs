@@ -67,12 +67,13 @@ pub mod query;
 pub mod requests;
 pub mod saga;
 
-pub use definition::{FailureClass, RetryPolicy, SagaDefinition, Step, StepAction, StepContext};
+pub use definition::{RetryPolicy, SagaDefinition, Step, StepAction, StepContext};
 pub use engine::{Batch, Engine, SagaAppend};
 pub use error::Error;
 pub use guard::answer_of;
 pub use id::{Phase, SagaId, SagaType};
 pub use keel_core as core;
+pub use keel_core::{FailureKind, FailureKinds};
 pub use orchestrator::{
     Orchestrator, OrchestratorBuilder, OrchestratorConfig, Recovered, SHARDS_MAX, Stats,
 };

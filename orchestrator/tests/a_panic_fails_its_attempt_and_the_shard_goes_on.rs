@@ -8,6 +8,7 @@
 //! instead of failing `Orchestrator::start` on every restart.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use keel_effects::persist::MemoryStore;
 use keel_effects::{Call, Failure};
@@ -61,7 +62,11 @@ async fn a_handler_that_panics_fails_its_attempt_and_the_other_sagas_go_on() {
     let step = Step::new("hello", |ctx| {
         StepAction::custom("say.hello", json!({ "to": ctx.input()["name"] }))
     })
-    .retry(RetryPolicy::exponential(3, 10));
+    .retry(
+        RetryPolicy::exponential()
+            .attempts(3)
+            .first_delay(Duration::from_millis(10)),
+    );
     let (orchestrator, _) = Orchestrator::builder(Arc::new(MemoryStore::new()))
         .saga(greeting(step))
         .handler("say.hello", hello)

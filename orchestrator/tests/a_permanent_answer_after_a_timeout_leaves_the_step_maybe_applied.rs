@@ -74,7 +74,11 @@ fn trip() -> SagaDefinition {
                     StepAction::custom("hotel.cancel", json!({ "booking": booking }))
                 })
                 .timeout_ms(TIMEOUT_MS)
-                .retry(RetryPolicy::exponential(3, 10)),
+                .retry(
+                    RetryPolicy::exponential()
+                        .attempts(3)
+                        .first_delay(Duration::from_millis(10)),
+                ),
         )
         .build()
         .expect("a valid saga")

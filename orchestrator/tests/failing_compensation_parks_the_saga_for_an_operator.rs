@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use keel_effects::persist::EventStore;
 use keel_effects::{Call, Failure};
@@ -30,7 +31,12 @@ fn order() -> SagaDefinition {
             })
             .compensate(|_| StepAction::custom("stock.release", json!({})))
             // Short waits: this test runs on the real clock, on a real file.
-            .compensation_retry(RetryPolicy::exponential(UNDO_ATTEMPTS, 2).backoff_max_ms(10)),
+            .compensation_retry(
+                RetryPolicy::exponential()
+                    .attempts(u32::from(UNDO_ATTEMPTS))
+                    .first_delay(Duration::from_millis(2))
+                    .max_delay(Duration::from_millis(10)),
+            ),
         )
         .step(
             Step::new("charge", |_| {

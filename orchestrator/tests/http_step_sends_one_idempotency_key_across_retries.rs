@@ -4,12 +4,13 @@
 //! axum server on 127.0.0.1 that answers `503` twice, then `201`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use keel_effects::persist::MemoryStore;
 use keel_orchestrator::core::HttpRequest;
 use keel_orchestrator::id::step_intent_id;
 use keel_orchestrator::{
-    FailureClass, Orchestrator, Phase, RetryPolicy, SagaDefinition, SagaStatus, Step, StepAction,
+    FailureKind, Orchestrator, Phase, RetryPolicy, SagaDefinition, SagaStatus, Step, StepAction,
     Transition,
 };
 use serde_json::json;
@@ -28,7 +29,12 @@ fn checkout(charges_url: String) -> SagaDefinition {
                 )
             })
             // Short waits: this test runs on the real clock, against a real server.
-            .retry(RetryPolicy::exponential(5, 5).backoff_max_ms(20)),
+            .retry(
+                RetryPolicy::exponential()
+                    .attempts(5)
+                    .first_delay(Duration::from_millis(5))
+                    .max_delay(Duration::from_millis(20)),
+            ),
         )
         .step(Step::new("receipt", |ctx| {
             let charged = ctx.result("charge");
@@ -91,7 +97,7 @@ async fn every_attempt_carries_the_same_key_and_the_response_feeds_the_next_step
         assert!(
             matches!(
                 &pair[1],
-                Transition::StepFailed { step: 0, attempt: a, class: FailureClass::Transient, retry_in_ms: Some(_), reason }
+                Transition::StepFailed { step: 0, attempt: a, class: FailureKind::Transient, retry_in_ms: Some(_), reason }
                     if *a == attempt && reason.contains("503")
             ),
             "{:?}",

@@ -22,6 +22,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use keel::orchestrator::commit::Commit;
 use keel::orchestrator::saga::StepCall;
 use keel::orchestrator::{
-    Answer, Batch, Engine, FailureClass, OperatorCommand, Phase, RetryPolicy, SagaDefinition,
+    Answer, Batch, Engine, FailureKind, OperatorCommand, Phase, RetryPolicy, SagaDefinition,
     SagaEvent, SagaId, SagaState, SagaStatus, SagaTimer, SagaType, Step, StepAction, StepPhase,
     answer_of,
 };
@@ -250,14 +251,16 @@ pub fn plan(rng: &mut Rng) -> Plan {
                     }
                 }
             })
-            .retry(RetryPolicy::exponential(
-                rng.between(1, 4) as u16,
-                rng.between(5, 50),
-            ))
-            .compensation_retry(RetryPolicy::exponential(
-                rng.between(2, 6) as u16,
-                rng.between(5, 50),
-            ))
+            .retry(
+                RetryPolicy::exponential()
+                    .attempts(rng.between(1, 4) as u32)
+                    .first_delay(Duration::from_millis(rng.between(5, 50))),
+            )
+            .compensation_retry(
+                RetryPolicy::exponential()
+                    .attempts(rng.between(2, 6) as u32)
+                    .first_delay(Duration::from_millis(rng.between(5, 50))),
+            )
             .timeout_ms(rng.between(20, 120));
             if rng.chance(80) {
                 step = step.compensate(move |ctx| {
@@ -703,7 +706,7 @@ impl World {
         let healthy = self.healthy;
         let (answer, copies, delay): (Option<Answer>, u32, u64) = if record.working {
             let refusal = Answer::Failed {
-                class: FailureClass::Permanent,
+                class: FailureKind::Permanent,
                 reason: "409 Conflict: idempotency key in use".into(),
                 retry_after_ms: None,
                 maybe_applied: false,
@@ -718,7 +721,7 @@ impl World {
                     value: value.clone(),
                 },
                 Err(reason) => Answer::Failed {
-                    class: FailureClass::Permanent,
+                    class: FailureKind::Permanent,
                     reason: reason.clone(),
                     retry_after_ms: None,
                     maybe_applied: false,
@@ -755,7 +758,7 @@ impl World {
                     record.settled = Some(Err(reason.clone()));
                     (
                         Some(Answer::Failed {
-                            class: FailureClass::Permanent,
+                            class: FailureKind::Permanent,
                             reason,
                             retry_after_ms: None,
                             maybe_applied: false,
@@ -766,7 +769,7 @@ impl World {
                 }
                 Fault::Transient => (
                     Some(Answer::Failed {
-                        class: FailureClass::Transient,
+                        class: FailureKind::Transient,
                         reason: "503".into(),
                         retry_after_ms: None,
                         maybe_applied: false,
@@ -776,7 +779,7 @@ impl World {
                 ),
                 Fault::Unavailable => (
                     Some(Answer::Failed {
-                        class: FailureClass::Unavailable,
+                        class: FailureKind::Unavailable,
                         reason: "circuit open".into(),
                         retry_after_ms: Some(20),
                         maybe_applied: false,

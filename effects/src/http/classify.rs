@@ -62,7 +62,9 @@ pub(crate) fn classify_status(
     let failure = Failure::new(kind, answered);
     let delay_ms = retry_after.and_then(|value| retry_after_ms(value, now));
     Err(match delay_ms {
-        Some(delay_ms) if kind.is_retryable() => failure.retry_after_ms(delay_ms),
+        Some(delay_ms) if kind.is_retryable() => {
+            failure.retry_after(Duration::from_millis(delay_ms))
+        }
         _ => failure,
     })
 }
@@ -300,37 +302,41 @@ mod tests {
     #[test]
     fn retry_after_is_read_from_seconds_or_a_date_and_capped() {
         let throttled = |value| classify_status("GET x", 429, Some(value), None, now());
-        assert_eq!(throttled("2").unwrap_err().retry_after_ms, Some(2_000));
+        assert_eq!(
+            throttled("2").unwrap_err().retry_after,
+            Some(Duration::from_millis(2_000))
+        );
         assert_eq!(
             throttled("Sun, 06 Nov 1994 08:50:07 GMT")
                 .unwrap_err()
-                .retry_after_ms,
-            Some(30_000)
+                .retry_after,
+            Some(Duration::from_millis(30_000))
         );
         assert_eq!(
-            throttled("99999999").unwrap_err().retry_after_ms,
-            Some(RETRY_AFTER_MS_MAX)
+            throttled("99999999").unwrap_err().retry_after,
+            Some(Duration::from_millis(RETRY_AFTER_MS_MAX))
         );
         assert_eq!(
-            throttled("184467440737095516150")
-                .unwrap_err()
-                .retry_after_ms,
-            Some(RETRY_AFTER_MS_MAX)
+            throttled("184467440737095516150").unwrap_err().retry_after,
+            Some(Duration::from_millis(RETRY_AFTER_MS_MAX))
         );
-        assert_eq!(throttled("soon").unwrap_err().retry_after_ms, None);
-        assert_eq!(throttled("-5").unwrap_err().retry_after_ms, None);
+        assert_eq!(throttled("soon").unwrap_err().retry_after, None);
+        assert_eq!(throttled("-5").unwrap_err().retry_after, None);
         // A date in the past: come back now.
         assert_eq!(
             throttled("Sat, 05 Nov 1994 08:49:37 GMT")
                 .unwrap_err()
-                .retry_after_ms,
-            Some(0)
+                .retry_after,
+            Some(Duration::from_millis(0))
         );
         // A 503 may say when, too; a permanent failure ignores it.
         let unavailable = classify_status("GET x", 503, Some("7"), None, now());
-        assert_eq!(unavailable.unwrap_err().retry_after_ms, Some(7_000));
+        assert_eq!(
+            unavailable.unwrap_err().retry_after,
+            Some(Duration::from_millis(7_000))
+        );
         let gone = classify_status("GET x", 410, Some("7"), None, now());
-        assert_eq!(gone.unwrap_err().retry_after_ms, None);
+        assert_eq!(gone.unwrap_err().retry_after, None);
     }
 
     #[test]
@@ -408,7 +414,7 @@ mod tests {
                 Ok(()) => prop_assert!((200..300).contains(&code) || code == 304),
                 Err(failure) => {
                     prop_assert_eq!(failure.kind.is_retryable(), (500..600).contains(&code) || [408, 425, 429].contains(&code));
-                    if let Some(delay) = failure.retry_after_ms {
+                    if let Some(delay) = failure.retry_after.map(|d| d.as_millis() as u64) {
                         prop_assert!(failure.kind.is_retryable());
                         prop_assert!(delay <= RETRY_AFTER_MS_MAX);
                     }

@@ -309,7 +309,7 @@ impl Handler for CircuitBreaker {
                         "circuit open after repeated failures of this effect: not attempted; \
                          it lets a probe through in {retry_after_ms} ms"
                     ))
-                    .retry_after_ms(retry_after_ms));
+                    .retry_after(std::time::Duration::from_millis(retry_after_ms)));
                 }
             };
             let result = inner.call(call).await;

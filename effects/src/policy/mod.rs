@@ -47,7 +47,7 @@
 //!   spending a token or queueing for a permit. Its rejection carries the time until the
 //!   half-open state as `retry_after_ms`, which the retry above honours: the retry sleeps
 //!   until the circuit lets a probe through instead of burning its attempts. (Keep the
-//!   breaker's `open_ms` within the retry's `retry_after_ms_max`, or a rejection makes the
+//!   breaker's `open_ms` within the retry's `retry_after_max`, or a rejection makes the
 //!   retry give up at once and the intent goes to the dead letters.)
 //! - **The rate limit before the concurrency limit**, so that a caller waiting for a
 //!   token does not sit on a permit, the scarcer of the two.
@@ -83,9 +83,7 @@ pub use breaker::{Admission, Breaker, BreakerConfig, BreakerLayer, BreakerState}
 pub use concurrency::ConcurrencyLimitLayer;
 pub use dead_letter::{DEAD_LETTER_CAPACITY_DEFAULT, DeadLetter, DeadLetterLayer, DeadLetterQueue};
 pub use rate::{RateLimitLayer, TokenBucket};
-pub use retry::{
-    ATTEMPTS_LIMIT, DELAY_MS_LIMIT, RetryDecision, RetryLayer, RetryPolicy, jitter_seed,
-};
+pub use retry::{ATTEMPTS_MAX, DELAY_MAX, RetryDecision, RetryLayer, RetryPolicy, jitter_seed};
 pub use timeout::TimeoutLayer;
 
 /// How long a layer waits for a rate token or a concurrency permit by default before it
@@ -104,7 +102,7 @@ pub const WAIT_MS_MAX_DEFAULT: u64 = 30_000;
 /// let dead_letters = DeadLetterQueue::new(100);
 /// let policies = Policies::new()
 ///     .dead_letters(dead_letters.clone())
-///     .retry(RetryPolicy::default().attempts_max(4))
+///     .retry(RetryPolicy::default().attempts(4))
 ///     .circuit_breaker(BreakerConfig::default().failures_to_open(10))
 ///     .concurrency_limit(8)
 ///     .timeout_ms(2_000);

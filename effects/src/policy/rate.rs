@@ -164,7 +164,7 @@ impl RateLimitLayer {
              over the {} ms a call may wait; not attempted",
             self.refill_per_second, self.wait_ms_max
         ))
-        .retry_after_ms(wait_ms)
+        .retry_after(Duration::from_millis(wait_ms))
     }
 }
 
@@ -262,6 +262,6 @@ mod tests {
     fn zero_settings_become_one() {
         assert_eq!(TokenBucket::new(0, 0), TokenBucket::new(1, 1));
         let failure = RateLimitLayer::per_second(0).failure(1_000);
-        assert_eq!(failure.retry_after_ms, Some(1_000));
+        assert_eq!(failure.retry_after, Some(Duration::from_millis(1_000)));
     }
 }

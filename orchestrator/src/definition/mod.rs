@@ -7,6 +7,8 @@
 //! because recovery rebuilds the same intents from the same inputs.
 //!
 //! ```
+//! use std::time::Duration;
+//!
 //! use keel_orchestrator::{RetryPolicy, SagaDefinition, Step, StepAction};
 //! use serde_json::json;
 //!
@@ -18,7 +20,7 @@
 //!         .compensate(|ctx| {
 //!             StepAction::custom("payment.refund", json!({ "charge": ctx.own_result()["id"] }))
 //!         })
-//!         .retry(RetryPolicy::exponential(5, 50))
+//!         .retry(RetryPolicy::exponential().attempts(5).first_delay(Duration::from_millis(50)))
 //!         .timeout_ms(2_000),
 //!     )
 //!     .parallel([
@@ -34,7 +36,6 @@
 //! ```
 
 mod diagram;
-mod retry;
 
 use std::fmt;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ use crate::error::Error;
 use crate::id::{SagaId, SagaType};
 use crate::saga::StepState;
 
-pub use retry::{ATTEMPTS_MAX, FailureClass, RetryPolicy};
+pub use keel_core::retry::{ATTEMPTS_MAX, RetryPolicy};
 
 /// The most steps one saga may declare.
 pub const STEPS_MAX: usize = 1_000;
@@ -203,7 +204,12 @@ impl fmt::Debug for Step {
 
 /// Compensations are retried far longer than actions: undoing is not optional. Past
 /// this, the saga is parked for an operator.
-pub const COMPENSATION_RETRY_DEFAULT: RetryPolicy = RetryPolicy::exponential(20, 100);
+///
+/// Twenty attempts from 100 ms doubling up to 30 s, and a `Retry-After` honoured up to an
+/// hour (an action gives up on one over a minute; an undo waits).
+pub const COMPENSATION_RETRY_DEFAULT: RetryPolicy = RetryPolicy::exponential()
+    .attempts(20)
+    .retry_after_max(std::time::Duration::from_secs(3_600));
 
 impl Step {
     /// A step called `name` (lowercase letters, digits, `_` and `-`) whose action
@@ -458,11 +464,11 @@ impl SagaBuilder {
                     )));
                 }
                 step.retry
-                    .check(&format!("step `{}` retry", step.name))
-                    .map_err(&invalid)?;
+                    .check()
+                    .map_err(|err| invalid(format!("step `{}`: {err}", step.name)))?;
                 step.compensation_retry
-                    .check(&format!("step `{}` compensation retry", step.name))
-                    .map_err(&invalid)?;
+                    .check()
+                    .map_err(|err| invalid(format!("step `{}` compensation: {err}", step.name)))?;
                 if step.timeout_ms == Some(0) {
                     return Err(invalid(format!(
                         "step `{}`: the timeout must be at least 1 ms",
@@ -565,8 +571,11 @@ mod tests {
             reason(SagaDefinition::builder("a.b").parallel([]).build())
                 .contains("empty parallel group")
         );
-        let zero = step("x").retry(RetryPolicy::exponential(0, 1));
-        assert!(reason(SagaDefinition::builder("a.b").step(zero).build()).contains("attempts_max"));
+        let zero = step("x").retry(RetryPolicy::exponential().attempts(0));
+        assert!(
+            reason(SagaDefinition::builder("a.b").step(zero).build())
+                .contains("attempts must be 1")
+        );
         let timeout = step("x").timeout_ms(0);
         assert!(reason(SagaDefinition::builder("a.b").step(timeout).build()).contains("timeout"));
         assert!(matches!(

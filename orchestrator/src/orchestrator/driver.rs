@@ -25,11 +25,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::timers::Timers;
 use super::{Command, Handlers, OrchestratorConfig, Stats};
 use crate::commit::Commit;
-use crate::definition::FailureClass;
 use crate::engine::{Batch, Engine};
 use crate::error::Error;
 use crate::id::{Phase, SagaId};
 use crate::saga::{Answer, SagaEvent, SagaStatus, StepCall};
+use keel_core::FailureKind;
 
 /// How many envelopes may wait to be published before new ones are dropped (the bus
 /// carries transitions for monitoring; the saga log is the record).
@@ -667,7 +667,7 @@ impl Driver {
                     describe(&intent.kind)
                 );
                 let answer = Answer::Failed {
-                    class: FailureClass::Permanent,
+                    class: FailureKind::Permanent,
                     reason,
                     retry_after_ms: None,
                     maybe_applied: false,

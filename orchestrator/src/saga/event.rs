@@ -8,8 +8,8 @@ use keel_core::{Intent, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::definition::FailureClass;
 use crate::id::{Phase, SagaType};
+use keel_core::FailureKind;
 
 /// One input to a saga: what the saga log records, one record per event that changed
 /// the saga.
@@ -67,7 +67,7 @@ pub enum Answer {
     /// It failed.
     Failed {
         /// Whether trying again could help and whether the effect may have happened.
-        class: FailureClass,
+        class: FailureKind,
         /// What went wrong.
         reason: String,
         /// The service's hint of when to try again.
@@ -98,9 +98,11 @@ impl Answer {
         match result {
             Ok(value) => Self::Succeeded { value },
             Err(failure) => Self::Failed {
-                class: FailureClass::of(failure.kind),
+                class: failure.kind,
                 reason: failure.reason,
-                retry_after_ms: failure.retry_after_ms,
+                retry_after_ms: failure
+                    .retry_after
+                    .map(|delay| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
                 maybe_applied: failure.maybe_applied,
             },
         }
@@ -347,7 +349,7 @@ pub enum Transition {
         /// The attempt.
         attempt: u16,
         /// What kind of failure.
-        class: FailureClass,
+        class: FailureKind,
         /// What went wrong.
         reason: String,
         /// When the next attempt starts; `None` when the step has failed for good.
@@ -486,7 +488,7 @@ impl Reanswer {
     /// An attempt that failed for good before its call went out, for `reason`.
     pub(crate) fn failed(step: u16, phase: Phase, attempt: u16, reason: String) -> Self {
         let answer = Answer::Failed {
-            class: FailureClass::Permanent,
+            class: FailureKind::Permanent,
             reason,
             retry_after_ms: None,
             maybe_applied: false,

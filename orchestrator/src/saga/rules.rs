@@ -33,7 +33,12 @@ use super::event::{
 };
 use super::reducer::build_call;
 use super::state::{Resume, SagaState, SagaStatus, StepPhase, StepState};
-use crate::definition::{FailureClass, SagaDefinition};
+use std::time::Duration;
+
+use keel_core::FailureKind;
+use keel_core::retry::{FailureKinds, RetryDecision};
+
+use crate::definition::SagaDefinition;
 use crate::guard::catching;
 use crate::id::Phase;
 
@@ -175,7 +180,7 @@ impl Step<'_> {
                         Ok(Err(reason)) => {
                             self.state.steps[usize::from(step)].maybe_applied = false;
                             let reason = format!("the answer was refused: {reason}");
-                            self.action_failed(step, FailureClass::Permanent, reason, None, false);
+                            self.action_failed(step, FailureKind::Permanent, reason, None, false);
                             return true;
                         }
                         // A success nobody could judge: recorded as such, in a record of
@@ -205,7 +210,7 @@ impl Step<'_> {
                 if self.def.pivot() == Some(step) {
                     self.pivot_took_effect();
                 }
-                self.action_failed(step, FailureClass::Permanent, reason.clone(), None, true);
+                self.action_failed(step, FailureKind::Permanent, reason.clone(), None, true);
                 true
             }
             Answer::Failed {
@@ -278,7 +283,7 @@ impl Step<'_> {
     fn action_failed(
         &mut self,
         step: u16,
-        class: FailureClass,
+        class: FailureKind,
         mut reason: String,
         retry_after_ms: Option<u64>,
         maybe_applied: bool,
@@ -298,10 +303,19 @@ impl Step<'_> {
             st.maybe_applied = true;
         }
         st.error = Some(reason.as_str().into());
-        if keep_trying && policy.retries(class, attempt - st.budget_from) {
-            let delay_ms = policy
-                .delay_ms(attempt - st.budget_from, seed)
-                .max(retry_after_ms.unwrap_or(0));
+        let decision = if keep_trying {
+            let budget = u32::from(attempt - st.budget_from);
+            policy.decide(
+                budget,
+                class,
+                retry_after_ms.map(Duration::from_millis),
+                seed,
+            )
+        } else {
+            RetryDecision::GiveUp
+        };
+        if let RetryDecision::RetryAfter(delay) = decision {
+            let delay_ms = millis(delay);
             let due = now.plus_millis(delay_ms);
             st.phase = StepPhase::Backoff { due };
             self.out.timers.push((
@@ -351,7 +365,7 @@ impl Step<'_> {
 
     /// Whether a failed attempt of `step` is worth following up at all, given where the
     /// saga is going.
-    fn keeps_trying(&self, step: u16, class: FailureClass) -> bool {
+    fn keeps_trying(&self, step: u16, class: FailureKind) -> bool {
         let maybe_applied =
             self.state.steps[usize::from(step)].maybe_applied || class.is_ambiguous();
         match &self.state.status {
@@ -410,7 +424,7 @@ impl Step<'_> {
     fn compensation_failed(
         &mut self,
         step: u16,
-        class: FailureClass,
+        class: FailureKind,
         mut reason: String,
         retry_after_ms: Option<u64>,
     ) {
@@ -429,10 +443,14 @@ impl Step<'_> {
         // Undoing is not optional: every class is retried but a permanent refusal,
         // which no number of retries will change.
         let budget = attempt - st.budget_from;
-        if class != FailureClass::Permanent && budget < policy.attempts_max {
-            let delay_ms = policy
-                .delay_ms(budget, seed)
-                .max(retry_after_ms.unwrap_or(0));
+        let decision = policy.retry_on(FailureKinds::RETRYABLE).decide(
+            u32::from(budget),
+            class,
+            retry_after_ms.map(Duration::from_millis),
+            seed,
+        );
+        if let RetryDecision::RetryAfter(delay) = decision {
+            let delay_ms = millis(delay);
             let due = now.plus_millis(delay_ms);
             st.phase = StepPhase::CompensationBackoff { due };
             self.out.timers.push((
@@ -494,14 +512,14 @@ impl Step<'_> {
                         if matches!(st.phase, StepPhase::Running { .. })
                             && st.attempts == attempt =>
                     {
-                        self.action_failed(step, FailureClass::Timeout, reason, None, false);
+                        self.action_failed(step, FailureKind::Timeout, reason, None, false);
                         true
                     }
                     Phase::Compensation
                         if matches!(st.phase, StepPhase::Compensating { .. })
                             && st.compensation_attempts == attempt =>
                     {
-                        self.compensation_failed(step, FailureClass::Timeout, reason, None);
+                        self.compensation_failed(step, FailureKind::Timeout, reason, None);
                         true
                     }
                     _ => false,
@@ -520,7 +538,7 @@ impl Step<'_> {
                         if matches!(st.phase, StepPhase::Backoff { .. })
                             && st.attempts + 1 == attempt =>
                     {
-                        if self.keeps_trying(step, FailureClass::Unavailable) {
+                        if self.keeps_trying(step, FailureKind::Unavailable) {
                             self.start_attempt(step, Phase::Action);
                         } else {
                             // Turned back meanwhile, and the failed attempts surely did
@@ -761,4 +779,9 @@ fn cancel_attempt_timers(out: &mut Output, step: u16, phase: Phase, st: &StepSta
             attempt: attempt + 1,
         });
     }
+}
+
+/// A wait in whole milliseconds, as saga timers and transitions keep it.
+fn millis(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
 }
