@@ -113,7 +113,77 @@ impl EventId {
     }
 }
 
-fn mix64(mut z: u64) -> u64 {
+/// Indices of [`EventId::derived`] that name an instance's records ([`EventId::record`])
+/// and its stable intents ([`IntentId::stable`]), kept apart by the top bit.
+const STABLE_KEY_BASE: u32 = 0x8000_0000;
+
+impl CorrelationId {
+    /// The correlation id of the instance named `name` (`order-42`): a fixed 128-bit
+    /// hash of the name, so that every process and every restart derives the same one
+    /// without a registry. The hash never changes between releases: stored ids depend
+    /// on it.
+    ///
+    /// ```
+    /// use keel_core::CorrelationId;
+    /// assert_eq!(CorrelationId::of_name("order-42"), CorrelationId::of_name("order-42"));
+    /// assert_ne!(CorrelationId::of_name("order-42"), CorrelationId::of_name("order-43"));
+    /// ```
+    pub fn of_name(name: &str) -> Self {
+        Self::from_u128(hash128(name.as_bytes()))
+    }
+}
+
+impl EventId {
+    /// The id of record `version` (from 1) of the log of the instance correlated by
+    /// `correlation`: the same on every replay, so a record written twice (a retried
+    /// commit) is recognised as the same record. Versions past 2^31 share one id.
+    pub fn record(correlation: CorrelationId, version: u64) -> Self {
+        let index = u32::try_from(version).unwrap_or(u32::MAX) & !STABLE_KEY_BASE;
+        Self::derived(
+            IntentId::new(correlation, CausationId::new(correlation.uuid()), 1),
+            index,
+        )
+    }
+}
+
+impl IntentId {
+    /// The stable intent id `key` (below 2^31) of the instance correlated by
+    /// `correlation`: the same for every attempt, every replay and every process, so the
+    /// service called sees one idempotency key for one effect however often it is
+    /// performed.
+    ///
+    /// ```
+    /// use keel_core::{CorrelationId, IntentId};
+    /// let order = CorrelationId::of_name("order-42");
+    /// assert_eq!(IntentId::stable(order, 3), IntentId::stable(order, 3));
+    /// assert_ne!(IntentId::stable(order, 3), IntentId::stable(order, 4));
+    /// ```
+    pub fn stable(correlation: CorrelationId, key: u32) -> Self {
+        let id = EventId::derived(
+            Self::new(correlation, CausationId::new(correlation.uuid()), 0),
+            STABLE_KEY_BASE | key,
+        );
+        Self::new(correlation, id.into(), 0)
+    }
+}
+
+/// A fixed 128-bit hash of `bytes` (two SplitMix64-style lanes); never to change, since
+/// stored correlation ids depend on it.
+fn hash128(bytes: &[u8]) -> u128 {
+    let lane = |seed: u64| {
+        let mut h = seed ^ (bytes.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            h = mix64(h ^ u64::from_le_bytes(word).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        }
+        mix64(h)
+    };
+    (u128::from(lane(0x6B65_656C_2D73_6731)) << 64) | u128::from(lane(0x6B65_656C_2D73_6732))
+}
+
+/// The finaliser of SplitMix64: every input bit reaches every output bit.
+pub(crate) const fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -259,6 +329,23 @@ name_id! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_derived_from_a_name_are_pinned() {
+        // Stored logs hold these ids: the derivations must never change.
+        let order = CorrelationId::of_name("order-42");
+        assert_eq!(order.to_string(), "dd33964c-7ff1-1644-965c-20f35f036397");
+        assert_eq!(
+            IntentId::stable(order, 3).to_string(),
+            "dd33964c-7ff1-1644-965c-20f35f036397/2811b62f-acc4-896f-9e4f-dfe900502279/0"
+        );
+        assert_eq!(
+            EventId::record(order, 3).to_string(),
+            "31fc20ce-66d8-8bca-8325-829deee88ab7"
+        );
+        assert_ne!(EventId::record(order, 1), EventId::record(order, 2));
+        assert_ne!(CorrelationId::of_name(""), CorrelationId::of_name("\0"));
+    }
 
     #[test]
     fn intent_id_text_round_trips() {

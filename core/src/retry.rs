@@ -409,11 +409,8 @@ pub fn jitter_seed(intent: &IntentId, attempt: u32) -> u64 {
 }
 
 /// One step of SplitMix64: a tiny, well-mixed generator, enough for jitter.
-pub(crate) const fn splitmix64(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+const fn splitmix64(seed: u64) -> u64 {
+    crate::id::mix64(seed.wrapping_add(0x9E37_79B9_7F4A_7C15))
 }
 
 fn nanos(duration: Duration) -> u128 {

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use keel_core::{CausationId, CorrelationId, EventId, EventType, IntentId, StreamId};
+use keel_core::{CorrelationId, EventId, EventType, IntentId, StreamId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -82,7 +82,7 @@ impl SagaId {
                 "only ASCII letters, digits and `-_.:` may appear in it",
             ));
         }
-        let correlation = CorrelationId::from_u128(hash128(id.as_bytes()));
+        let correlation = CorrelationId::of_name(&id);
         Ok(Self {
             text: id.into(),
             correlation,
@@ -214,55 +214,23 @@ impl Phase {
     }
 }
 
-/// Indices that derive ids from a saga's correlation id, kept apart so they never meet.
-const RECORD_BASE: u32 = 0;
-const STEP_KEY_BASE: u32 = 0x8000_0000;
-
 /// The id of the intent that carries out `phase` of step `step` of the saga correlated
-/// by `correlation`.
+/// by `correlation`: keel-core's [`IntentId::stable`] of the step and phase.
 ///
 /// It is the same for every attempt, so the service called sees one idempotency key
 /// however often the saga retries, redelivers or recovers: a late answer to the first
 /// attempt and the answer to the third describe the same single effect.
 pub fn step_intent_id(correlation: CorrelationId, step: u16, phase: Phase) -> IntentId {
-    let index = STEP_KEY_BASE | u32::from(step) << 1 | u32::from(phase == Phase::Compensation);
-    let key = EventId::derived(
-        IntentId::new(correlation, CausationId::new(correlation.uuid()), 0),
-        index,
-    );
-    IntentId::new(correlation, key.into(), 0)
-}
-
-/// The id of the saga log record at `version` (from 1) of the saga correlated by
-/// `correlation`: the same on every replay.
-pub fn record_id(correlation: CorrelationId, version: u64) -> EventId {
-    // Versions past 2^31 would need a saga with two billion transitions.
-    let index = RECORD_BASE | u32::try_from(version).unwrap_or(u32::MAX) & !STEP_KEY_BASE;
-    EventId::derived(
-        IntentId::new(correlation, CausationId::new(correlation.uuid()), 1),
-        index,
+    IntentId::stable(
+        correlation,
+        u32::from(step) << 1 | u32::from(phase == Phase::Compensation),
     )
 }
 
-/// A fixed 128-bit hash of `bytes` (two SplitMix64-style lanes); never to change, since
-/// stored correlation ids depend on it.
-fn hash128(bytes: &[u8]) -> u128 {
-    let lane = |seed: u64| {
-        let mut h = seed ^ (bytes.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            h = mix64(h ^ u64::from_le_bytes(word).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        }
-        mix64(h)
-    };
-    u128::from(lane(0x6B65_656C_2D73_6731)) << 64 | u128::from(lane(0x6B65_656C_2D73_6732))
-}
-
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// The id of the saga log record at `version` (from 1) of the saga correlated by
+/// `correlation`: keel-core's [`EventId::record`], the same on every replay.
+pub fn record_id(correlation: CorrelationId, version: u64) -> EventId {
+    EventId::record(correlation, version)
 }
 
 #[cfg(test)]
@@ -303,7 +271,20 @@ mod tests {
             }
         }
         assert_ne!(record_id(a, 1), record_id(a, 2));
-        // Pinned: stored correlation ids depend on the hash never changing.
-        assert_eq!(a, SagaId::new("a").unwrap().correlation());
+        // Pinned: stored ids depend on the derivations never changing.
+        let order = SagaId::new("order-42").unwrap().correlation();
+        assert_eq!(order.to_string(), "dd33964c-7ff1-1644-965c-20f35f036397");
+        assert_eq!(
+            step_intent_id(order, 1, Phase::Compensation).to_string(),
+            "dd33964c-7ff1-1644-965c-20f35f036397/2811b62f-acc4-896f-9e4f-dfe900502279/0"
+        );
+        assert_eq!(
+            step_intent_id(order, 0, Phase::Action).to_string(),
+            "dd33964c-7ff1-1644-965c-20f35f036397/f77e3785-8157-8ecb-88dc-831d8e844d63/0"
+        );
+        assert_eq!(
+            record_id(order, 3).to_string(),
+            "31fc20ce-66d8-8bca-8325-829deee88ab7"
+        );
     }
 }
