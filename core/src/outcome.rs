@@ -39,16 +39,10 @@ pub enum OutcomeResult {
         value: serde_json::Value,
     },
     /// The effect failed for good: it was refused, or retries were used up.
-    Failed {
-        /// What went wrong, for the reducer to decide on and for people to read.
-        reason: String,
-        /// The class of the last failure, so the reducer can tell an effect that will
-        /// never succeed ([`FailureKind::Permanent`]) from one worth trying again later.
-        /// Outcomes stored before this field existed read as `Permanent`: they were
-        /// reported as failed for good.
-        #[serde(default = "FailureKind::permanent")]
-        kind: FailureKind,
-    },
+    /// The effect failed for good: it was refused, or retries were used up. The
+    /// failure's kind lets the reducer tell an effect that will never succeed
+    /// ([`FailureKind::Permanent`]) from one worth trying again later.
+    Failed(Failure),
     /// The effect did not finish in time (after any retries).
     TimedOut,
     /// A scheduled timer came due.
@@ -101,22 +95,60 @@ impl FailureKind {
 }
 
 /// Why an effect failed, and whether trying again could help: what a handler answers
-/// instead of a value, and what a retry policy decides on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// instead of a value, what a retry policy decides on, and what a reducer is told.
+///
+/// Serialised as `{"kind", "reason", "retry_after_ms"?, "maybe_applied"?}`. A stored
+/// failure without a kind reads as [`FailureKind::Permanent`] (it was reported as failed
+/// for good), and one that names it `class` (saga logs written before the kind was
+/// shared) reads as the same kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// The class of failure, which the retry policy decides on.
+    #[serde(default = "FailureKind::permanent", alias = "class")]
     pub kind: FailureKind,
     /// What went wrong, for the reducer and for people.
     pub reason: String,
     /// The earliest useful retry, when the other side said (`Retry-After`) or a circuit
-    /// breaker knows.
+    /// breaker knows. Kept to the millisecond when serialised.
+    #[serde(
+        default,
+        rename = "retry_after_ms",
+        with = "millis",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retry_after: Option<Duration>,
     /// Whether the effect may have happened despite the failure, beyond what `kind`
     /// says: a timeout or a transient failure always may, and so may a permanent one
     /// when the other side acted before it failed (a success too big to read, a
     /// redirect after a POST, a handler that panicked midway). A saga never takes such
     /// a failure as proof that nothing happened.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub maybe_applied: bool,
+}
+
+/// `Option<Duration>` as whole milliseconds (or `null`).
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(delay) => {
+                serializer.serialize_u64(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+            }
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(deserializer)?.map(Duration::from_millis))
+    }
 }
 
 impl Failure {
@@ -221,10 +253,7 @@ mod tests {
         let outcome = Outcome {
             intent: Cause::root(3).intent_id(1),
             attempts: 4,
-            result: OutcomeResult::Failed {
-                reason: "503".into(),
-                kind: FailureKind::Transient,
-            },
+            result: OutcomeResult::Failed(Failure::transient("503")),
         };
         let json = serde_json::to_value(&outcome).expect("an outcome serialises");
         assert_eq!(json["result"]["kind"], "transient");
@@ -243,10 +272,31 @@ mod tests {
         let outcome: Outcome = serde_json::from_value(old).expect("an old outcome reads");
         assert_eq!(
             outcome.result,
-            OutcomeResult::Failed {
-                reason: "card declined".into(),
-                kind: FailureKind::Permanent,
-            }
+            OutcomeResult::Failed(Failure::permanent("card declined"))
+        );
+    }
+
+    #[test]
+    fn a_failure_reads_the_shape_saga_logs_stored_before_it_was_shared() {
+        let old = serde_json::json!({
+            "class": "transient",
+            "reason": "503",
+            "retry_after_ms": 250,
+        });
+        let failure: Failure = serde_json::from_value(old).expect("an old failure reads");
+        assert_eq!(
+            failure,
+            Failure::transient("503").retry_after(Duration::from_millis(250))
+        );
+        let unhinted =
+            serde_json::json!({ "class": "timeout", "reason": "slow", "retry_after_ms": null });
+        let failure: Failure = serde_json::from_value(unhinted).expect("a null hint reads");
+        assert_eq!(failure, Failure::timeout("slow"));
+        let json =
+            serde_json::to_value(Failure::permanent("no").maybe_applied()).expect("serialises");
+        assert_eq!(
+            json,
+            serde_json::json!({ "kind": "permanent", "reason": "no", "maybe_applied": true })
         );
     }
 }

@@ -116,7 +116,7 @@ proptest! {
                 let expected = match planned(tag) {
                     Ok(value) => OutcomeResult::Succeeded { value },
                     Err(failure) if failure.kind == keel_effects::FailureKind::Timeout => OutcomeResult::TimedOut,
-                    Err(failure) => OutcomeResult::Failed { reason: failure.reason, kind: failure.kind },
+                    Err(failure) => OutcomeResult::Failed(failure),
                 };
                 prop_assert_eq!(outcomes.get(&intent.id).map(Vec::as_slice), Some(&[&expected][..]));
             }

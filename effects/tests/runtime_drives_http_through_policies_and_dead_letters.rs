@@ -133,7 +133,7 @@ async fn a_dead_letter_replayed_through_the_runtime_reaches_the_reducer() {
 
     let outcomes = outcomes_after(&runtime, 1).await;
     assert!(
-        matches!(&outcomes[0], OutcomeResult::Failed { reason, kind: keel_core::FailureKind::Transient } if reason.contains("503")),
+        matches!(&outcomes[0], OutcomeResult::Failed(failure) if failure.kind == keel_core::FailureKind::Transient && failure.reason.contains("503")),
         "{outcomes:?}"
     );
     let letters = dead_letters.list();

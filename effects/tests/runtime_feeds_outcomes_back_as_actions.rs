@@ -70,10 +70,7 @@ async fn successes_and_failures_are_reduced_by_the_emitting_instance() {
     let failed = outcomes.iter().find(|o| o.intent.position == 1).unwrap();
     assert_eq!(
         failed.result,
-        OutcomeResult::Failed {
-            reason: "odd tags fail".into(),
-            kind: keel_core::FailureKind::Permanent,
-        }
+        OutcomeResult::Failed(keel_core::Failure::permanent("odd tags fail"))
     );
 }
 
@@ -92,6 +89,6 @@ async fn an_intent_without_a_handler_fails_with_a_reason() {
         panic!("expected an outcome")
     };
     assert!(
-        matches!(&outcome.result, OutcomeResult::Failed { reason, .. } if reason.contains("no handler"))
+        matches!(&outcome.result, OutcomeResult::Failed(failure) if failure.reason.contains("no handler"))
     );
 }

@@ -7,7 +7,7 @@ use crate::common::workflow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::{FailureKind, IntentKind, Outcome, OutcomeResult};
+use keel_core::{IntentKind, Outcome, OutcomeResult};
 use keel_effects::policy::{DeadLetterQueue, Policies, RetryPolicy};
 use keel_effects::runtime::Runtime;
 use keel_effects::{Call, Failure, HandlerFuture, SharedHandler, TokioClock};
@@ -95,20 +95,8 @@ async fn outcomes_carry_the_attempts_made_and_the_class_of_the_failure() {
                     value: json!({ "attempt": 3 })
                 }
             ),
-            (
-                4,
-                &OutcomeResult::Failed {
-                    reason: "busy".into(),
-                    kind: FailureKind::Transient,
-                }
-            ),
-            (
-                1,
-                &OutcomeResult::Failed {
-                    reason: "refused".into(),
-                    kind: FailureKind::Permanent,
-                }
-            ),
+            (4, &OutcomeResult::Failed(Failure::transient("busy"))),
+            (1, &OutcomeResult::Failed(Failure::permanent("refused"))),
         ]
     );
 

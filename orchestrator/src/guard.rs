@@ -20,7 +20,7 @@ use std::task::Poll;
 use keel_effects::{Call, Handler};
 
 use crate::saga::Answer;
-use keel_core::FailureKind;
+use keel_core::Failure;
 
 /// The message a panic carried: its text, or a placeholder for a payload of another type.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -72,18 +72,13 @@ pub fn answer_of(handler: &dyn Handler, call: Call) -> impl Future<Output = Answ
 /// A handler that panicked may have acted before it did: a permanent failure, maybe
 /// applied, so a saga parks rather than take it as proof that nothing happened.
 fn panicked(reason: String) -> Answer {
-    Answer::Failed {
-        class: FailureKind::Permanent,
-        reason,
-        retry_after_ms: None,
-        maybe_applied: true,
-    }
+    Answer::Failed(Failure::permanent(reason).maybe_applied())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keel_core::{CausationId, CorrelationId, Intent, IntentId, IntentKind};
+    use keel_core::{CausationId, CorrelationId, FailureKind, Intent, IntentId, IntentKind};
     use keel_effects::{InstanceId, Metrics};
     use serde_json::json;
 
@@ -118,12 +113,10 @@ mod tests {
         let answer = ready(answer_of(&handler, call()));
         assert_eq!(
             answer,
-            Answer::Failed {
-                class: FailureKind::Permanent,
-                reason: "the step's handler panicked: the card reader caught fire".into(),
-                retry_after_ms: None,
-                maybe_applied: true,
-            }
+            Answer::Failed(
+                Failure::permanent("the step's handler panicked: the card reader caught fire")
+                    .maybe_applied()
+            )
         );
     }
 
@@ -138,7 +131,7 @@ mod tests {
         }
         let answer = ready(answer_of(&Eager, call()));
         assert!(
-            matches!(&answer, Answer::Failed { class: FailureKind::Permanent, reason, .. }
+            matches!(&answer, Answer::Failed(Failure { kind: FailureKind::Permanent, reason, .. })
                 if reason.ends_with("refused to start: code 7")),
             "{answer:?}"
         );

@@ -73,7 +73,7 @@ pub use error::Error;
 pub use guard::answer_of;
 pub use id::{Phase, SagaId, SagaType};
 pub use keel_core as core;
-pub use keel_core::{FailureKind, FailureKinds};
+pub use keel_core::{Failure, FailureKind, FailureKinds};
 pub use orchestrator::{
     Orchestrator, OrchestratorBuilder, OrchestratorConfig, Recovered, SHARDS_MAX, Stats,
 };

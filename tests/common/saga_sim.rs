@@ -30,9 +30,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use keel::orchestrator::commit::Commit;
 use keel::orchestrator::saga::StepCall;
 use keel::orchestrator::{
-    Answer, Batch, Engine, FailureKind, OperatorCommand, Phase, RetryPolicy, SagaDefinition,
-    SagaEvent, SagaId, SagaState, SagaStatus, SagaTimer, SagaType, Step, StepAction, StepPhase,
-    answer_of,
+    Answer, Batch, Engine, Failure, FailureKind, OperatorCommand, Phase, RetryPolicy,
+    SagaDefinition, SagaEvent, SagaId, SagaState, SagaStatus, SagaTimer, SagaType, Step,
+    StepAction, StepPhase, answer_of,
 };
 use keel::{Envelope, IntentKind};
 use serde_json::{Value, json};
@@ -705,12 +705,10 @@ impl World {
         let answer_at = self.now + latency;
         let healthy = self.healthy;
         let (answer, copies, delay): (Option<Answer>, u32, u64) = if record.working {
-            let refusal = Answer::Failed {
-                class: FailureKind::Permanent,
-                reason: "409 Conflict: idempotency key in use".into(),
-                retry_after_ms: None,
-                maybe_applied: false,
-            };
+            let refusal = Answer::Failed(Failure::new(
+                FailureKind::Permanent,
+                "409 Conflict: idempotency key in use",
+            ));
             (Some(refusal), 1, 0)
         } else if let Some(settled) = &record.settled {
             let answer = match settled {
@@ -720,12 +718,7 @@ impl World {
                 Ok(value) => Answer::Succeeded {
                     value: value.clone(),
                 },
-                Err(reason) => Answer::Failed {
-                    class: FailureKind::Permanent,
-                    reason: reason.clone(),
-                    retry_after_ms: None,
-                    maybe_applied: false,
-                },
+                Err(reason) => Answer::Failed(Failure::new(FailureKind::Permanent, reason.clone())),
             };
             (Some(answer), 1, 0)
         } else {
@@ -757,33 +750,21 @@ impl World {
                     let reason = "refused for good".to_owned();
                     record.settled = Some(Err(reason.clone()));
                     (
-                        Some(Answer::Failed {
-                            class: FailureKind::Permanent,
-                            reason,
-                            retry_after_ms: None,
-                            maybe_applied: false,
-                        }),
+                        Some(Answer::Failed(Failure::new(FailureKind::Permanent, reason))),
                         1,
                         0,
                     )
                 }
                 Fault::Transient => (
-                    Some(Answer::Failed {
-                        class: FailureKind::Transient,
-                        reason: "503".into(),
-                        retry_after_ms: None,
-                        maybe_applied: false,
-                    }),
+                    Some(Answer::Failed(Failure::new(FailureKind::Transient, "503"))),
                     1,
                     0,
                 ),
                 Fault::Unavailable => (
-                    Some(Answer::Failed {
-                        class: FailureKind::Unavailable,
-                        reason: "circuit open".into(),
-                        retry_after_ms: Some(20),
-                        maybe_applied: false,
-                    }),
+                    Some(Answer::Failed(
+                        Failure::new(FailureKind::Unavailable, "circuit open")
+                            .retry_after(Duration::from_millis(20)),
+                    )),
                     1,
                     0,
                 ),

@@ -382,10 +382,7 @@ where
                 tracing::debug!(instance = %self.id, intent = %intent.id, %failure, "effect failed");
                 match failure.kind {
                     FailureKind::Timeout => OutcomeResult::TimedOut,
-                    kind => OutcomeResult::Failed {
-                        reason: failure.reason,
-                        kind,
-                    },
+                    _ => OutcomeResult::Failed(failure),
                 }
             }
         };

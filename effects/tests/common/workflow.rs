@@ -76,7 +76,7 @@ impl Reducer for Workflow {
             }
             Msg::Outcome(outcome) => match outcome.result {
                 OutcomeResult::Succeeded { .. } => log.succeeded += 1,
-                OutcomeResult::Failed { .. } => log.failed += 1,
+                OutcomeResult::Failed(_) => log.failed += 1,
                 OutcomeResult::TimedOut => log.timed_out += 1,
                 OutcomeResult::TimerFired { timer } => log.fired.push(timer.to_string()),
                 _ => {}

@@ -29,7 +29,7 @@ use crate::engine::{Batch, Engine};
 use crate::error::Error;
 use crate::id::{Phase, SagaId};
 use crate::saga::{Answer, SagaEvent, SagaStatus, StepCall};
-use keel_core::FailureKind;
+use keel_core::Failure;
 
 /// How many envelopes may wait to be published before new ones are dropped (the bus
 /// carries transitions for monitoring; the saga log is the record).
@@ -666,12 +666,7 @@ impl Driver {
                     "no handler is registered for {} steps: add one to the orchestrator",
                     describe(&intent.kind)
                 );
-                let answer = Answer::Failed {
-                    class: FailureKind::Permanent,
-                    reason,
-                    retry_after_ms: None,
-                    maybe_applied: false,
-                };
+                let answer = Answer::Failed(Failure::permanent(reason));
                 Box::pin(std::future::ready(Answered {
                     id,
                     step,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::id::{Phase, SagaType};
-use keel_core::FailureKind;
+use keel_core::{Failure, FailureKind};
 
 /// One input to a saga: what the saga log records, one record per event that changed
 /// the saga.
@@ -64,20 +64,10 @@ pub enum Answer {
         /// The answer.
         value: Value,
     },
-    /// It failed.
-    Failed {
-        /// Whether trying again could help and whether the effect may have happened.
-        class: FailureKind,
-        /// What went wrong.
-        reason: String,
-        /// The service's hint of when to try again.
-        retry_after_ms: Option<u64>,
-        /// Whether the effect may have happened though `class` does not say so: a
-        /// permanent failure after the service acted (a redirect after a POST, a body
-        /// too big to read, a handler that panicked midway).
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        maybe_applied: bool,
-    },
+    /// It failed: keel-core's one [`Failure`] (kind, reason, retry-after, maybe
+    /// applied), as handlers answer it. Records written before the failure was shared
+    /// name the kind `class`, and still read.
+    Failed(Failure),
     /// It answered success, but keel cannot use the answer: it is too big for a saga
     /// record, or the step's check panicked judging it. The effect happened; the step
     /// fails after this one call, maybe applied. The engine puts this in place of such a
@@ -97,14 +87,7 @@ impl Answer {
     pub fn from_result(result: keel_effects::HandlerResult) -> Self {
         match result {
             Ok(value) => Self::Succeeded { value },
-            Err(failure) => Self::Failed {
-                class: failure.kind,
-                reason: failure.reason,
-                retry_after_ms: failure
-                    .retry_after
-                    .map(|delay| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
-                maybe_applied: failure.maybe_applied,
-            },
+            Err(failure) => Self::Failed(failure),
         }
     }
 
@@ -113,7 +96,7 @@ impl Answer {
     pub fn fits(&self, limit_bytes: usize) -> bool {
         match self {
             Self::Succeeded { value } => json_size_within(value, limit_bytes).is_ok(),
-            Self::Failed { reason, .. } | Self::Unusable { reason } => {
+            Self::Failed(Failure { reason, .. }) | Self::Unusable { reason } => {
                 reason.len() <= REASON_BYTES_MAX
             }
         }
@@ -133,19 +116,9 @@ impl Answer {
                     ),
                 },
             },
-            Self::Failed {
-                class,
-                mut reason,
-                retry_after_ms,
-                maybe_applied,
-            } => {
-                cut(&mut reason, REASON_BYTES_MAX);
-                Self::Failed {
-                    class,
-                    reason,
-                    retry_after_ms,
-                    maybe_applied,
-                }
+            Self::Failed(mut failure) => {
+                cut(&mut failure.reason, REASON_BYTES_MAX);
+                Self::Failed(failure)
             }
             Self::Unusable { mut reason } => {
                 cut(&mut reason, REASON_BYTES_MAX);
@@ -487,12 +460,7 @@ impl Reanswer {
 
     /// An attempt that failed for good before its call went out, for `reason`.
     pub(crate) fn failed(step: u16, phase: Phase, attempt: u16, reason: String) -> Self {
-        let answer = Answer::Failed {
-            class: FailureKind::Permanent,
-            reason,
-            retry_after_ms: None,
-            maybe_applied: false,
-        };
+        let answer = Answer::Failed(Failure::permanent(reason));
         Self {
             step,
             phase,

@@ -240,7 +240,9 @@ fn push_call(out: &mut Output, call: Result<StepCall, Reanswer>) {
     match call {
         Ok(call) => out.calls.push(call),
         Err(mut failed) => {
-            if let super::event::Answer::Failed { reason, .. } = &mut failed.answer {
+            if let super::event::Answer::Failed(keel_core::Failure { reason, .. }) =
+                &mut failed.answer
+            {
                 reason.insert_str(0, "after a restart, ");
             }
             out.reanswers.push(failed);

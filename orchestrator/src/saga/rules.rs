@@ -35,8 +35,8 @@ use super::reducer::build_call;
 use super::state::{Resume, SagaState, SagaStatus, StepPhase, StepState};
 use std::time::Duration;
 
-use keel_core::FailureKind;
 use keel_core::retry::{FailureKinds, RetryDecision};
+use keel_core::{Failure, FailureKind};
 
 use crate::definition::SagaDefinition;
 use crate::guard::catching;
@@ -213,24 +213,18 @@ impl Step<'_> {
                 self.action_failed(step, FailureKind::Permanent, reason.clone(), None, true);
                 true
             }
-            Answer::Failed {
-                class,
+            Answer::Failed(Failure {
+                kind,
                 reason,
-                retry_after_ms,
+                retry_after,
                 maybe_applied,
-            } => {
+            }) => {
                 // A failure speaks only for its own attempt: an earlier attempt's failure
                 // arriving late says nothing about the current one.
                 if !matches!(st.phase, StepPhase::Running { .. }) || st.attempts != attempt {
                     return false;
                 }
-                self.action_failed(
-                    step,
-                    *class,
-                    reason.clone(),
-                    *retry_after_ms,
-                    *maybe_applied,
-                );
+                self.action_failed(step, *kind, reason.clone(), *retry_after, *maybe_applied);
                 true
             }
         }
@@ -285,7 +279,7 @@ impl Step<'_> {
         step: u16,
         class: FailureKind,
         mut reason: String,
-        retry_after_ms: Option<u64>,
+        retry_after: Option<Duration>,
         maybe_applied: bool,
     ) {
         cut(&mut reason, REASON_BYTES_MAX);
@@ -305,12 +299,7 @@ impl Step<'_> {
         st.error = Some(reason.as_str().into());
         let decision = if keep_trying {
             let budget = u32::from(attempt - st.budget_from);
-            policy.decide(
-                budget,
-                class,
-                retry_after_ms.map(Duration::from_millis),
-                seed,
-            )
+            policy.decide(budget, class, retry_after, seed)
         } else {
             RetryDecision::GiveUp
         };
@@ -404,18 +393,18 @@ impl Step<'_> {
                 self.advance();
                 true
             }
-            Answer::Failed {
-                class,
+            Answer::Failed(Failure {
+                kind,
                 reason,
-                retry_after_ms,
+                retry_after,
                 ..
-            } => {
+            }) => {
                 if !matches!(st.phase, StepPhase::Compensating { .. })
                     || st.compensation_attempts != attempt
                 {
                     return false;
                 }
-                self.compensation_failed(step, *class, reason.clone(), *retry_after_ms);
+                self.compensation_failed(step, *kind, reason.clone(), *retry_after);
                 true
             }
         }
@@ -426,7 +415,7 @@ impl Step<'_> {
         step: u16,
         class: FailureKind,
         mut reason: String,
-        retry_after_ms: Option<u64>,
+        retry_after: Option<Duration>,
     ) {
         cut(&mut reason, REASON_BYTES_MAX);
         let policy = *self.def.step(step).compensation_retry_policy();
@@ -446,7 +435,7 @@ impl Step<'_> {
         let decision = policy.retry_on(FailureKinds::RETRYABLE).decide(
             u32::from(budget),
             class,
-            retry_after_ms.map(Duration::from_millis),
+            retry_after,
             seed,
         );
         if let RetryDecision::RetryAfter(delay) = decision {
