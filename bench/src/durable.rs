@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_core::{Envelope, EventId, EventType, ExpectedVersion, Payload, StreamId, Timestamp};
-use keel_effects::persist::EventStore;
-use keel_effects::persist::sqlite::{SqliteConfig, SqliteStore};
+use keel_store::EventStore;
+use keel_store::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::json;
 use tokio::runtime::Runtime;
 

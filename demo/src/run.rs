@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use keel_effects::http::{HttpConfig, HttpHandler};
 use keel_effects::notify::Bus;
-use keel_effects::persist::EventStore;
-use keel_effects::persist::sqlite::{SqliteConfig, SqliteStore};
 use keel_orchestrator::query::{self, SagaFilter};
 use keel_orchestrator::{Orchestrator, SagaId, SagaType};
+use keel_store::EventStore;
+use keel_store::sqlite::{SqliteConfig, SqliteStore};
 use tokio::task::JoinSet;
 
 use crate::args::Args;

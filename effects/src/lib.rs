@@ -11,11 +11,13 @@
 //!   request-reply.
 //! - [`http`]: the HTTP handler, with its guard against server-side request forgery.
 //! - [`timer`]: timers, scheduled and cancelled by stable id.
-//! - [`persist`]: the [`EventStore`](persist::EventStore) trait, an in-memory store, and
-//!   the handler that appends persist intents.
+//! - [`persist`]: the handler that appends persist intents to a store, and the
+//!   dispatcher of a store's outbox. The store itself (the
+//!   [`EventStore`](keel_store::EventStore) contract and its backends) is `keel-store`.
 //! - [`policy`]: retry, timeout, circuit breaker, concurrency and rate limits, dead
 //!   letters; each decision a pure function, each policy a [`Layer`].
-//! - [`clock`], [`metrics`], [`error`]: the runtime's time source, counters and error.
+//! - [`clock`], [`metrics`], [`error`]: the runtime's time source, counters and error
+//!   (which wraps the store's, [`Error::Store`]).
 //!
 //! The contract this crate fulfils is written once, in `keel-core`'s crate docs
 //! ("The driver contract"). Step 3, the durable record, holds when the runtime is built

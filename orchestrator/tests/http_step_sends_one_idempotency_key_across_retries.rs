@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use keel_effects::persist::MemoryStore;
 use keel_orchestrator::core::HttpRequest;
 use keel_orchestrator::id::step_intent_id;
 use keel_orchestrator::{
     FailureClass, Orchestrator, Phase, RetryPolicy, SagaDefinition, SagaStatus, Step, StepAction,
     Transition,
 };
+use keel_store::MemoryStore;
 use serde_json::json;
 
 use crate::common::http_server::PaymentServer;

@@ -71,6 +71,7 @@ use std::time::Duration;
 use keel_core::{
     CausationId, CorrelationId, EventType, Input, Intent, IntentKind, Outcome, Reducer,
 };
+use keel_store::{EventStore, READ_LIMIT_MAX};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -78,7 +79,6 @@ use crate::clock::{Clock, TokioClock};
 use crate::error::Error;
 use crate::handler::{Failure, InstanceId, SharedHandler};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::persist::{EventStore, READ_LIMIT_MAX};
 use crate::policy::DeadLetterQueue;
 use dedup::OutcomeRecord;
 use instance::Instance;
