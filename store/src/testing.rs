@@ -13,7 +13,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::{EventStore, MemoryStore};
 
@@ -21,7 +20,8 @@ use crate::{EventStore, MemoryStore};
 pub const PG_URL_VAR: &str = "KEEL_PG_URL";
 
 /// How long connecting to PostgreSQL may take before the server counts as unreachable.
-const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+#[cfg(feature = "postgres")]
+const PG_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One event store implementation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +247,7 @@ pub fn open_sqlite(path: &std::path::Path) -> Arc<dyn EventStore> {
     }
 }
 
+/// Panics: this build has no SQLite backend.
 #[cfg(not(feature = "sqlite"))]
 pub fn open_sqlite(path: &std::path::Path) -> Arc<dyn EventStore> {
     panic!(
@@ -305,6 +306,7 @@ async fn drop_postgres(url: &str, schema: &str) {
     }
 }
 
+/// Panics: this build has no PostgreSQL backend.
 #[cfg(not(feature = "postgres"))]
 pub async fn connect_postgres(_url: &str, schema: &str) -> Arc<dyn EventStore> {
     panic!("this build has no PostgreSQL backend; cannot open schema {schema}")
