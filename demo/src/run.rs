@@ -17,10 +17,11 @@ use keel_store::sqlite::{SqliteConfig, SqliteStore};
 use tokio::task::JoinSet;
 
 use crate::args::Args;
+use crate::behaviour::Behaviour;
 use crate::ledger::Ledger;
 use crate::report::{Counts, progress_line, summary_line, timeline_text};
 use crate::sagas::Example;
-use crate::services::{Behaviour, Services};
+use crate::services::Services;
 
 /// Up to this many sagas, each one's timeline is printed; beyond, a progress line.
 pub const TIMELINES_MAX: u64 = 10;

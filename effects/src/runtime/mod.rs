@@ -239,8 +239,8 @@ impl<R> RuntimeBuilder<R> {
         self
     }
 
-    /// Carries out `Http` intents with `handler` (usually an
-    /// [`HttpHandler`](crate::http::HttpHandler) wrapped in policies).
+    /// Carries out `Http` intents with `handler` (usually this crate's `HttpHandler`,
+    /// feature `http`, wrapped in policies).
     pub fn http(mut self, handler: SharedHandler) -> Self {
         self.handlers.http = Some(handler);
         self
