@@ -464,7 +464,7 @@ fn write_section(
                      saving an aggregate per command runs it, keel's batched appends are \
                      {} faster. The lever that is left is keel's per-event cost (envelope \
                      encoding, the row and its index entries), which the 10,000-event batches \
-                     of `cargo bench -p keel-effects --bench store` put at about 5 µs.",
+                     of `cargo bench -p keel-store --bench store` put at about 5 µs.",
                     grouped(batch as f64),
                     times(batched_vs_es),
                     grouped(needed),
