@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_core::{Envelope, EventId, EventType, ExpectedVersion, Payload, StreamId, Timestamp};
-use keel_effects::persist::EventStore;
-use keel_effects::persist::sqlite::{SqliteConfig, SqliteStore};
+use keel_store::EventStore;
+use keel_store::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::json;
 use tokio::runtime::Runtime;
 
@@ -464,7 +464,7 @@ fn write_section(
                      saving an aggregate per command runs it, keel's batched appends are \
                      {} faster. The lever that is left is keel's per-event cost (envelope \
                      encoding, the row and its index entries), which the 10,000-event batches \
-                     of `cargo bench -p keel-effects --bench store` put at about 5 µs.",
+                     of `cargo bench -p keel-store --bench store` put at about 5 µs.",
                     grouped(batch as f64),
                     times(batched_vs_es),
                     grouped(needed),

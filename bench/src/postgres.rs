@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use keel_effects::persist::EventStore;
-use keel_effects::persist::postgres::{PostgresConfig, PostgresStore};
+use keel_store::EventStore;
+use keel_store::postgres::{PostgresConfig, PostgresStore};
 use tokio::runtime::Runtime;
 
 use crate::durable::{self, WRITERS};

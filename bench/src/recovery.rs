@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use keel_effects::persist::EventStore;
-use keel_effects::persist::sqlite::{SqliteConfig, SqliteStore};
+use keel_store::EventStore;
+use keel_store::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::{Value, json};
 
 use crate::child;

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use keel_effects::persist::sqlite::{SqliteConfig, SqliteStore};
-use keel_effects::persist::{EventStore, MemoryStore};
 use keel_effects::{Call, Failure, HandlerResult};
 use keel_orchestrator::{
     Orchestrator, RetryPolicy, SagaDefinition, SagaId, SagaStatus, Step, StepAction,
 };
+use keel_store::sqlite::{SqliteConfig, SqliteStore};
+use keel_store::{EventStore, MemoryStore};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 

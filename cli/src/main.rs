@@ -45,12 +45,12 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use keel_core::{Payload, StreamId, Timestamp, TopicPattern};
-use keel_effects::persist::postgres::{PostgresConfig, PostgresStore, describe_url};
-use keel_effects::persist::sqlite::{SqliteConfig, SqliteStore};
-use keel_effects::persist::{EventStore, READ_LIMIT_MAX, RecordedEvent};
 use keel_orchestrator::query::{self, STATUS_NAMES, SagaFilter};
 use keel_orchestrator::requests::{self, Request};
 use keel_orchestrator::{OperatorCommand, SagaId, SagaStatus, SagaType};
+use keel_store::postgres::{PostgresConfig, PostgresStore, describe_url};
+use keel_store::sqlite::{SqliteConfig, SqliteStore};
+use keel_store::{EventStore, READ_LIMIT_MAX, RecordedEvent};
 use serde_json::{Value, json};
 
 use table::Table;

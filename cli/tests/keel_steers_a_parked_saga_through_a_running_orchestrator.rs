@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use keel_effects::persist::sqlite::{SqliteConfig, SqliteStore};
 use keel_effects::{Call, Failure};
 use keel_orchestrator::{
     Orchestrator, RetryPolicy, SagaDefinition, SagaId, SagaStatus, Step, StepAction,
 };
+use keel_store::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::{Value, json};
 
 use crate::common::{TempDir, keel};

@@ -19,19 +19,34 @@
 //!
 //! - [`sagas`]: the three saga definitions and the bus responders they ask.
 //! - [`machines`]: the traffic light, a declarative state machine.
-//! - [`services`]: the HTTP services the sagas call.
-//! - [`ledger`]: the services' durable record of effects, by idempotency key.
-//! - [`run`]: the program: store, services, orchestrator, sagas, report.
+//! - [`behaviour`]: how services and responders decide (a fail rate, a seed).
 //! - [`report`]: timelines, the progress line, the summary line.
-//! - [`args`]: the command line.
+//! - `services`: the HTTP services the sagas call (feature `http`).
+//! - `ledger`: the services' durable record of effects, by idempotency key (feature
+//!   `http`).
+//! - `run`: the program: store, services, orchestrator, sagas, report (feature `http`).
+//! - `args`: the command line (feature `http`).
+//!
+//! # Features
+//!
+//! `http` (on by default) is the program: the services (axum), the HTTP client that
+//! calls them (keel-effects' `http`) and the ledger (SQLite). Without it the crate is
+//! the definitions, the machine and the report, which is what the `keel` CLI draws and
+//! prints, and builds no HTTP server, client or TLS.
 
+#[cfg(feature = "http")]
 pub mod args;
+pub mod behaviour;
+#[cfg(feature = "http")]
 pub mod ledger;
 pub mod machines;
 pub mod report;
+#[cfg(feature = "http")]
 pub mod run;
 pub mod sagas;
+#[cfg(feature = "http")]
 pub mod services;
 
+#[cfg(feature = "http")]
 pub use run::main;
 pub use sagas::Example;

@@ -10,17 +10,18 @@ use std::time::{Duration, Instant};
 
 use keel_effects::http::{HttpConfig, HttpHandler};
 use keel_effects::notify::Bus;
-use keel_effects::persist::EventStore;
-use keel_effects::persist::sqlite::{SqliteConfig, SqliteStore};
 use keel_orchestrator::query::{self, SagaFilter};
 use keel_orchestrator::{Orchestrator, SagaId, SagaType};
+use keel_store::EventStore;
+use keel_store::sqlite::{SqliteConfig, SqliteStore};
 use tokio::task::JoinSet;
 
 use crate::args::Args;
+use crate::behaviour::Behaviour;
 use crate::ledger::Ledger;
 use crate::report::{Counts, progress_line, summary_line, timeline_text};
 use crate::sagas::Example;
-use crate::services::{Behaviour, Services};
+use crate::services::Services;
 
 /// Up to this many sagas, each one's timeline is printed; beyond, a progress line.
 pub const TIMELINES_MAX: u64 = 10;

@@ -17,7 +17,7 @@ use keel_effects::notify::{Bus, SubscribeOptions};
 use keel_orchestrator::{RetryPolicy, SagaDefinition, Step, StepAction, StepContext};
 use serde_json::{Value, json};
 
-use crate::services::{Behaviour, unit};
+use crate::behaviour::{Behaviour, unit};
 
 /// One of the example programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

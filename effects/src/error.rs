@@ -1,9 +1,5 @@
 //! The one error type of `keel-effects`.
 
-use keel_core::StreamId;
-
-use crate::persist::LockHolder;
-
 /// Everything that can go wrong in the runtime itself (as opposed to an effect's
 /// failure, which is a [`Failure`](crate::Failure) reported to the reducer).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,120 +47,6 @@ pub enum Error {
         limit: usize,
     },
 
-    /// An append found the stream at another version than expected.
-    #[error(
-        "stream `{stream}` is at version {actual}, not the expected {expected}: reload and decide again"
-    )]
-    VersionConflict {
-        /// The stream.
-        stream: StreamId,
-        /// What the append expected, as text (`no stream`, `any`, or a number).
-        expected: String,
-        /// The stream's actual version.
-        actual: u64,
-    },
-
-    /// An append carries an event id the store already holds, but not as a repeat of
-    /// the same append.
-    #[error(
-        "event {id} is already stored elsewhere: event ids must be unique; derive them from the intent (EventId::derived)"
-    )]
-    DuplicateEventId {
-        /// The event id.
-        id: String,
-    },
-
-    /// An append repeats an event id already stored at the same place (stream and
-    /// version) but with other content: not a retry of that append, another event under
-    /// its id.
-    #[error(
-        "event {id} is already stored in `{stream}` with other content: an event id names one event; derive ids from what makes the event (EventId::derived)"
-    )]
-    EventConflict {
-        /// The first event id of the append whose stored content differs.
-        id: String,
-        /// The stream appended to.
-        stream: StreamId,
-    },
-
-    /// Another holder has the store's writer lock
-    /// ([`EventStore::lock_writer`](crate::persist::EventStore::lock_writer)).
-    #[error(
-        "the store at `{location}` is locked by {}: stop the other orchestrator first; several workers on one store need PostgreSQL scale-out, not built yet",
-        crate::persist::describe_holder(.holder)
-    )]
-    StoreLocked {
-        /// The holder, if it has recorded itself yet.
-        holder: Option<LockHolder>,
-        /// The store: a path, a URL and schema, or `memory`.
-        location: String,
-    },
-
-    /// Another runner advanced the projection since this one loaded it.
-    #[error(
-        "projection `{name}` is at checkpoint {actual}, not {expected}: another runner owns it; run one runner per projection"
-    )]
-    ProjectionConflict {
-        /// The projection.
-        name: String,
-        /// The checkpoint this runner started from.
-        expected: u64,
-        /// The checkpoint stored.
-        actual: u64,
-    },
-
-    /// The store could not be reached, or could not take the operation right now: the
-    /// server is restarting or unreachable, the connection was lost, the disk or the
-    /// server's memory is full, the database is busy or locked by another writer, a lock
-    /// or statement timeout ran out. Trying the same operation again later may succeed
-    /// ([`Error::is_unavailable`]).
-    ///
-    /// Nothing of the operation was stored, except when the connection was lost while
-    /// its commit was in flight: then the commit may have happened, and the caller cannot
-    /// tell. Appends are idempotent by event id, so trying the same append again is safe
-    /// either way: it answers `deduplicated: true` if the lost commit happened.
-    #[error(
-        "the {backend} store is unavailable: {reason}; try the same operation again once it is back"
-    )]
-    Unavailable {
-        /// `sqlite` or `postgres`.
-        backend: &'static str,
-        /// What the database reported.
-        reason: String,
-    },
-
-    /// The database refused or failed the operation in a way that trying it again will
-    /// not change: a constraint, a damaged or foreign database, a value that does not
-    /// encode or decode, a writer that has stopped. Nothing of the failed operation was
-    /// stored. What may pass by itself is [`Error::Unavailable`] instead.
-    #[error("the {backend} store failed: {reason}")]
-    Storage {
-        /// `sqlite` or `postgres` (`outbox` for an outbox entry that does not encode).
-        backend: &'static str,
-        /// What the database reported.
-        reason: String,
-    },
-
-    /// The database holds a keel schema newer than this build understands.
-    #[error(
-        "the store's schema is version {found}, newer than the {supported} this build of keel knows: upgrade keel"
-    )]
-    SchemaTooNew {
-        /// The version found.
-        found: u32,
-        /// The newest version this build knows.
-        supported: u32,
-    },
-
-    /// The file or database is not a keel store, or is damaged.
-    #[error("`{location}` is not a usable keel store: {reason}")]
-    NotAStore {
-        /// The path or URL.
-        location: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-
     /// A request on the bus got no reply in time.
     #[error("no reply to `{request_type}` within {timeout_ms} ms")]
     ReplyTimeout {
@@ -193,29 +75,29 @@ pub enum Error {
     /// An error from `keel-core` (an invalid envelope, topic or pattern).
     #[error(transparent)]
     Core(#[from] keel_core::Error),
+
+    /// The event store failed (the runtime's outbox, or a store the caller handed in).
+    #[error(transparent)]
+    Store(#[from] keel_store::Error),
 }
 
 impl Error {
-    /// Whether trying the same operation again later may succeed: true for
-    /// [`Error::Unavailable`] only. Every other error answers the operation for good (a
-    /// conflict, a refusal, a damaged store), and repeating it gets the same answer.
+    /// Whether trying the same operation again later may succeed: true for a store that
+    /// is [unavailable](keel_store::Error::is_unavailable) only. Every other error
+    /// answers the operation for good, and repeating it gets the same answer.
     ///
     /// ```
     /// use keel_effects::Error;
     ///
-    /// let down = Error::Unavailable {
+    /// let down = Error::Store(keel_store::Error::Unavailable {
     ///     backend: "postgres",
     ///     reason: "could not connect to the server: connection refused".into(),
-    /// };
-    /// let refused = Error::Storage {
-    ///     backend: "sqlite",
-    ///     reason: "the event at position 7 is damaged".into(),
-    /// };
+    /// });
     /// assert!(down.is_unavailable());
-    /// assert!(!refused.is_unavailable());
+    /// assert!(!Error::ShutDown.is_unavailable());
     /// ```
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
+        matches!(self, Self::Store(store) if store.is_unavailable())
     }
 }
 
@@ -225,14 +107,14 @@ mod tests {
 
     #[test]
     fn only_an_unavailable_store_is_worth_trying_again() {
-        let unavailable = Error::Unavailable {
+        let unavailable = Error::Store(keel_store::Error::Unavailable {
             backend: "sqlite",
             reason: "database is locked".to_owned(),
-        };
-        let storage = Error::Storage {
+        });
+        let storage = Error::Store(keel_store::Error::Storage {
             backend: "sqlite",
             reason: "UNIQUE constraint failed".to_owned(),
-        };
+        });
         assert!(unavailable.is_unavailable());
         for error in [storage, Error::ShutDown, Error::UnknownDeadLetter { id: 1 }] {
             assert!(!error.is_unavailable(), "{error:?}");
@@ -240,15 +122,11 @@ mod tests {
     }
 
     #[test]
-    fn an_unavailable_store_says_to_try_again() {
-        let error = Error::Unavailable {
+    fn a_store_error_reads_as_the_store_wrote_it() {
+        let store = keel_store::Error::Unavailable {
             backend: "postgres",
             reason: "could not read the head: connection closed".to_owned(),
         };
-        assert_eq!(
-            error.to_string(),
-            "the postgres store is unavailable: could not read the head: connection closed; \
-             try the same operation again once it is back"
-        );
+        assert_eq!(Error::from(store.clone()).to_string(), store.to_string());
     }
 }

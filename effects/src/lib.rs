@@ -9,13 +9,22 @@
 //! - [`handler`]: the [`Handler`] contract, [`Call`], [`Failure`], and [`Layer`].
 //! - [`notify`]: the in-process event bus: topics, patterns, filters, priorities,
 //!   request-reply.
-//! - [`http`]: the HTTP handler, with its guard against server-side request forgery.
+//! - `http`: the HTTP handler, with its guard against server-side request forgery
+//!   (feature `http`, on by default).
 //! - [`timer`]: timers, scheduled and cancelled by stable id.
-//! - [`persist`]: the [`EventStore`](persist::EventStore) trait, an in-memory store, and
-//!   the handler that appends persist intents.
+//! - [`persist`]: the handler that appends persist intents to a store, and the
+//!   dispatcher of a store's outbox. The store itself (the
+//!   [`EventStore`](keel_store::EventStore) contract and its backends) is `keel-store`.
 //! - [`policy`]: retry, timeout, circuit breaker, concurrency and rate limits, dead
 //!   letters; each decision a pure function, each policy a [`Layer`].
-//! - [`clock`], [`metrics`], [`error`]: the runtime's time source, counters and error.
+//! - [`clock`], [`metrics`], [`error`]: the runtime's time source, counters and error
+//!   (which wraps the store's, [`Error::Store`]).
+//!
+//! # Features
+//!
+//! `http` (on by default) is the HTTP handler, built on reqwest with rustls. Turn it off
+//! where no HTTP intent is performed (the `keel` CLI does): the build then holds no HTTP
+//! client, TLS or hyper.
 //!
 //! The contract this crate fulfils is written once, in `keel-core`'s crate docs
 //! ("The driver contract"). Step 3, the durable record, holds when the runtime is built
@@ -30,6 +39,7 @@
 pub mod clock;
 pub mod error;
 pub mod handler;
+#[cfg(feature = "http")]
 pub mod http;
 pub mod metrics;
 pub mod notify;

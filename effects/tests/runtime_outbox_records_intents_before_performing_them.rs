@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_core::{IntentId, IntentKind, OutcomeResult, Timestamp};
-use keel_effects::persist::{EventStore, MemoryStore};
 use keel_effects::runtime::{HandBackReason, OUTBOX_ENTRY_NAME, Runtime, RuntimeConfig};
 use keel_effects::{Call, Failure, HandlerFuture, SharedHandler, TokioClock};
+use keel_store::{EventStore, MemoryStore};
 use serde_json::json;
 use stores::{Backend, TestStore};
 use workflow::{Emit, Log, Msg, Workflow, command, effect};
@@ -203,7 +203,7 @@ async fn intents_are_committed_before_they_run_and_recovered_after_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_whose_intents_cannot_be_committed_performs_none_of_them() {
     // More intents than one append may carry: the store refuses the commit.
-    let emitted = keel_effects::persist::APPEND_EVENTS_MAX + 1;
+    let emitted = keel_store::APPEND_EVENTS_MAX + 1;
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
     let calls = Arc::new(Mutex::new(Vec::new()));
     let runtime = Runtime::builder(Workflow)

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use keel_effects::persist::EventStore;
-use keel_effects::persist::MemoryStore;
-use keel_effects::persist::sqlite::{SqliteConfig, SqliteStore};
 use keel_effects::{Call, Failure, HandlerResult};
 use keel_orchestrator::{
     Orchestrator, RetryPolicy, SagaDefinition, SagaId, SagaStatus, Step, StepAction,
 };
+use keel_store::EventStore;
+use keel_store::MemoryStore;
+use keel_store::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::json;
 
 fn saga() -> SagaDefinition {
@@ -132,7 +132,7 @@ impl NullStore {
     }
 }
 
-fn ready<T: Send + 'static>(value: T) -> keel_effects::persist::StoreFuture<'static, T> {
+fn ready<T: Send + 'static>(value: T) -> keel_store::StoreFuture<'static, T> {
     Box::pin(std::future::ready(Ok(value)))
 }
 
@@ -143,9 +143,9 @@ impl EventStore for NullStore {
         _expected: keel_core::ExpectedVersion,
         events: &'a [keel_core::Envelope],
         _intents: &'a [keel_core::Intent],
-    ) -> keel_effects::persist::StoreFuture<'a, keel_effects::persist::Appended> {
+    ) -> keel_store::StoreFuture<'a, keel_store::Appended> {
         let n = events.len() as u64;
-        ready(keel_effects::persist::Appended {
+        ready(keel_store::Appended {
             first_version: 1,
             last_version: n,
             first_position: 1,
@@ -157,94 +157,90 @@ impl EventStore for NullStore {
         _: &'a keel_core::StreamId,
         _: u64,
         _: usize,
-    ) -> keel_effects::persist::StoreFuture<'a, Vec<keel_effects::persist::RecordedEvent>> {
+    ) -> keel_store::StoreFuture<'a, Vec<keel_store::RecordedEvent>> {
         ready(Vec::new())
     }
     fn read_all(
         &self,
         _: u64,
         _: usize,
-    ) -> keel_effects::persist::StoreFuture<'_, Vec<keel_effects::persist::RecordedEvent>> {
+    ) -> keel_store::StoreFuture<'_, Vec<keel_store::RecordedEvent>> {
         ready(Vec::new())
     }
     fn stream_version<'a>(
         &'a self,
         _: &'a keel_core::StreamId,
-    ) -> keel_effects::persist::StoreFuture<'a, u64> {
+    ) -> keel_store::StoreFuture<'a, u64> {
         ready(0)
     }
-    fn head(&self) -> keel_effects::persist::StoreFuture<'_, u64> {
+    fn head(&self) -> keel_store::StoreFuture<'_, u64> {
         ready(0)
     }
     fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
         self.head.subscribe()
     }
-    fn pending_intents(
-        &self,
-        _: usize,
-    ) -> keel_effects::persist::StoreFuture<'_, Vec<keel_core::Intent>> {
+    fn pending_intents(&self, _: usize) -> keel_store::StoreFuture<'_, Vec<keel_core::Intent>> {
         ready(Vec::new())
     }
     fn complete_intents<'a>(
         &'a self,
         _: &'a [keel_core::IntentId],
-    ) -> keel_effects::persist::StoreFuture<'a, ()> {
+    ) -> keel_store::StoreFuture<'a, ()> {
         ready(())
     }
     fn save_snapshot<'a>(
         &'a self,
-        _: &'a keel_effects::persist::StoredSnapshot,
-    ) -> keel_effects::persist::StoreFuture<'a, ()> {
+        _: &'a keel_store::StoredSnapshot,
+    ) -> keel_store::StoreFuture<'a, ()> {
         ready(())
     }
     fn load_snapshot<'a>(
         &'a self,
         _: &'a keel_core::StreamId,
-    ) -> keel_effects::persist::StoreFuture<'a, Option<keel_effects::persist::StoredSnapshot>> {
+    ) -> keel_store::StoreFuture<'a, Option<keel_store::StoredSnapshot>> {
         ready(None)
     }
     fn set_metadata<'a>(
         &'a self,
         _: &'a keel_core::StreamId,
         _: &'a serde_json::Value,
-    ) -> keel_effects::persist::StoreFuture<'a, ()> {
+    ) -> keel_store::StoreFuture<'a, ()> {
         ready(())
     }
     fn metadata<'a>(
         &'a self,
         _: &'a keel_core::StreamId,
-    ) -> keel_effects::persist::StoreFuture<'a, Option<serde_json::Value>> {
+    ) -> keel_store::StoreFuture<'a, Option<serde_json::Value>> {
         ready(None)
     }
     fn trim<'a>(
         &'a self,
         _: &'a keel_core::StreamId,
-        _: keel_effects::persist::Trim,
-    ) -> keel_effects::persist::StoreFuture<'a, u64> {
+        _: keel_store::Trim,
+    ) -> keel_store::StoreFuture<'a, u64> {
         ready(0)
     }
     fn load_projection<'a>(
         &'a self,
         _: &'a str,
-    ) -> keel_effects::persist::StoreFuture<'a, Option<keel_effects::persist::ProjectionState>>
-    {
+    ) -> keel_store::StoreFuture<'a, Option<keel_store::ProjectionState>> {
         ready(None)
     }
     fn save_projection<'a>(
         &'a self,
         _: &'a str,
         _: u64,
-        _: &'a keel_effects::persist::ProjectionState,
-    ) -> keel_effects::persist::StoreFuture<'a, ()> {
+        _: &'a keel_store::ProjectionState,
+    ) -> keel_store::StoreFuture<'a, ()> {
         ready(())
     }
     /// Never refused: the benchmark runs one orchestrator on it, and it keeps nothing
     /// a second one could spoil.
     fn lock_writer<'a>(
         &'a self,
-        holder: &'a keel_effects::persist::LockHolder,
-    ) -> keel_effects::persist::StoreFuture<'a, keel_effects::persist::WriterLock> {
-        let lock = keel_effects::persist::WriterLock::new(holder.clone(), "null store", ());
+        holder: &'a keel_store::LockHolder,
+    ) -> keel_store::StoreFuture<'a, keel_store::WriterLock> {
+        let lock = keel_store::WriterLock::new(holder.clone(), "null store", ());
         ready(lock)
     }
 }

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use keel_core::Timestamp;
-use keel_effects::persist::Appended;
+use keel_store::Appended;
 
 use crate::engine::Batch;
 use crate::id::SagaId;
@@ -37,7 +37,7 @@ enum Landing {
     /// Stored.
     Landed,
     /// Refused for good.
-    Refused(keel_effects::Error),
+    Refused(keel_store::Error),
 }
 
 /// One batch being committed.
@@ -52,7 +52,7 @@ pub struct Commit {
     /// When the store first failed for this batch, while it is failing.
     unavailable_since: Option<Timestamp>,
     /// The last error of an unavailable store, for the report.
-    last_unavailable: Option<keel_effects::Error>,
+    last_unavailable: Option<keel_store::Error>,
 }
 
 impl Commit {
@@ -100,13 +100,13 @@ impl Commit {
     /// Records how appending the dead letters went. An unavailable store keeps them
     /// pending; any other refusal drops them with a warning (the parked sagas stay
     /// visible in `list`).
-    pub fn dead_letters_answered(&mut self, result: Result<Appended, keel_effects::Error>) {
+    pub fn dead_letters_answered(&mut self, result: Result<Appended, keel_store::Error>) {
         match result {
             Ok(_) => self.dead_letters_pending = false,
             // A letter with this id is stored already, from a run that crashed after
             // appending it and before the saga's records: one letter per parking is
             // what is wanted, and its time is when that run parked the saga.
-            Err(keel_effects::Error::EventConflict { .. }) => self.dead_letters_pending = false,
+            Err(keel_store::Error::EventConflict { .. }) => self.dead_letters_pending = false,
             Err(e) if is_unavailable(&e) => self.unavailable(e),
             Err(e) => {
                 tracing::warn!(error = %e, "dead letters could not be appended; the sagas stay parked and visible in `list`");
@@ -116,7 +116,7 @@ impl Commit {
     }
 
     /// Records the store's answer to append `index` of this round.
-    pub fn answered(&mut self, index: usize, result: Result<Appended, keel_effects::Error>) {
+    pub fn answered(&mut self, index: usize, result: Result<Appended, keel_store::Error>) {
         let append = &self.batch.appends[index];
         let unsure = matches!(self.appends[index], Landing::Pending { unsure: true });
         self.appends[index] = match result {
@@ -127,7 +127,7 @@ impl Commit {
             // records stored before this append was ever tried mean another run under
             // the same id wrote them (a finished saga started again): the store's
             // idempotency must not pass that off as a success.
-            Ok(_) => Landing::Refused(keel_effects::Error::VersionConflict {
+            Ok(_) => Landing::Refused(keel_store::Error::VersionConflict {
                 stream: append.saga.stream(),
                 expected: append.expected.to_string(),
                 actual: append.expected + append.records.len() as u64,
@@ -143,7 +143,7 @@ impl Commit {
         };
     }
 
-    fn unavailable(&mut self, error: keel_effects::Error) {
+    fn unavailable(&mut self, error: keel_store::Error) {
         self.last_unavailable = Some(error);
     }
 
@@ -170,12 +170,12 @@ impl Commit {
 
     /// Since when the store has failed this batch's appends, and its last error, while
     /// some are still waiting.
-    pub fn outage(&self) -> Option<(Timestamp, &keel_effects::Error)> {
+    pub fn outage(&self) -> Option<(Timestamp, &keel_store::Error)> {
         self.unavailable_since.zip(self.last_unavailable.as_ref())
     }
 
     /// Ends the commit: the batch, and the sagas whose appends were refused for good.
-    pub fn finish(self) -> (Batch, Vec<(SagaId, keel_effects::Error)>) {
+    pub fn finish(self) -> (Batch, Vec<(SagaId, keel_store::Error)>) {
         let mut refused = Vec::new();
         for (append, landing) in self.batch.appends.iter().zip(self.appends) {
             match landing {
@@ -192,7 +192,7 @@ impl Commit {
 
 /// Whether `error` says the store is unavailable (down, unreachable, out of space)
 /// rather than refusing this append: only then is the same append worth trying again.
-pub fn is_unavailable(error: &keel_effects::Error) -> bool {
+pub fn is_unavailable(error: &keel_store::Error) -> bool {
     error.is_unavailable()
 }
 
@@ -224,14 +224,14 @@ mod tests {
         }
     }
 
-    fn down() -> keel_effects::Error {
-        keel_effects::Error::Unavailable {
+    fn down() -> keel_store::Error {
+        keel_store::Error::Unavailable {
             backend: "test",
             reason: "connection refused".into(),
         }
     }
 
-    fn landed(deduplicated: bool) -> Result<Appended, keel_effects::Error> {
+    fn landed(deduplicated: bool) -> Result<Appended, keel_store::Error> {
         Ok(Appended {
             first_version: 1,
             last_version: 1,
@@ -294,7 +294,7 @@ mod tests {
         assert!(
             matches!(
                 &refused[..],
-                [(_, keel_effects::Error::VersionConflict { .. })]
+                [(_, keel_store::Error::VersionConflict { .. })]
             ),
             "{refused:?}"
         );
@@ -315,7 +315,7 @@ mod tests {
             ..batch(&["a"])
         });
         commit.pending();
-        commit.dead_letters_answered(Err(keel_effects::Error::EventConflict {
+        commit.dead_letters_answered(Err(keel_store::Error::EventConflict {
             id: "1".into(),
             stream: keel_core::StreamId::from_static("keel-dead-letters"),
         }));
@@ -327,15 +327,13 @@ mod tests {
         let mut commit = Commit::new(batch(&["a", "b"]));
         commit.pending();
         commit.answered(0, landed(true));
-        let conflict = keel_effects::Error::DuplicateEventId { id: "x".into() };
+        let conflict = keel_store::Error::DuplicateEventId { id: "x".into() };
         commit.answered(1, Err(conflict.clone()));
         assert_eq!(commit.retry_after(Timestamp::UNIX_EPOCH), None);
         let (_, refused) = commit.finish();
         let a = SagaId::new("a").expect("a valid id");
         let b = SagaId::new("b").expect("a valid id");
-        assert!(
-            matches!(&refused[0], (id, keel_effects::Error::VersionConflict { .. }) if *id == a)
-        );
+        assert!(matches!(&refused[0], (id, keel_store::Error::VersionConflict { .. }) if *id == a));
         assert_eq!(refused[1], (b, conflict));
     }
 }

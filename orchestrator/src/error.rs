@@ -108,9 +108,10 @@ pub enum Error {
         capacity: usize,
     },
 
-    /// The event store failed.
+    /// The event store failed ([`keel_store::Error::is_unavailable`] says whether
+    /// trying again may help).
     #[error(transparent)]
-    Store(#[from] keel_effects::Error),
+    Store(#[from] keel_store::Error),
 
     /// A keel-core value was refused.
     #[error(transparent)]

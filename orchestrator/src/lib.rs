@@ -15,12 +15,13 @@
 //!   calls out.
 //! - [`commit`]: committing a batch, tried again while the store is unavailable.
 //! - [`log`]: the saga log, one stream per saga, and replaying it.
-//! - [`Orchestrator`]: the engine on tokio over an event store, with the handlers
-//!   that carry out steps; recovery on start.
+//! - [`Orchestrator`]: the engine on tokio over an event store (keel-store's
+//!   `EventStore`), with the handlers that carry out steps; recovery on start.
 //! - [`query`]: status, timelines and lists read from the store.
 //! - [`requests`]: durable operator requests (how tools steer sagas) and dead letters.
 //! - [`id`]: saga ids and types, and the ids derived from them.
-//! - [`error`]: the crate's one [`Error`] enum.
+//! - [`error`]: the crate's one [`Error`] enum; the store's failures come as
+//!   [`Error::Store`], keel-store's error, as the store answered them.
 //! - `guard`: panics in user code become failed attempts ([`answer_of`]).
 //!
 //! # How a saga runs

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use keel_core::Timestamp;
-use keel_effects::persist::{EventStore, READ_LIMIT_MAX, RecordedEvent};
+use keel_store::{EventStore, READ_LIMIT_MAX, RecordedEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;

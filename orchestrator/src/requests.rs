@@ -13,7 +13,7 @@
 //!   same id, which the store deduplicates, rather than losing it).
 
 use keel_core::{Cause, EventId, EventType, Payload, Priority, StreamId, Timestamp};
-use keel_effects::persist::{EventStore, ProjectionState, READ_LIMIT_MAX};
+use keel_store::{EventStore, ProjectionState, READ_LIMIT_MAX};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;

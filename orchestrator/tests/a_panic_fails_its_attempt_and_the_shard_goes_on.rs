@@ -10,10 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_effects::persist::MemoryStore;
 use keel_effects::{Call, Failure};
 use keel_orchestrator::core::IntentKind;
 use keel_orchestrator::{Orchestrator, RetryPolicy, SagaDefinition, SagaStatus, Step, StepAction};
+use keel_store::MemoryStore;
 use serde_json::{Value, json};
 
 use crate::common::stores::SqliteFile;

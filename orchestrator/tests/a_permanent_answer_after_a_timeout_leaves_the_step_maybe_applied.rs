@@ -11,11 +11,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_effects::persist::MemoryStore;
 use keel_effects::{Call, Failure, TokioClock};
 use keel_orchestrator::{
     Orchestrator, RetryPolicy, SagaDefinition, SagaStatus, Step, StepAction, Transition,
 };
+use keel_store::MemoryStore;
 use serde_json::{Value, json};
 
 use crate::common::{Journal, saga_id, settled, transitions};

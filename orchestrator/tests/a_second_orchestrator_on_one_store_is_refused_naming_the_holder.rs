@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use keel_effects::persist::{EventStore, MemoryStore};
 use keel_orchestrator::{Error, Orchestrator, SagaDefinition, SagaFilter, Step, StepAction};
+use keel_store::{EventStore, MemoryStore};
 use serde_json::json;
 
 use crate::common::stores::{PgSchema, SqliteFile, postgres_url};
@@ -49,7 +49,7 @@ where
     let refused = start(open().await, &journal)
         .await
         .expect_err("a second orchestrator on the store is refused");
-    let Error::Store(keel_effects::Error::StoreLocked { holder, .. }) = &refused else {
+    let Error::Store(keel_store::Error::StoreLocked { holder, .. }) = &refused else {
         panic!("refused with the lock's error, not {refused:?}");
     };
     let holder = holder.as_ref().expect("the holder is named");

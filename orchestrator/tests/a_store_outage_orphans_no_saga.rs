@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_effects::TokioClock;
-use keel_effects::persist::MemoryStore;
 use keel_orchestrator::{Orchestrator, SagaDefinition, SagaStatus, Step, StepAction};
+use keel_store::MemoryStore;
 use serde_json::json;
 
 use crate::common::outage::Outage;
@@ -36,7 +36,7 @@ fn delivery() -> SagaDefinition {
 }
 
 fn builder(
-    store: Arc<dyn keel_effects::persist::EventStore>,
+    store: Arc<dyn keel_store::EventStore>,
     gate: &Gate,
     journal: &Journal,
 ) -> keel_orchestrator::OrchestratorBuilder {
@@ -152,7 +152,7 @@ async fn sagas_waiting_on_a_slow_step_finish_once_the_store_is_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_shutdown_during_an_outage_ends_and_the_sagas_resume_from_their_logs() {
-    let memory: Arc<dyn keel_effects::persist::EventStore> = Arc::new(MemoryStore::new());
+    let memory: Arc<dyn keel_store::EventStore> = Arc::new(MemoryStore::new());
     let store = Outage::new(Arc::clone(&memory));
     let (gate, journal) = (Gate::new(), Journal::new());
     let (orchestrator, _) = builder(Arc::new(store.clone()), &gate, &journal)

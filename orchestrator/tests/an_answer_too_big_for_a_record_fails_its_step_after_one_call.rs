@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use keel_effects::persist::MemoryStore;
 use keel_effects::{Call, Failure};
 use keel_orchestrator::{Orchestrator, SagaDefinition, SagaStatus, Step, StepAction};
+use keel_store::MemoryStore;
 use serde_json::{Value, json};
 
 use crate::common::stores::SqliteFile;

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use keel_effects::persist::MemoryStore;
 use keel_orchestrator::{Orchestrator, SagaDefinition, SagaStatus, Step, StepAction, Transition};
+use keel_store::MemoryStore;
 use serde_json::json;
 
 use crate::common::{Gate, Journal, is_not_allowed, logged_status, saga_id, settled};

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use keel_effects::persist::MemoryStore;
 use keel_orchestrator::{Orchestrator, SagaDefinition, Step, StepAction};
+use keel_store::MemoryStore;
 use serde_json::json;
 
 use crate::common::{Journal, saga_id, within};

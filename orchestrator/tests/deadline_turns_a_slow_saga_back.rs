@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_effects::TokioClock;
-use keel_effects::persist::MemoryStore;
 use keel_orchestrator::{
     Orchestrator, RetryPolicy, SagaDefinition, SagaStatus, Step, StepAction, Transition,
 };
+use keel_store::MemoryStore;
 use serde_json::json;
 
 use crate::common::{Journal, logged_status, saga_id, settled, transitions};

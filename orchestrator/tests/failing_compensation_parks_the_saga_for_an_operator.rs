@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use keel_effects::persist::EventStore;
 use keel_effects::{Call, Failure};
 use keel_orchestrator::{
     Error, Orchestrator, RetryPolicy, SagaDefinition, SagaFilter, SagaId, SagaStatus, Step,
     StepAction, Transition,
 };
+use keel_store::EventStore;
 use serde_json::json;
 
 use crate::common::stores::SqliteFile;

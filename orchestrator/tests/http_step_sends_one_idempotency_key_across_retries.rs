@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_effects::persist::MemoryStore;
 use keel_orchestrator::core::HttpRequest;
 use keel_orchestrator::id::step_intent_id;
 use keel_orchestrator::{
     FailureKind, Orchestrator, Phase, RetryPolicy, SagaDefinition, SagaStatus, Step, StepAction,
     Transition,
 };
+use keel_store::MemoryStore;
 use serde_json::json;
 
 use crate::common::http_server::PaymentServer;

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use keel_effects::Failure;
-use keel_effects::persist::{EventStore, MemoryStore};
 use keel_orchestrator::{
     Error, Orchestrator, RetryPolicy, SagaDefinition, SagaFilter, SagaId, SagaStatus, SagaType,
     Step, StepAction,
 };
+use keel_store::{EventStore, MemoryStore};
 use serde_json::json;
 
 use crate::common::{Gate, Journal, saga_id, settled, within};

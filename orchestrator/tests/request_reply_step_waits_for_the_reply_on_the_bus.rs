@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use keel_effects::notify::{Bus, SubscribeOptions};
-use keel_effects::persist::MemoryStore;
 use keel_orchestrator::core::{Envelope, EventId, EventType, MetaValue, Payload, Timestamp};
 use keel_orchestrator::id::step_intent_id;
 use keel_orchestrator::{
     Orchestrator, Phase, RetryPolicy, SagaDefinition, SagaStatus, Step, StepAction,
 };
+use keel_store::MemoryStore;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 

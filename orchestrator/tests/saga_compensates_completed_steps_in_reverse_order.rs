@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use keel_effects::persist::EventStore;
 use keel_effects::{Call, Failure, Handler};
 use keel_orchestrator::{
     Orchestrator, OrchestratorBuilder, RetryPolicy, SagaDefinition, SagaStatus, Step, StepAction,
     Transition,
 };
+use keel_store::EventStore;
 use serde_json::json;
 
 use crate::common::stores::SqliteFile;

@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use keel_effects::persist::MemoryStore;
 use keel_orchestrator::id::step_intent_id;
 use keel_orchestrator::{
     Orchestrator, Phase, SagaDefinition, SagaEvent, SagaStatus, Step, StepAction, Transition,
 };
+use keel_store::MemoryStore;
 use serde_json::json;
 
 use crate::common::{Journal, saga_id, settled, transitions};

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use keel_effects::persist::{EventStore, MemoryStore};
 use keel_orchestrator::{Error, Orchestrator, SagaDefinition, SagaStatus, Step, StepAction};
+use keel_store::{EventStore, MemoryStore};
 use serde_json::json;
 
 use crate::common::stores::SqliteFile;

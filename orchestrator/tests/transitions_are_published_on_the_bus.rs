@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use keel_effects::Failure;
 use keel_effects::notify::{Bus, SubscribeOptions, Subscription};
-use keel_effects::persist::MemoryStore;
 use keel_orchestrator::core::{Envelope, Payload};
 use keel_orchestrator::{Orchestrator, RetryPolicy, SagaDefinition, SagaId, Step, StepAction};
+use keel_store::MemoryStore;
 use serde_json::json;
 
 use crate::common::{Journal, saga_id, within};

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use keel_effects::Failure;
 use keel_effects::TokioClock;
-use keel_effects::persist::MemoryStore;
 use keel_orchestrator::{
     Orchestrator, RetryPolicy, SagaDefinition, SagaId, SagaStatus, Step, StepAction,
 };
+use keel_store::MemoryStore;
 use serde_json::json;
 
 use crate::common::{Gate, Journal, logged_status, one_shard, saga_id, settled};

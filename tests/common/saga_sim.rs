@@ -898,15 +898,15 @@ impl World {
     /// while it is away.
     fn store_result(
         &self,
-        ok: Result<(), keel::effects::Error>,
-    ) -> Result<keel::effects::persist::Appended, keel::effects::Error> {
+        ok: Result<(), keel::store::Error>,
+    ) -> Result<keel::store::Appended, keel::store::Error> {
         if self.store_down() {
-            return Err(keel::effects::Error::Unavailable {
+            return Err(keel::store::Error::Unavailable {
                 backend: "sim",
                 reason: "the store is away".into(),
             });
         }
-        ok.map(|()| keel::effects::persist::Appended {
+        ok.map(|()| keel::store::Appended {
             first_version: 1,
             last_version: 1,
             first_position: 1,
@@ -919,7 +919,7 @@ impl World {
     fn store_append(
         &mut self,
         append: &keel::orchestrator::SagaAppend,
-    ) -> Result<keel::effects::persist::Appended, keel::effects::Error> {
+    ) -> Result<keel::store::Appended, keel::store::Error> {
         let encoded: Vec<Vec<u8>> = append
             .records
             .iter()
@@ -943,7 +943,7 @@ impl World {
         }
         // The same records at the same place: a repeat, answered as such.
         if !encoded.is_empty() && stored.get(from..) == Some(&encoded[..]) {
-            return Ok(keel::effects::persist::Appended {
+            return Ok(keel::store::Appended {
                 first_version: append.expected + 1,
                 last_version: append.expected + encoded.len() as u64,
                 first_position: 1,
@@ -951,7 +951,7 @@ impl World {
             });
         }
         if stored.len() != from {
-            return Err(keel::effects::Error::VersionConflict {
+            return Err(keel::store::Error::VersionConflict {
                 stream: append.saga.stream(),
                 expected: append.expected.to_string(),
                 actual: stored.len() as u64,
@@ -966,7 +966,7 @@ impl World {
             })
             .find(|&size| size > RECORD_BYTES_MAX);
         if let Some(size_bytes) = size {
-            return Err(keel::effects::Error::Core(keel::Error::TooLarge {
+            return Err(keel::store::Error::Core(keel::Error::TooLarge {
                 field: "data",
                 size_bytes,
                 limit_bytes: RECORD_BYTES_MAX,
@@ -980,8 +980,8 @@ impl World {
     }
 
     /// After a commit: carries out the batch, as the driver does.
-    fn committed(&mut self, batch: Batch, refused: Vec<(SagaId, keel::effects::Error)>) {
-        let refused: HashMap<SagaId, keel::effects::Error> = refused.into_iter().collect();
+    fn committed(&mut self, batch: Batch, refused: Vec<(SagaId, keel::store::Error)>) {
+        let refused: HashMap<SagaId, keel::store::Error> = refused.into_iter().collect();
         if !batch.appends.is_empty() && self.crash_now() {
             self.crash(); // after the commit, before any call went out
             return;

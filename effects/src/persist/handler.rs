@@ -3,10 +3,9 @@
 use std::sync::Arc;
 
 use keel_core::IntentKind;
+use keel_store::{Error, EventStore};
 use serde_json::json;
 
-use super::EventStore;
-use crate::error::Error;
 use crate::handler::{Call, Failure, Handler, HandlerFuture};
 
 /// Appends the events of `Persist` intents to a store.

@@ -12,18 +12,18 @@
 //!
 //! The effect runtime keeps an outbox of its own in a store (see
 //! [`RuntimeBuilder::outbox`](crate::runtime::RuntimeBuilder::outbox)); this dispatcher
-//! is for intents committed with [`EventStore::append_with_intents`] directly.
+//! is for intents committed with [`EventStore::append_with_intents`] directly. It lives
+//! here, not in keel-store, because it performs intents: it calls a [`SharedHandler`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use keel_core::{Intent, IntentId};
+use keel_store::{EventStore, READ_LIMIT_MAX};
 
 use crate::error::Error;
 use crate::handler::{Call, HandlerResult, InstanceId, SharedHandler};
 use crate::metrics::Metrics;
-
-use super::{EventStore, READ_LIMIT_MAX};
 
 /// How many pending intents one pass takes.
 pub const OUTBOX_BATCH: usize = 256;

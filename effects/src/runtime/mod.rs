@@ -71,6 +71,7 @@ use std::time::Duration;
 use keel_core::{
     CausationId, CorrelationId, EventType, Input, Intent, IntentKind, Outcome, Reducer,
 };
+use keel_store::{EventStore, READ_LIMIT_MAX};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -78,7 +79,6 @@ use crate::clock::{Clock, TokioClock};
 use crate::error::Error;
 use crate::handler::{Failure, InstanceId, SharedHandler};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::persist::{EventStore, READ_LIMIT_MAX};
 use crate::policy::DeadLetterQueue;
 use dedup::OutcomeRecord;
 use instance::Instance;
@@ -239,8 +239,8 @@ impl<R> RuntimeBuilder<R> {
         self
     }
 
-    /// Carries out `Http` intents with `handler` (usually an
-    /// [`HttpHandler`](crate::http::HttpHandler) wrapped in policies).
+    /// Carries out `Http` intents with `handler` (usually this crate's `HttpHandler`,
+    /// feature `http`, wrapped in policies).
     pub fn http(mut self, handler: SharedHandler) -> Self {
         self.handlers.http = Some(handler);
         self

@@ -12,11 +12,11 @@
 use std::sync::Arc;
 
 use keel_core::{EventType, ExpectedVersion, Intent, IntentId, IntentKind, StreamId};
+use keel_store::EventStore;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::handler::InstanceId;
-use crate::persist::EventStore;
 
 /// The name of the `Custom` intent that records one intent of the runtime's outbox.
 pub const OUTBOX_ENTRY_NAME: &str = "keel.runtime.outbox";
@@ -75,13 +75,13 @@ impl Outbox {
         }
         self.store
             .append_with_intents(&self.stream, ExpectedVersion::Any, &[], &entries)
-            .await
-            .map(|_| ())
+            .await?;
+        Ok(())
     }
 
     /// Marks `ids` done.
     pub(super) async fn complete(&self, ids: &[IntentId]) -> Result<(), Error> {
-        self.store.complete_intents(ids).await
+        Ok(self.store.complete_intents(ids).await?)
     }
 
     /// Up to `limit` pending entries, oldest first.
@@ -107,7 +107,7 @@ fn entry(instance: &InstanceId, intent: &Intent) -> Result<Intent, Error> {
         instance: instance.as_str().to_owned(),
         intent: intent.clone(),
     })
-    .map_err(|error| Error::Storage {
+    .map_err(|error| keel_store::Error::Storage {
         backend: "outbox",
         reason: format!("intent {} does not serialise: {error}", intent.id),
     })?;

@@ -1,9 +1,9 @@
-//! Fixtures shared by keel-effects' behaviour tests: reference stores, a small workflow
-//! reducer, a real HTTP server on 127.0.0.1, a subscriber that captures spans, and child
-//! processes to kill.
+//! Fixtures shared by keel-effects' behaviour tests: a small workflow reducer, a real
+//! HTTP server on 127.0.0.1, a subscriber that captures spans, and every store backend
+//! (keel-store's `testing` module, the same the store's own tests use).
 
-pub(crate) mod child;
 pub(crate) mod http_server;
 pub(crate) mod spans;
-pub(crate) mod stores;
 pub(crate) mod workflow;
+
+pub(crate) use keel_store::testing as stores;

@@ -18,8 +18,8 @@ use futures_util::stream::FuturesUnordered;
 
 use keel_core::{Envelope, ExpectedVersion, IntentKind, StreamId, Timestamp, Topic};
 use keel_effects::notify::Bus;
-use keel_effects::persist::{EventStore, READ_LIMIT_MAX};
 use keel_effects::{Call, Clock, InstanceId, Metrics};
+use keel_store::{EventStore, READ_LIMIT_MAX};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::timers::Timers;
@@ -380,9 +380,9 @@ impl Driver {
                     // stored (by another run under this id, with other input or at
                     // another time, hence other content) means the same thing.
                     Some(
-                        keel_effects::Error::VersionConflict { .. }
-                        | keel_effects::Error::DuplicateEventId { .. }
-                        | keel_effects::Error::EventConflict { .. },
+                        keel_store::Error::VersionConflict { .. }
+                        | keel_store::Error::DuplicateEventId { .. }
+                        | keel_store::Error::EventConflict { .. },
                     ) if start => Err(Error::SagaExists {
                         saga: id.to_string(),
                     }),
@@ -427,7 +427,7 @@ impl Driver {
     async fn commit(
         &mut self,
         batch: Batch,
-    ) -> Option<(Batch, HashMap<SagaId, keel_effects::Error>)> {
+    ) -> Option<(Batch, HashMap<SagaId, keel_store::Error>)> {
         let mut commit = Commit::new(batch);
         loop {
             Self::append_round(self.store.as_ref(), &mut commit).await;
@@ -532,7 +532,7 @@ impl Driver {
     }
 
     /// Carries out a committed batch, skipping the sagas whose append failed.
-    fn act(&mut self, batch: Batch, failed: &HashMap<SagaId, keel_effects::Error>) {
+    fn act(&mut self, batch: Batch, failed: &HashMap<SagaId, keel_store::Error>) {
         let ok = |id: &SagaId| !failed.contains_key(id);
         // Set, then cancel: a timer set and cancelled within one batch (an attempt whose
         // closure panicked, a deadline a recovered saga gives up) is not kept. Timer

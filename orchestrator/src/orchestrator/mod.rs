@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use keel_effects::persist::MemoryStore;
+//! use keel_store::MemoryStore;
 //! use keel_orchestrator::{Orchestrator, SagaDefinition, SagaId, SagaStatus, Step, StepAction};
 //! use serde_json::json;
 //!
@@ -41,8 +41,8 @@ use std::sync::Arc;
 
 use keel_core::EventType;
 use keel_effects::notify::{Bus, NotifyHandler};
-use keel_effects::persist::{EventStore, LockHolder, WriterLock};
 use keel_effects::{Clock, Handler, SharedHandler, TokioClock};
+use keel_store::{EventStore, LockHolder, WriterLock};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -230,7 +230,7 @@ impl OrchestratorBuilder {
     /// starts the orchestrator.
     ///
     /// One orchestrator runs on a store at a time: a second one, in this process or
-    /// another, is refused with [`keel_effects::Error::StoreLocked`] (as [`Error::Store`])
+    /// another, is refused with [`keel_store::Error::StoreLocked`] (as [`Error::Store`])
     /// naming the holder's process id, host and since when, until the first shuts down
     /// or dies. Reading the store (the `keel` tool) and appending requests to it are not
     /// locked out. Several workers on one store need PostgreSQL scale-out, not built yet.
@@ -388,10 +388,7 @@ async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recov
     let mut unreadable = Vec::new();
     let mut from = 1;
     loop {
-        let page = match store
-            .read_all(from, keel_effects::persist::READ_LIMIT_MAX)
-            .await
-        {
+        let page = match store.read_all(from, keel_store::READ_LIMIT_MAX).await {
             Ok(page) => page,
             // The store is away: recovery fails, and the start with it.
             Err(e) if crate::commit::is_unavailable(&e) => return Err(e.into()),
@@ -491,11 +488,11 @@ async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recov
 async fn read_around(
     store: &dyn EventStore,
     from: u64,
-    error: keel_effects::Error,
+    error: keel_store::Error,
 ) -> Result<
     (
-        Vec<keel_effects::persist::RecordedEvent>,
-        Vec<(u64, keel_effects::Error)>,
+        Vec<keel_store::RecordedEvent>,
+        Vec<(u64, keel_store::Error)>,
     ),
     Error,
 > {
@@ -503,7 +500,7 @@ async fn read_around(
     let (mut events, mut bad) = (Vec::new(), Vec::new());
     let mut position = from;
     // A page's worth at most, so recovery goes on folding what it has read.
-    while position <= head && events.len() < keel_effects::persist::READ_LIMIT_MAX {
+    while position <= head && events.len() < keel_store::READ_LIMIT_MAX {
         match store.read_all(position, 1).await {
             Ok(one) => match one.into_iter().next() {
                 Some(event) => {

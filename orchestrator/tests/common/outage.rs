@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId};
-use keel_effects::Error;
-use keel_effects::persist::{
+use keel_store::Error;
+use keel_store::{
     Appended, EventStore, LockHolder, ProjectionState, RecordedEvent, StoreFuture, StoredSnapshot,
     Trim, WriterLock,
 };

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_effects::persist::EventStore;
-use keel_effects::persist::postgres::{PostgresConfig, PostgresStore};
-use keel_effects::persist::sqlite::{SqliteConfig, SqliteStore};
+use keel_store::EventStore;
+use keel_store::postgres::{PostgresConfig, PostgresStore};
+use keel_store::sqlite::{SqliteConfig, SqliteStore};
 
 /// The environment variable naming the PostgreSQL server: `postgres://user@host/db`.
 pub(crate) const PG_URL_VAR: &str = "KEEL_PG_URL";

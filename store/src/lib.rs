@@ -1,0 +1,322 @@
+//! keel's event store: the [`EventStore`] contract, its backends, and what is built on
+//! it: subscriptions, the store's transactional outbox, aggregate loading and
+//! checkpointed projections.
+//!
+//! The store is a crate of its own so that what only reads or steers a store (the `keel`
+//! CLI) builds without the effect runtime, its HTTP client and its bus. Carrying out the
+//! intents a store holds is keel-effects' work (`PersistHandler`, `OutboxDispatcher`).
+//!
+//! SQLite and PostgreSQL are cargo features of this crate (`sqlite`, `postgres`, both on
+//! by default), not crates of their own: the backend-agnostic contract tests below run
+//! against every backend from one behaviour test binary (`store/tests/main.rs`), and a
+//! crate per backend would need a test binary of its own (CI's disk is tight).
+//!
+//! # The contract every backend keeps
+//!
+//! - **Appends are atomic and ordered.** [`EventStore::append`] stores all of a batch or
+//!   none, if the stream is at the expected version ([`Error::VersionConflict`] carries
+//!   the actual one). Versions number a stream's events from 1; positions number every
+//!   event of the store from 1, in commit order, and an event becomes visible to readers
+//!   only after every event with a smaller position is visible, so a reader that follows
+//!   positions never skips one.
+//! - **Appends are idempotent by event id.** A batch whose events are already stored,
+//!   in the same stream and order and with the same content, answers with the earlier
+//!   result; the same place with other content is [`Error::EventConflict`], an event id
+//!   stored anywhere else [`Error::DuplicateEventId`]. "The same content" is equal as
+//!   stored (the payload as serde_json writes it); a trimmed event's content is gone, so
+//!   its repeat is judged by place alone. Envelope ids derive from the intent that made
+//!   them, so a retried persist intent has one visible effect.
+//! - **The outbox commits with the events.** [`EventStore::append_with_intents`] stores
+//!   intents in the same transaction as the events that caused them. They stay pending
+//!   until [`EventStore::complete_intents`]; after a crash, [`EventStore::pending_intents`]
+//!   returns them again, under the same ids (keel-effects' `OutboxDispatcher` carries
+//!   them out).
+//! - **Projections commit their checkpoint with their read model.**
+//!   [`EventStore::save_projection`] stores both in one transaction, and only if the
+//!   checkpoint is still the one the projection started from (see [`projection`]).
+//! - **Acknowledged means durable** for the durable backends: an append returns only
+//!   after its transaction is on disk.
+//!
+//! # Layout
+//!
+//! - [`EventStore`] (this file): the contract, the records it stores ([`RecordedEvent`],
+//!   [`StoredSnapshot`], [`ProjectionState`]), its bounds and the checks every backend
+//!   applies before touching storage.
+//! - [`error`]: [`Error`], what a store answers instead, and
+//!   [`Error::is_unavailable`], whether trying again may help.
+//! - [`MemoryStore`]: in memory, for tests and examples.
+//! - [`sqlite`]: the embedded default (feature `sqlite`, on by default).
+//! - [`postgres`]: the shared store for several processes (feature `postgres`, on by
+//!   default).
+//! - [`aggregate`]: loading aggregates (snapshot + later events, upcast on read).
+//! - [`subscription`]: catch up from a position, then follow live commits.
+//! - [`projection`]: checkpointed read models, applied exactly once, rebuildable.
+//! - `repeat`: the rule every backend applies to an append of stored event ids.
+//! - [`WriterLock`] and [`LockHolder`]: the single-writer lock
+//!   ([`EventStore::lock_writer`]).
+//! - `testing`: every backend opened fresh for a test (feature `testing`, off by
+//!   default), for this crate's behaviour tests and keel-effects'.
+
+pub mod aggregate;
+pub mod error;
+mod lock;
+mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod projection;
+mod repeat;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+pub mod subscription;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use error::Error;
+pub use lock::{LockHolder, WriterLock};
+pub use memory::MemoryStore;
+
+/// The future a store method returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// The most events (or intents) one read returns; callers page with `from`.
+pub const READ_LIMIT_MAX: usize = 10_000;
+
+/// The most events one append may carry.
+pub const APPEND_EVENTS_MAX: usize = 10_000;
+
+/// An append-only store of event streams, with an outbox, snapshots and projections.
+///
+/// See the [module docs](self) for the guarantees every implementation keeps.
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` atomically if the stream is at `expected`.
+    fn append<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        expected: ExpectedVersion,
+        events: &'a [Envelope],
+    ) -> StoreFuture<'a, Appended> {
+        self.append_with_intents(stream, expected, events, &[])
+    }
+
+    /// Appends `events` and records `intents` as pending, in one transaction. Intents
+    /// already recorded (same id) are left as they are.
+    fn append_with_intents<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        expected: ExpectedVersion,
+        events: &'a [Envelope],
+        intents: &'a [Intent],
+    ) -> StoreFuture<'a, Appended>;
+
+    /// Up to `limit` events of `stream` from version `from` (inclusive), in order.
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<RecordedEvent>>;
+
+    /// Up to `limit` events of every stream from global position `from` (inclusive), in
+    /// commit order. Positions of trimmed events are skipped.
+    fn read_all(&self, from: u64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>>;
+
+    /// The version of `stream`: the version of its last event, 0 if it never had one.
+    /// Trimming does not lower it.
+    fn stream_version<'a>(&'a self, stream: &'a StreamId) -> StoreFuture<'a, u64>;
+
+    /// The position of the last committed event, 0 for an empty store.
+    fn head(&self) -> StoreFuture<'_, u64>;
+
+    /// Follows the head position: changes after each commit (for live subscriptions).
+    fn watch_head(&self) -> watch::Receiver<u64>;
+
+    /// Up to `limit` pending intents, oldest first.
+    fn pending_intents(&self, limit: usize) -> StoreFuture<'_, Vec<Intent>>;
+
+    /// Marks intents done; unknown or already-done ids are ignored.
+    fn complete_intents<'a>(&'a self, ids: &'a [IntentId]) -> StoreFuture<'a, ()>;
+
+    /// Saves the snapshot of a stream, replacing an older one.
+    fn save_snapshot<'a>(&'a self, snapshot: &'a StoredSnapshot) -> StoreFuture<'a, ()>;
+
+    /// The latest snapshot of `stream`, if any.
+    fn load_snapshot<'a>(&'a self, stream: &'a StreamId)
+    -> StoreFuture<'a, Option<StoredSnapshot>>;
+
+    /// Sets the metadata document of `stream` (it need not have events yet).
+    fn set_metadata<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        metadata: &'a serde_json::Value,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The metadata document of `stream`, if one was set.
+    fn metadata<'a>(&'a self, stream: &'a StreamId) -> StoreFuture<'a, Option<serde_json::Value>>;
+
+    /// Removes old events of `stream` (for streams that are logs, not aggregates);
+    /// returns how many were removed. The stream's version does not change.
+    fn trim<'a>(&'a self, stream: &'a StreamId, trim: Trim) -> StoreFuture<'a, u64>;
+
+    /// The checkpoint and read model of projection `name`, if it has saved one.
+    fn load_projection<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<ProjectionState>>;
+
+    /// Saves the read model and checkpoint of projection `name` in one transaction, if
+    /// its stored checkpoint is still `expected` (0 when none is stored); otherwise
+    /// [`Error::ProjectionConflict`].
+    fn save_projection<'a>(
+        &'a self,
+        name: &'a str,
+        expected: u64,
+        state: &'a ProjectionState,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Takes the store's single-writer lock for `holder`, held until the returned guard
+    /// is dropped. An orchestrator takes it at start, so that two of them never drive
+    /// the same store.
+    ///
+    /// What every backend guarantees:
+    ///
+    /// - **One holder at a time.** While a [`WriterLock`] of the store is held, another
+    ///   `lock_writer` on it fails with [`Error::StoreLocked`], which names the holder
+    ///   (its pid, host and since when) once it has recorded itself, from any handle or
+    ///   process that opens the same store: the same SQLite file, or the same
+    ///   PostgreSQL database and schema; for [`MemoryStore`], the same instance or its
+    ///   clones.
+    /// - **Only lockers are excluded.** Reads, appends and every other method work as
+    ///   before, from any handle, whoever holds the lock: the `keel` CLI can inspect
+    ///   and repair a store an orchestrator is running on.
+    /// - **A dead holder holds nothing.** Dropping the guard releases the lock, and so
+    ///   does the end of the holding process, however it ends (SIGKILL included): the
+    ///   operating system drops its file lock, PostgreSQL ends its session. What the
+    ///   holder recorded of itself is overwritten by the next one.
+    ///
+    /// It is a lock, not a fence: it does not stop a writer that never asked for it,
+    /// and on PostgreSQL it lasts as long as the connection holding it (see the
+    /// backend's docs).
+    fn lock_writer<'a>(&'a self, holder: &'a LockHolder) -> StoreFuture<'a, WriterLock>;
+}
+
+/// An event as stored: where it is and what it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// Its stream.
+    pub stream: StreamId,
+    /// Its version in the stream, from 1.
+    pub version: u64,
+    /// Its position in the whole store, from 1.
+    pub position: u64,
+    /// The event.
+    pub envelope: Envelope,
+}
+
+/// Where an append put its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    /// The version of the first event appended (the stream's version + 1 before it).
+    pub first_version: u64,
+    /// The stream's version after the append.
+    pub last_version: u64,
+    /// The global position of the first event appended (for an empty batch: the head
+    /// position + 1 at the time).
+    pub first_position: u64,
+    /// True when the events were already stored by an earlier, identical append.
+    pub deduplicated: bool,
+}
+
+/// A snapshot of an aggregate's state at a version of its stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSnapshot {
+    /// The stream.
+    pub stream: StreamId,
+    /// The version of the last event folded into `state`.
+    pub version: u64,
+    /// The state, as JSON.
+    pub state: serde_json::Value,
+}
+
+/// What to remove from a stream, like Redis `XTRIM` (`MAXLEN` and `MINID`).
+///
+/// Whichever variant, a trim removes a prefix of the stream's remaining events and
+/// nothing else: the stream's version stays, so appends go on numbering from it, and the
+/// trimmed positions are skipped by [`EventStore::read_all`] and subscriptions. The
+/// prefix is taken from the stream as it was when the trim began: events appended while
+/// it runs (a backend may let appends go on meanwhile) are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Trim {
+    /// Keep only the last `n` events.
+    KeepLast(u64),
+    /// Remove events with a version below this one.
+    BeforeVersion(u64),
+    /// Remove events with a global position below this one: trimming several log
+    /// streams to one point of the store's history (say, the checkpoint every projection
+    /// has passed) needs no per-stream version.
+    BeforePosition(u64),
+}
+
+/// A projection's checkpoint and read model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectionState {
+    /// The position of the last event applied (0 before the first).
+    pub checkpoint: u64,
+    /// The read model, as JSON.
+    pub model: serde_json::Value,
+}
+
+/// Checks `expected` against the stream's `actual` version.
+pub fn check_expected(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    actual: u64,
+) -> Result<(), Error> {
+    let ok = match expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => actual == 0,
+        ExpectedVersion::Exact(version) => actual == version,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(Error::VersionConflict {
+        stream: stream.clone(),
+        expected: match expected {
+            ExpectedVersion::Any => "any".to_owned(),
+            ExpectedVersion::NoStream => "no stream".to_owned(),
+            ExpectedVersion::Exact(version) => version.to_string(),
+        },
+        actual,
+    })
+}
+
+/// Checks the bounds every backend applies to an append before touching storage.
+pub fn check_append(events: &[Envelope], intents: &[Intent]) -> Result<(), Error> {
+    if events.len() > APPEND_EVENTS_MAX || intents.len() > APPEND_EVENTS_MAX {
+        return Err(Error::BatchTooLarge {
+            capacity: APPEND_EVENTS_MAX,
+        });
+    }
+    let limits = keel_core::cloudevents::DecodeLimits::default();
+    for event in events {
+        event.validate()?;
+        let size_bytes = match &event.payload {
+            keel_core::Payload::Json(value) => {
+                serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len())
+            }
+            keel_core::Payload::Binary(bytes) => bytes.len(),
+        };
+        if size_bytes > limits.payload_bytes_max {
+            return Err(Error::Core(keel_core::Error::TooLarge {
+                field: "data",
+                size_bytes,
+                limit_bytes: limits.payload_bytes_max,
+            }));
+        }
+    }
+    Ok(())
+}
