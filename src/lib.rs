@@ -5,8 +5,9 @@
 //!
 //! # Layout
 //!
-//! - [`core`] (`keel-core`): pure reducers, intents, envelopes, state machines,
-//!   aggregates. Its items are also re-exported at the top level.
+//! - [`core`] (`keel-core`): pure reducers, intents, outcomes and failures, the retry
+//!   policy, envelopes, state machines, aggregates. Its items are also re-exported at
+//!   the top level.
 //! - [`store`] (`keel-store`): the event store: in memory, SQLite, PostgreSQL.
 //! - [`effects`] (`keel-effects`): the tokio runtime that carries out intents.
 //! - [`orchestrator`] (`keel-orchestrator`): sagas with compensation and recovery.
