@@ -21,6 +21,8 @@
 //!   and Graphviz.
 //! - [`aggregate`]: event-sourced aggregates (decide, apply, fold, snapshots).
 //! - [`upcast`]: upcaster chains that lift stored payloads to the current schema.
+//! - [`timer`]: [`TimerQueue`], the one queue of pending timers: by id, in due order,
+//!   cancellable and bounded, with time as an argument.
 //! - [`id`], [`time`], [`base64`]: id newtypes, [`Timestamp`], base64.
 //! - [`error`]: the crate's one [`Error`] enum.
 //!
@@ -61,6 +63,7 @@ pub mod outcome;
 pub mod redact;
 pub mod reducer;
 pub mod time;
+pub mod timer;
 pub mod topic;
 pub mod upcast;
 
@@ -75,5 +78,6 @@ pub use machine::{Effect, Guard, Machine, MachineState};
 pub use outcome::{FailureKind, Outcome, OutcomeResult};
 pub use reducer::{Cause, Emitter, Input, Reducer, reduce};
 pub use time::Timestamp;
+pub use timer::TimerQueue;
 pub use topic::{Topic, TopicPattern};
 pub use upcast::UpcasterChain;
