@@ -77,6 +77,10 @@ impl TimerWheel {
     ///
     /// [`QueueFull`], holding the intent, if `timer` is not pending and the wheel holds
     /// its capacity.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error hands the intent back, no bigger than the replaced timer `Ok` returns"
+    )]
     pub fn schedule(
         &mut self,
         timer: TimerId,
