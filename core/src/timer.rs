@@ -33,7 +33,6 @@
 //! # Ok::<(), keel_core::timer::QueueFull<&str>>(())
 //! ```
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
@@ -46,21 +45,40 @@ use crate::time::Timestamp;
 /// iterated, so the hasher affects speed, not results.
 pub type FixedState = BuildHasherDefault<DefaultHasher>;
 
+/// The largest capacity a queue takes: slots are numbered in 32 bits to keep the tree
+/// small, and four billion timers would be no bound anyway.
+pub const CAPACITY_MAX: usize = u32::MAX as usize - 1;
+
 /// Pending timers keyed by id `K`, each carrying a value `V`, ordered by due time.
 ///
 /// `S` hashes the ids in the index that finds a timer by id; a caller that wants a
 /// faster or seeded hasher passes its own with [`TimerQueue::with_hasher`].
 #[derive(Clone)]
 pub struct TimerQueue<K, V = (), S = FixedState> {
-    /// Every pending timer by (due, sequence); the sequence orders timers due at the
-    /// same moment by when they were scheduled.
-    by_due: BTreeMap<(Timestamp, u64), (K, V)>,
-    /// Where each pending timer sits in `by_due`.
-    by_id: HashMap<K, (Timestamp, u64), S>,
+    /// Every pending timer by (due, sequence) -> its slot; the sequence orders timers
+    /// due at the same moment by when they were scheduled. The tree holds slot numbers
+    /// rather than the timers so that its nodes stay small: the saga benchmark spent
+    /// its timer time moving entries inside the tree.
+    by_due: BTreeMap<(Timestamp, u64), u32>,
+    /// Each pending timer's slot, by id.
+    by_id: HashMap<K, u32, S>,
+    /// The timers; `None` marks a free slot, listed in `free`. At most `capacity` + 1
+    /// long.
+    slots: Vec<Option<Slot<K, V>>>,
+    free: Vec<u32>,
     /// The sequence number of the last timer scheduled. At one per call a `u64` does not
     /// run out.
     sequence: u64,
     capacity: usize,
+}
+
+/// A pending timer in its slot.
+#[derive(Debug, Clone)]
+struct Slot<K, V> {
+    id: K,
+    due: Timestamp,
+    sequence: u64,
+    value: V,
 }
 
 /// A timer taken out of a [`TimerQueue`]: fired, cancelled or replaced.
@@ -106,12 +124,15 @@ where
     S: BuildHasher,
 {
     /// An empty queue that holds at most `capacity` timers, hashing ids with `hasher`.
+    /// A capacity over [`CAPACITY_MAX`] is taken as that.
     pub fn with_hasher(capacity: usize, hasher: S) -> Self {
         Self {
             by_due: BTreeMap::new(),
             by_id: HashMap::with_hasher(hasher),
+            slots: Vec::new(),
+            free: Vec::new(),
             sequence: 0,
-            capacity,
+            capacity: capacity.min(CAPACITY_MAX),
         }
     }
 
@@ -128,26 +149,44 @@ where
         due: Timestamp,
         value: V,
     ) -> Result<Option<Scheduled<K, V>>, QueueFull<K, V>> {
-        let slot = (due, self.sequence + 1);
-        // One lookup in the index, whether the id is new or pending: this is the hot
-        // path of a saga's steps (each sets its timer, then cancels the last).
-        let full = self.by_id.len() >= self.capacity;
-        let replaced = match self.by_id.entry(id.clone()) {
-            Entry::Occupied(mut pending) => Some(pending.insert(slot)),
-            Entry::Vacant(_) if full => {
-                return Err(QueueFull {
-                    timer: Scheduled { id, due, value },
-                    capacity: self.capacity,
-                });
+        // A full queue is rare: only then does the id cost a second lookup.
+        if self.by_id.len() >= self.capacity && !self.by_id.contains_key(&id) {
+            return Err(QueueFull {
+                timer: Scheduled { id, due, value },
+                capacity: self.capacity,
+            });
+        }
+        self.sequence += 1;
+        let sequence = self.sequence;
+        let slot = Slot {
+            id: id.clone(),
+            due,
+            sequence,
+            value,
+        };
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.slots[index as usize] = Some(slot);
+                index
             }
-            Entry::Vacant(room) => {
-                room.insert(slot);
-                None
+            None => {
+                // At most `capacity` + 1 (a replacing timer takes its slot before the old
+                // one is freed), which fits in a u32: see `CAPACITY_MAX`.
+                let index = self.slots.len() as u32;
+                self.slots.push(Some(slot));
+                index
             }
         };
-        self.sequence += 1;
-        let replaced = replaced.and_then(|old| self.take_slot(old));
-        self.by_due.insert(slot, (id, value));
+        // One lookup in the index, whether the id is new or pending: this is the hot
+        // path of a saga's steps (each sets its timer, then cancels the last).
+        let replaced = match self.by_id.insert(id, index) {
+            Some(old) => self.release(old).map(|old| {
+                self.by_due.remove(&(old.due, old.sequence));
+                Scheduled::from(old)
+            }),
+            None => None,
+        };
+        self.by_due.insert((due, sequence), index);
         debug_assert_eq!(self.by_due.len(), self.by_id.len());
         Ok(replaced)
     }
@@ -155,20 +194,22 @@ where
     /// Cancels timer `id`; returns it if it was pending. Cancelling a timer that is not
     /// pending does nothing.
     pub fn cancel(&mut self, id: &K) -> Option<Scheduled<K, V>> {
-        let slot = self.by_id.remove(id)?;
-        self.take_slot(slot)
+        let index = self.by_id.remove(id)?;
+        let slot = self.release(index)?;
+        self.by_due.remove(&(slot.due, slot.sequence));
+        Some(slot.into())
     }
 
     /// Removes and returns the earliest timer if it is due at or before `now`.
     pub fn pop_due(&mut self, now: Timestamp) -> Option<Scheduled<K, V>> {
         let entry = self.by_due.first_entry()?;
-        let due = entry.key().0;
-        if due > now {
+        if entry.key().0 > now {
             return None;
         }
-        let (id, value) = entry.remove();
-        self.by_id.remove(&id);
-        Some(Scheduled { id, due, value })
+        let index = entry.remove();
+        let slot = self.release(index)?;
+        self.by_id.remove(&slot.id);
+        Some(slot.into())
     }
 
     /// Removes and yields, earliest first, every timer due at or before `now`. Timers
@@ -181,15 +222,18 @@ where
     /// them back).
     pub fn drain(&mut self) -> Vec<Scheduled<K, V>> {
         self.by_id.clear();
+        self.free.clear();
+        let mut slots = std::mem::take(&mut self.slots);
         std::mem::take(&mut self.by_due)
-            .into_iter()
-            .map(|((due, _), (id, value))| Scheduled { id, due, value })
+            .into_values()
+            .filter_map(|index| slots[index as usize].take().map(Scheduled::from))
             .collect()
     }
 
     /// When timer `id` is due, if it is pending.
     pub fn due(&self, id: &K) -> Option<Timestamp> {
-        self.by_id.get(id).map(|&(due, _)| due)
+        let index = *self.by_id.get(id)?;
+        self.slots[index as usize].as_ref().map(|slot| slot.due)
     }
 
     /// Whether timer `id` is pending.
@@ -197,15 +241,16 @@ where
         self.by_id.contains_key(id)
     }
 
-    /// Takes the timer at `slot` out of `by_due` (its index entry is already gone or
-    /// points elsewhere).
-    fn take_slot(&mut self, slot: (Timestamp, u64)) -> Option<Scheduled<K, V>> {
-        let (id, value) = self.by_due.remove(&slot)?;
-        Some(Scheduled {
-            id,
-            due: slot.0,
-            value,
-        })
+    /// Empties slot `index` onto the free list and returns what it held (its entries in
+    /// the tree and the index are the caller's to remove).
+    fn release(&mut self, index: u32) -> Option<Slot<K, V>> {
+        let slot = self.slots[index as usize].take();
+        debug_assert!(
+            slot.is_some(),
+            "the tree and the index point at taken slots"
+        );
+        self.free.push(index);
+        slot
     }
 }
 
@@ -219,8 +264,9 @@ impl<K, V, S> TimerQueue<K, V, S> {
     /// the same moment, in schedule order: the order they would fire in.
     pub fn iter(&self) -> impl Iterator<Item = (&K, Timestamp, &V)> + '_ {
         self.by_due
-            .iter()
-            .map(|(&(due, _), (id, value))| (id, due, value))
+            .values()
+            .filter_map(|&index| self.slots[index as usize].as_ref())
+            .map(|slot| (&slot.id, slot.due, &slot.value))
     }
 
     /// How many timers are pending.
@@ -236,6 +282,16 @@ impl<K, V, S> TimerQueue<K, V, S> {
     /// The most timers the queue holds.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+}
+
+impl<K, V> From<Slot<K, V>> for Scheduled<K, V> {
+    fn from(slot: Slot<K, V>) -> Self {
+        Self {
+            id: slot.id,
+            due: slot.due,
+            value: slot.value,
+        }
     }
 }
 
