@@ -19,5 +19,6 @@ mod state_machine_paths_agree;
 mod state_machine_rejects_inconsistent_definitions;
 mod state_machine_runs_exit_transition_and_entry_effects_in_order;
 mod state_machine_stays_put_on_an_internal_transition;
+mod timer_queue_behaves_like_its_reference_model;
 mod topic_patterns_obey_their_laws;
 mod upcast_chains_reach_the_current_version;

@@ -103,6 +103,16 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A timer queue held as many timers as its capacity; see
+    /// [`QueueFull`](crate::timer::QueueFull), which also hands the timer back.
+    #[error(
+        "more than {limit} timers would be pending: cancel timers no longer needed or raise the limit"
+    )]
+    TooManyTimers {
+        /// The capacity that was reached.
+        limit: usize,
+    },
+
     /// A state machine definition is inconsistent; see [`MachineDefect`](crate::machine::MachineDefect).
     #[error("state machine `{machine}` is invalid: {defect}")]
     InvalidMachine {

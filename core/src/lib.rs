@@ -24,6 +24,8 @@
 //!   and Graphviz.
 //! - [`aggregate`]: event-sourced aggregates (decide, apply, fold, snapshots).
 //! - [`upcast`]: upcaster chains that lift stored payloads to the current schema.
+//! - [`timer`]: [`TimerQueue`], the one queue of pending timers: by id, in due order,
+//!   cancellable and bounded, with time as an argument.
 //! - [`id`], [`time`], [`base64`]: id newtypes, [`Timestamp`], base64.
 //! - [`error`]: the crate's one [`Error`] enum.
 //!
@@ -65,6 +67,7 @@ pub mod redact;
 pub mod reducer;
 pub mod retry;
 pub mod time;
+pub mod timer;
 pub mod topic;
 pub mod upcast;
 
@@ -80,5 +83,6 @@ pub use outcome::{Failure, FailureKind, Outcome, OutcomeResult};
 pub use reducer::{Cause, Emitter, Input, Reducer, reduce};
 pub use retry::{FailureKinds, RetryDecision, RetryPolicy};
 pub use time::Timestamp;
+pub use timer::TimerQueue;
 pub use topic::{Topic, TopicPattern};
 pub use upcast::UpcasterChain;

@@ -443,6 +443,11 @@ impl Engine {
         Ok(true)
     }
 
+    /// How many timers the batch built so far sets (before its cancellations).
+    pub(crate) fn timers_to_set(&self) -> usize {
+        self.batch.timers.len()
+    }
+
     /// Takes the batch built so far, leaving an empty one.
     pub fn take_batch(&mut self) -> Batch {
         self.appending.clear();

@@ -11,6 +11,7 @@ mod common;
 mod a_panic_fails_its_attempt_and_the_shard_goes_on;
 mod a_permanent_answer_after_a_timeout_leaves_the_step_maybe_applied;
 mod a_second_orchestrator_on_one_store_is_refused_naming_the_holder;
+mod a_start_past_the_timer_bound_is_refused;
 mod a_store_outage_orphans_no_saga;
 mod an_answer_too_big_for_a_record_fails_its_step_after_one_call;
 mod an_undecodable_record_does_not_stop_recovery;

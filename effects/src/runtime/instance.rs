@@ -57,6 +57,7 @@ where
     M: From<Outcome> + Send + 'static,
 {
     pub(super) fn new(shared: Arc<Shared<R>>, id: InstanceId, state: R::State) -> Self {
+        let timers = TimerWheel::with_capacity(shared.config.timers_per_instance_max);
         Self {
             shared,
             id,
@@ -65,7 +66,7 @@ where
             queued: VecDeque::new(),
             in_flight: JoinSet::new(),
             in_flight_intents: HashMap::new(),
-            timers: TimerWheel::new(),
+            timers,
             draining: None,
             handed_back: Vec::new(),
             fault: None,
@@ -293,18 +294,17 @@ where
                 self.hand_back(intent, HandBackReason::NotStarted);
             }
             IntentKind::ScheduleTimer { timer, due } => {
-                if self.timers.len() >= self.shared.config.timers_per_instance_max
-                    && !self.timers.contains(timer)
-                {
-                    tracing::error!(instance = %self.id, %timer, "too many pending timers; handed back");
-                    self.hand_back(intent, HandBackReason::StepOverLimit);
-                    return;
-                }
                 let (timer, due, id) = (timer.clone(), *due, intent.id);
-                if let Some(replaced) = self.timers.schedule(timer, due, intent)
-                    && replaced.intent.id != id
-                {
-                    self.complete(replaced.intent.id);
+                match self.timers.schedule(timer, due, intent) {
+                    Ok(Some(replaced)) if replaced.intent.id != id => {
+                        self.complete(replaced.intent.id);
+                    }
+                    Ok(_) => {}
+                    Err(full) => {
+                        let timer = &full.timer.id;
+                        tracing::error!(instance = %self.id, %timer, limit = full.capacity, "too many pending timers; handed back");
+                        self.hand_back(full.timer.value, HandBackReason::StepOverLimit);
+                    }
                 }
             }
             _ => self.queued.push_back(intent),

@@ -97,7 +97,8 @@ pub struct RuntimeConfig {
     /// Effects of one instance running at once; more wait their turn, and the instance
     /// takes no new mail meanwhile.
     pub in_flight_per_instance_max: usize,
-    /// Pending timers of one instance.
+    /// Pending timers of one instance; a timer of a new name past it is handed back
+    /// ([`HandBackReason::StepOverLimit`]) and logged as an error.
     pub timers_per_instance_max: usize,
     /// Outcomes remembered for deduplication by intent id.
     pub outcome_record_capacity: usize,
@@ -115,7 +116,7 @@ impl Default for RuntimeConfig {
             mailbox_capacity: 1024,
             intents_per_step_max: 1024,
             in_flight_per_instance_max: 1024,
-            timers_per_instance_max: 10_000,
+            timers_per_instance_max: crate::timer::CAPACITY_DEFAULT,
             outcome_record_capacity: 100_000,
             instances_max: 1_000_000,
             ended_reports_max: 1024,

@@ -7,21 +7,30 @@
 //! that is not pending does nothing. A timer intent has no other outcome: the reducer
 //! hears from it once, when it fires, or never, if it is cancelled.
 //!
-//! The wheel itself is plain data with time as an input, so its rules are unit-tested
-//! without a runtime; the instance task sleeps until [`TimerWheel::next_due`].
+//! The wheel's bookkeeping is keel-core's [`TimerQueue`]: plain data with time as an
+//! input, so its rules are unit-tested without a runtime; the instance task sleeps until
+//! [`TimerWheel::next_due`]. It holds at most its capacity
+//! ([`RuntimeConfig::timers_per_instance_max`](crate::RuntimeConfig::timers_per_instance_max)):
+//! a new name scheduled into a full wheel is refused with [`QueueFull`], which hands the
+//! intent back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::hash::RandomState;
 
-use keel_core::{Intent, IntentId, TimerId, Timestamp};
+use keel_core::timer::{QueueFull, Scheduled};
+use keel_core::{Intent, IntentId, TimerId, TimerQueue, Timestamp};
 
-/// The pending timers of one instance, ordered by due time.
-#[derive(Debug, Default)]
+/// How many timers a wheel made with [`TimerWheel::new`] holds, and the default of
+/// [`RuntimeConfig::timers_per_instance_max`](crate::RuntimeConfig::timers_per_instance_max).
+pub const CAPACITY_DEFAULT: usize = 10_000;
+
+/// The pending timers of one instance, ordered by due time; equal due times fire in
+/// schedule order.
+#[derive(Debug)]
 pub struct TimerWheel {
-    /// (due, sequence) -> the timer. The sequence keeps equal due times in schedule order.
-    by_due: BTreeMap<(Timestamp, u64), Pending>,
-    /// Name -> its key in `by_due`.
-    by_name: HashMap<TimerId, (Timestamp, u64)>,
-    sequence: u64,
+    /// Timer name -> the `ScheduleTimer` intent, kept whole so that a shutdown can hand
+    /// it back. Names come from reducers, perhaps from outside input: the index keeps
+    /// std's seeded hasher, resistant to chosen collisions.
+    queue: TimerQueue<TimerId, Intent, RandomState>,
 }
 
 /// A pending timer: its name and the intent that scheduled it.
@@ -33,70 +42,98 @@ pub struct Pending {
     pub intent: Intent,
 }
 
+impl From<Scheduled<TimerId, Intent>> for Pending {
+    fn from(scheduled: Scheduled<TimerId, Intent>) -> Self {
+        Self {
+            timer: scheduled.id,
+            intent: scheduled.value,
+        }
+    }
+}
+
+impl Default for TimerWheel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TimerWheel {
-    /// An empty wheel.
+    /// An empty wheel holding at most [`CAPACITY_DEFAULT`] timers.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_capacity(CAPACITY_DEFAULT)
+    }
+
+    /// An empty wheel holding at most `capacity` timers.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            queue: TimerQueue::with_hasher(capacity, RandomState::new()),
+        }
     }
 
     /// Schedules `timer` at `due` for the intent `intent`, replacing a pending timer of
     /// the same name. Returns the replaced timer, if any.
-    pub fn schedule(&mut self, timer: TimerId, due: Timestamp, intent: Intent) -> Option<Pending> {
-        let replaced = self.cancel(&timer);
-        self.sequence += 1;
-        let key = (due, self.sequence);
-        self.by_name.insert(timer.clone(), key);
-        self.by_due.insert(key, Pending { timer, intent });
-        replaced
+    ///
+    /// # Errors
+    ///
+    /// [`QueueFull`], holding the intent, if `timer` is not pending and the wheel holds
+    /// its capacity.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error hands the intent back, no bigger than the replaced timer `Ok` returns"
+    )]
+    pub fn schedule(
+        &mut self,
+        timer: TimerId,
+        due: Timestamp,
+        intent: Intent,
+    ) -> Result<Option<Pending>, QueueFull<TimerId, Intent>> {
+        let replaced = self.queue.schedule(timer, due, intent)?;
+        Ok(replaced.map(Pending::from))
     }
 
     /// Cancels `timer`; returns it if it was pending.
     pub fn cancel(&mut self, timer: &TimerId) -> Option<Pending> {
-        let key = self.by_name.remove(timer)?;
-        self.by_due.remove(&key)
+        self.queue.cancel(timer).map(Pending::from)
     }
 
     /// When the earliest pending timer is due.
     pub fn next_due(&self) -> Option<Timestamp> {
-        self.by_due.keys().next().map(|(due, _)| *due)
+        self.queue.next_due()
     }
 
     /// Removes and returns the earliest timer if it is due at `now`.
     pub fn pop_due(&mut self, now: Timestamp) -> Option<Pending> {
-        let (&key, _) = self
-            .by_due
-            .iter()
-            .next()
-            .filter(|((due, _), _)| *due <= now)?;
-        let pending = self.by_due.remove(&key)?;
-        self.by_name.remove(&pending.timer);
-        Some(pending)
+        self.queue.pop_due(now).map(Pending::from)
     }
 
     /// Removes every pending timer, earliest first (for a shutdown to hand back).
     pub fn drain(&mut self) -> Vec<Pending> {
-        self.by_name.clear();
-        std::mem::take(&mut self.by_due).into_values().collect()
+        self.queue.drain().into_iter().map(Pending::from).collect()
     }
 
     /// How many timers are pending.
     pub fn len(&self) -> usize {
-        self.by_due.len()
+        self.queue.len()
     }
 
     /// Whether no timer is pending.
     pub fn is_empty(&self) -> bool {
-        self.by_due.is_empty()
+        self.queue.is_empty()
+    }
+
+    /// The most timers the wheel holds.
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
     }
 
     /// Whether a timer of this name is pending.
     pub fn contains(&self, timer: &TimerId) -> bool {
-        self.by_name.contains_key(timer)
+        self.queue.contains(timer)
     }
 
     /// Whether the intent `id` is the one currently scheduling its timer.
     pub fn is_pending(&self, id: IntentId) -> bool {
-        self.by_due.values().any(|pending| pending.intent.id == id)
+        self.queue.iter().any(|(_, _, intent)| intent.id == id)
     }
 }
 
@@ -123,8 +160,12 @@ mod tests {
     #[test]
     fn timers_come_due_in_due_order_and_only_when_due() {
         let mut wheel = TimerWheel::new();
-        wheel.schedule("b".into(), at(20), intent(0, "b", 20));
-        wheel.schedule("a".into(), at(10), intent(1, "a", 10));
+        wheel
+            .schedule("b".into(), at(20), intent(0, "b", 20))
+            .unwrap();
+        wheel
+            .schedule("a".into(), at(10), intent(1, "a", 10))
+            .unwrap();
         assert_eq!(wheel.next_due(), Some(at(10)));
         assert_eq!(wheel.pop_due(at(9)), None);
         assert_eq!(wheel.pop_due(at(25)).map(|p| p.timer), Some("a".into()));
@@ -135,8 +176,12 @@ mod tests {
     #[test]
     fn scheduling_a_pending_name_replaces_it() {
         let mut wheel = TimerWheel::new();
-        wheel.schedule("t".into(), at(10), intent(0, "t", 10));
-        let replaced = wheel.schedule("t".into(), at(50), intent(1, "t", 50));
+        wheel
+            .schedule("t".into(), at(10), intent(0, "t", 10))
+            .unwrap();
+        let replaced = wheel
+            .schedule("t".into(), at(50), intent(1, "t", 50))
+            .unwrap();
         assert_eq!(replaced.map(|p| p.intent.id.position), Some(0));
         assert_eq!(wheel.len(), 1);
         assert_eq!(wheel.next_due(), Some(at(50)));
@@ -146,17 +191,42 @@ mod tests {
     #[test]
     fn cancelling_is_idempotent() {
         let mut wheel = TimerWheel::new();
-        wheel.schedule("t".into(), at(10), intent(0, "t", 10));
+        wheel
+            .schedule("t".into(), at(10), intent(0, "t", 10))
+            .unwrap();
         assert!(wheel.cancel(&"t".into()).is_some());
         assert!(wheel.cancel(&"t".into()).is_none());
         assert_eq!(wheel.pop_due(at(100)), None);
     }
 
     #[test]
+    fn a_full_wheel_refuses_a_new_name_and_hands_its_intent_back() {
+        let mut wheel = TimerWheel::with_capacity(1);
+        wheel
+            .schedule("a".into(), at(10), intent(0, "a", 10))
+            .unwrap();
+        let full = wheel
+            .schedule("b".into(), at(10), intent(1, "b", 10))
+            .unwrap_err();
+        assert_eq!(full.timer.value.id.position, 1);
+        assert!(!wheel.contains(&"b".into()));
+        // Rescheduling a pending name needs no room.
+        assert!(
+            wheel
+                .schedule("a".into(), at(20), intent(2, "a", 20))
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn timers_due_at_the_same_time_fire_in_schedule_order() {
         let mut wheel = TimerWheel::new();
-        wheel.schedule("x".into(), at(10), intent(0, "x", 10));
-        wheel.schedule("y".into(), at(10), intent(1, "y", 10));
+        wheel
+            .schedule("x".into(), at(10), intent(0, "x", 10))
+            .unwrap();
+        wheel
+            .schedule("y".into(), at(10), intent(1, "y", 10))
+            .unwrap();
         let fired: Vec<_> = std::iter::from_fn(|| wheel.pop_due(at(10)))
             .map(|p| p.timer)
             .collect();

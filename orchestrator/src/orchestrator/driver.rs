@@ -74,6 +74,8 @@ pub(super) struct Driver {
     config: OrchestratorConfig,
     receiver: mpsc::Receiver<Command>,
     timers: Timers,
+    /// Timers of running sagas refused by a full `timers` (see `Stats::timers_refused`).
+    timers_refused: u64,
     waiters: HashMap<SagaId, Vec<oneshot::Sender<Option<SagaStatus>>>>,
     /// Status and wait requests to answer once the current batch is committed.
     deferred: Vec<Deferred>,
@@ -138,7 +140,8 @@ impl Driver {
             clock,
             config,
             receiver,
-            timers: Timers::default(),
+            timers: Timers::new((config.timers_max / config.shards.max(1)).max(1)),
+            timers_refused: 0,
             waiters: HashMap::new(),
             deferred: Vec::new(),
             recent: HashMap::new(),
@@ -294,6 +297,16 @@ impl Driver {
     /// Feeds one command to the engine.
     fn take(&mut self, command: Command, now: keel_core::Timestamp, pending: &mut Vec<Pending>) {
         match command {
+            // Refused here, where the caller hears of it: once started, a saga that
+            // needs a timer could only be told in the log.
+            Command::Start { reply, .. }
+                if self.timers.len() + self.engine.timers_to_set() >= self.timers.capacity() =>
+            {
+                drop(reply.send(Err(Error::Full {
+                    what: "shard's timer queue",
+                    capacity: self.timers.capacity(),
+                })));
+            }
             Command::Start {
                 saga_type,
                 id,
@@ -342,6 +355,7 @@ impl Driver {
         Stats {
             sagas: self.engine.len(),
             timers: self.timers.len(),
+            timers_refused: self.timers_refused,
             calls_in_flight: self.calls.len(),
             calls_queued: self.queued.len(),
             store_outages: self.outages,
@@ -537,15 +551,21 @@ impl Driver {
         // Set, then cancel: a timer set and cancelled within one batch (an attempt whose
         // closure panicked, a deadline a recovered saga gives up) is not kept. Timer
         // names carry the attempt, so none is cancelled and then set again in a batch.
+        let mut refused = Vec::new();
         for (id, timer, due) in batch.timers {
-            if ok(&id) {
-                self.timers.set(id, timer, due);
+            if ok(&id)
+                && let Err(full) = self.timers.set(id, timer, due)
+            {
+                refused.push(full.timer);
             }
         }
-        for (id, timer) in batch.cancelled {
-            if ok(&id) {
-                self.timers.cancel(&id, timer);
+        for (id, timer) in &batch.cancelled {
+            if ok(id) {
+                self.timers.cancel(id, *timer);
             }
+        }
+        if !refused.is_empty() {
+            self.set_refused(refused, &batch.cancelled);
         }
         for (id, call) in batch.calls {
             if ok(&id) {
@@ -597,6 +617,28 @@ impl Driver {
                 None => settled.get(&id).or_else(|| self.recent.get(&id)).cloned(),
             };
             let _ = reply.send(status);
+        }
+    }
+
+    /// Sets again the timers a full queue refused in `act`, now that the batch's
+    /// cancellations made room (a step's new timer is set before its last is
+    /// cancelled), skipping those the batch cancelled; a timer still refused is logged
+    /// and counted: no caller is left to hear of it.
+    fn set_refused(
+        &mut self,
+        refused: Vec<keel_core::timer::Scheduled<super::timers::TimerKey>>,
+        cancelled: &[(SagaId, crate::saga::SagaTimer)],
+    ) {
+        for timer in refused {
+            let (id, saga_timer) = timer.id;
+            if cancelled.iter().any(|(c, t)| *c == id && *t == saga_timer) {
+                continue;
+            }
+            if let Err(full) = self.timers.set(id, saga_timer, timer.due) {
+                self.timers_refused += 1;
+                let (id, saga_timer) = full.timer.id;
+                tracing::error!(saga = %id, timer = %saga_timer, limit = full.capacity, "the shard's timer queue is full: a running saga's timer was not set; it is set again when the orchestrator restarts (raise OrchestratorConfig::timers_max)");
+            }
         }
     }
 

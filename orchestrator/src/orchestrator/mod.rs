@@ -63,6 +63,11 @@ pub struct OrchestratorConfig {
     pub batch_max: usize,
     /// Calls carried out at once (split evenly between shards); more wait their turn.
     pub calls_in_flight_max: usize,
+    /// Timers pending at once (step timeouts, retries, deadlines; split evenly between
+    /// shards). A start that would find its shard's timers full is refused with
+    /// [`Error::Full`]; a running saga's timer refused past it is logged and counted in
+    /// [`Stats::timers_refused`], and set again when the orchestrator restarts.
+    pub timers_max: usize,
     /// Whether every transition is published on the bus as `saga.*` (needs a bus).
     pub publish_transitions: bool,
     /// Engines, each owning the sagas whose id hashes to it and running on its own
@@ -80,6 +85,10 @@ impl Default for OrchestratorConfig {
             queue_capacity: 65_536,
             batch_max: 4_096,
             calls_in_flight_max: 100_000,
+            // A running saga holds one to three timers (a deadline, a step's timeout or
+            // retry, briefly the next one before the last is cancelled): room for
+            // several hundred thousand sagas at about 100 bytes a timer.
+            timers_max: 1 << 20,
             publish_transitions: true,
             shards: std::thread::available_parallelism()
                 .map_or(1, std::num::NonZero::get)
@@ -100,6 +109,10 @@ pub struct Stats {
     /// Timers set (timeouts, retries, deadlines): cancelled ones are not counted, nor
     /// kept.
     pub timers: usize,
+    /// Timers of running sagas that could not be set because the shard held
+    /// `timers_max` already (since start). Each such saga waits for an answer or an
+    /// operator, or for a restart, which sets its timers again.
+    pub timers_refused: u64,
     /// Calls out, awaiting their answers.
     pub calls_in_flight: usize,
     /// Calls waiting for a free slot (over `calls_in_flight_max`).
@@ -117,6 +130,7 @@ impl Stats {
     fn add(&mut self, other: Self) {
         self.sagas += other.sagas;
         self.timers += other.timers;
+        self.timers_refused += other.timers_refused;
         self.calls_in_flight += other.calls_in_flight;
         self.calls_queued += other.calls_queued;
         self.store_outages += other.store_outages;
@@ -243,6 +257,7 @@ impl OrchestratorBuilder {
                 self.config.calls_in_flight_max,
                 usize::MAX,
             ),
+            ("timers_max", self.config.timers_max, usize::MAX),
             ("shards", self.config.shards, SHARDS_MAX),
         ] {
             if value == 0 || value > max {
