@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use keel_effects::persist::MemoryStore;
+use keel_store::MemoryStore;
 use keel_orchestrator::{Error, Orchestrator, SagaDefinition, SagaStatus, Step, StepAction};
 use serde_json::json;
 

@@ -298,9 +298,12 @@ impl Driver {
     fn take(&mut self, command: Command, now: keel_core::Timestamp, pending: &mut Vec<Pending>) {
         match command {
             // Refused here, where the caller hears of it: once started, a saga that
-            // needs a timer could only be told in the log.
+            // needs a timer could only be told in the log. Starts stop a sixteenth short
+            // of the bound, which running sagas keep for their next timers (a step's
+            // timeout or retry, set before the last is cancelled).
             Command::Start { reply, .. }
-                if self.timers.len() + self.engine.timers_to_set() >= self.timers.capacity() =>
+                if self.timers.len() + self.engine.timers_to_set()
+                    >= self.timers.capacity() - self.timers.capacity() / 16 =>
             {
                 drop(reply.send(Err(Error::Full {
                     what: "shard's timer queue",

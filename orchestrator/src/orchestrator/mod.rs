@@ -64,8 +64,9 @@ pub struct OrchestratorConfig {
     /// Calls carried out at once (split evenly between shards); more wait their turn.
     pub calls_in_flight_max: usize,
     /// Timers pending at once (step timeouts, retries, deadlines; split evenly between
-    /// shards). A start that would find its shard's timers full is refused with
-    /// [`Error::Full`]; a running saga's timer refused past it is logged and counted in
+    /// shards). A start that would find its shard's timers within a sixteenth of full is
+    /// refused with [`Error::Full`], so that running sagas keep room for their next
+    /// timers; a running saga's timer refused all the same is logged and counted in
     /// [`Stats::timers_refused`], and set again when the orchestrator restarts.
     pub timers_max: usize,
     /// Whether every transition is published on the bus as `saga.*` (needs a bus).
