@@ -136,7 +136,8 @@ impl CorrelationId {
 impl EventId {
     /// The id of record `version` (from 1) of the log of the instance correlated by
     /// `correlation`: the same on every replay, so a record written twice (a retried
-    /// commit) is recognised as the same record. Versions past 2^31 share one id.
+    /// commit) is recognised as the same record. Versions are taken modulo 2^31 (those
+    /// from 2^32 on share one id): a log of two billion records would repeat ids.
     pub fn record(correlation: CorrelationId, version: u64) -> Self {
         let index = u32::try_from(version).unwrap_or(u32::MAX) & !STABLE_KEY_BASE;
         Self::derived(
@@ -147,10 +148,10 @@ impl EventId {
 }
 
 impl IntentId {
-    /// The stable intent id `key` (below 2^31) of the instance correlated by
-    /// `correlation`: the same for every attempt, every replay and every process, so the
-    /// service called sees one idempotency key for one effect however often it is
-    /// performed.
+    /// The stable intent id `key` (below 2^31; the top bit is ignored) of the instance
+    /// correlated by `correlation`: the same for every attempt, every replay and every
+    /// process, so the service called sees one idempotency key for one effect however
+    /// often it is performed.
     ///
     /// ```
     /// use keel_core::{CorrelationId, IntentId};

@@ -38,7 +38,6 @@ pub enum OutcomeResult {
         /// The handler's answer.
         value: serde_json::Value,
     },
-    /// The effect failed for good: it was refused, or retries were used up.
     /// The effect failed for good: it was refused, or retries were used up. The
     /// failure's kind lets the reducer tell an effect that will never succeed
     /// ([`FailureKind::Permanent`]) from one worth trying again later.
@@ -54,9 +53,8 @@ pub enum OutcomeResult {
 
 /// Classes of failure: whether trying the effect again could help.
 ///
-/// The effects runtime's handlers classify each failure (`keel_effects::Failure`
-/// carries one), its retry policy decides on the class, and the class reaches the reducer
-/// in [`OutcomeResult::Failed`].
+/// A handler classifies each [`Failure`] it answers, the [`RetryPolicy`](crate::RetryPolicy)
+/// decides on the kind, and the failure reaches the reducer in [`OutcomeResult::Failed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

@@ -319,7 +319,7 @@ impl RetryPolicy {
         let mut wait = nanos(self.first_delay).min(cap);
         let multiplier = u128::from(self.multiplier_milli.max(1_000));
         for _ in 1..attempt.clamp(1, ATTEMPTS_MAX) {
-            if wait >= cap || multiplier == 1_000 {
+            if wait == 0 || wait >= cap || multiplier == 1_000 {
                 break;
             }
             wait = (wait * multiplier / 1_000).min(cap);

@@ -7,8 +7,9 @@
 //!
 //! - Scheduling an id that is pending replaces it (and hands the old timer back), so a
 //!   rescheduled timer fires once, at its new time.
-//! - Cancelling removes a timer at once: memory follows the live timers, not the
-//!   deadlines they were set for.
+//! - Cancelling removes a timer at once, not when its deadline would have come: its slot
+//!   is reused by the next timer (slots are not given back, so memory follows the most
+//!   timers ever pending at once, within the capacity).
 //! - Timers due at the same moment come out in the order they were scheduled (a
 //!   replaced timer counts as scheduled when it was replaced), so the results depend on
 //!   the calls alone, never on hash order.

@@ -1,5 +1,5 @@
 //! The rate limit lets a burst through, then spaces calls by the refill rate, and fails
-//! a call at once (with `retry_after_ms`) if its token is further away than it may wait.
+//! a call at once (with `retry_after`) if its token is further away than it may wait.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

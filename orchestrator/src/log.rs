@@ -28,8 +28,13 @@ fn record_type() -> EventType {
     TYPE.clone()
 }
 
-/// The schema version of records written by this version of keel.
-pub const RECORD_SCHEMA: u32 = 1;
+/// The schema version of records written by this version of keel. Version 2 names a
+/// failure's kind `kind` (version 1 said `class`); this keel reads both, and a keel that
+/// reads only version 1 refuses version 2 with "upgrade keel" rather than a decode error.
+pub const RECORD_SCHEMA: u32 = 2;
+
+/// The oldest record schema this keel reads.
+const RECORD_SCHEMA_MIN: u32 = 1;
 
 /// One record, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,9 +117,9 @@ pub fn decode(saga: &SagaId, version: u64, envelope: &Envelope) -> Result<Record
             envelope.event_type
         )));
     }
-    if envelope.schema_version != RECORD_SCHEMA {
+    if !(RECORD_SCHEMA_MIN..=RECORD_SCHEMA).contains(&envelope.schema_version) {
         return Err(corrupt(format!(
-            "record schema {} is not the {RECORD_SCHEMA} this keel reads: upgrade keel",
+            "record schema {} is not one of the {RECORD_SCHEMA_MIN} to {RECORD_SCHEMA} this keel reads: upgrade keel",
             envelope.schema_version
         )));
     }

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use keel_store::MemoryStore;
 use keel_orchestrator::{Error, Orchestrator, SagaDefinition, SagaStatus, Step, StepAction};
+use keel_store::MemoryStore;
 use serde_json::json;
 
 use crate::common::{Gate, Journal, one_shard, saga_id, settled};

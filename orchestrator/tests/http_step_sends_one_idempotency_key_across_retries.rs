@@ -97,7 +97,7 @@ async fn every_attempt_carries_the_same_key_and_the_response_feeds_the_next_step
         assert!(
             matches!(
                 &pair[1],
-                Transition::StepFailed { step: 0, attempt: a, class: FailureKind::Transient, retry_in_ms: Some(_), reason }
+                Transition::StepFailed { step: 0, attempt: a, kind: FailureKind::Transient, retry_in_ms: Some(_), reason }
                     if *a == attempt && reason.contains("503")
             ),
             "{:?}",

@@ -3,7 +3,8 @@
 //! checkpointed projections.
 //!
 //! The store is a crate of its own so that what only reads or steers a store (the `keel`
-//! CLI) builds without the effect runtime, its HTTP client and its bus. Carrying out the
+//! CLI) builds without an HTTP client, TLS or hyper (it still builds the orchestrator,
+//! whose bus and runtime it uses to steer sagas). Carrying out the
 //! intents a store holds is keel-effects' work (`PersistHandler`, `OutboxDispatcher`).
 //!
 //! SQLite and PostgreSQL are cargo features of this crate (`sqlite`, `postgres`, both on

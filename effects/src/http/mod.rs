@@ -40,7 +40,7 @@
 //!
 //! # Failures
 //!
-//! | What happened | [`FailureKind`](crate::FailureKind) | `retry_after_ms` |
+//! | What happened | [`FailureKind`](crate::FailureKind) | `retry_after` |
 //! |---|---|---|
 //! | 5xx | `Transient` | from `Retry-After`, if sent |
 //! | 408, 425, 429 | `Unavailable`: the server did not act on the request | from `Retry-After` (seconds or HTTP-date), capped at 1 hour |

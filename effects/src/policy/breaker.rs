@@ -264,7 +264,7 @@ impl Breaker {
 /// Each handler this layer wraps gets its own [`Breaker`], created by
 /// [`layer`](Layer::layer): one circuit per handler, shared by every instance and every
 /// intent that goes through it. A rejected call fails with
-/// [`FailureKind::Unavailable`] and `retry_after_ms` set to when the circuit will let a
+/// [`FailureKind::Unavailable`] and `retry_after` set to when the circuit will let a
 /// probe through, without calling the handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BreakerLayer {

@@ -45,7 +45,7 @@
 //!   any other, so it counts against the rate limit.
 //! - **The breaker before the limits**, so that an open circuit fails fast without
 //!   spending a token or queueing for a permit. Its rejection carries the time until the
-//!   half-open state as `retry_after_ms`, which the retry above honours: the retry sleeps
+//!   half-open state as `retry_after`, which the retry above honours: the retry sleeps
 //!   until the circuit lets a probe through instead of burning its attempts. (Keep the
 //!   breaker's `open_ms` within the retry's `retry_after_max`, or a rejection makes the
 //!   retry give up at once and the intent goes to the dead letters.)

@@ -5,7 +5,7 @@
 //! how long until I may". [`RateLimitLayer`] carries it out: each attempt takes a token,
 //! sleeping for it if it must, but never longer than `wait_ms_max`; a caller that would
 //! wait longer fails at once with [`FailureKind::Unavailable`](crate::FailureKind) and a
-//! `retry_after_ms`, which the retry layer honours.
+//! `retry_after`, which the retry layer honours.
 //!
 //! The layer *reserves* its token ([`TokenBucket::reserve`]) rather than polling
 //! [`try_take`](TokenBucket::try_take) in a loop: the bucket may go into debt, so waiting
@@ -118,7 +118,7 @@ impl TokenBucket {
 ///
 /// Each handler this layer wraps gets its own bucket. A call waits for its token up to
 /// `wait_ms_max` ([`WAIT_MS_MAX_DEFAULT`] unless set); one that would wait longer fails
-/// at once as [`Unavailable`](crate::FailureKind::Unavailable) with `retry_after_ms` set
+/// at once as [`Unavailable`](crate::FailureKind::Unavailable) with `retry_after` set
 /// to the wait, without taking a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitLayer {

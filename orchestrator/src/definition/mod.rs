@@ -205,11 +205,9 @@ impl fmt::Debug for Step {
 /// Compensations are retried far longer than actions: undoing is not optional. Past
 /// this, the saga is parked for an operator.
 ///
-/// Twenty attempts from 100 ms doubling up to 30 s, and a `Retry-After` honoured up to an
-/// hour (an action gives up on one over a minute; an undo waits).
-pub const COMPENSATION_RETRY_DEFAULT: RetryPolicy = RetryPolicy::exponential()
-    .attempts(20)
-    .retry_after_max(std::time::Duration::from_secs(3_600));
+/// Twenty attempts from 100 ms doubling up to 30 s. (A saga waits out any `Retry-After`
+/// a service sends, as a floor on the wait: `retry_after_max` does not apply to steps.)
+pub const COMPENSATION_RETRY_DEFAULT: RetryPolicy = RetryPolicy::exponential().attempts(20);
 
 impl Step {
     /// A step called `name` (lowercase letters, digits, `_` and `-`) whose action
@@ -241,7 +239,8 @@ impl Step {
         self
     }
 
-    /// How the action is retried.
+    /// How the action is retried. A `Retry-After` from the service lengthens the wait
+    /// however long it is; the policy's `retry_after_max` does not apply to saga steps.
     #[must_use]
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;

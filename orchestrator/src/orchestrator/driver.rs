@@ -74,8 +74,12 @@ pub(super) struct Driver {
     config: OrchestratorConfig,
     receiver: mpsc::Receiver<Command>,
     timers: Timers,
-    /// Timers of running sagas refused by a full `timers` (see `Stats::timers_refused`).
+    /// Timers of running sagas that found `timers` full (see `Stats::timers_refused`).
     timers_refused: u64,
+    /// Those of them still waiting for room, set as soon as a timer fires or is
+    /// cancelled. Bounded: starts stop short of the queue's bound, so only running
+    /// sagas' next timers land here.
+    timers_waiting: Vec<keel_core::timer::Scheduled<super::timers::TimerKey>>,
     waiters: HashMap<SagaId, Vec<oneshot::Sender<Option<SagaStatus>>>>,
     /// Status and wait requests to answer once the current batch is committed.
     deferred: Vec<Deferred>,
@@ -142,6 +146,7 @@ impl Driver {
             receiver,
             timers: Timers::new((config.timers_max / config.shards.max(1)).max(1)),
             timers_refused: 0,
+            timers_waiting: Vec::new(),
             waiters: HashMap::new(),
             deferred: Vec::new(),
             recent: HashMap::new(),
@@ -567,7 +572,7 @@ impl Driver {
                 self.timers.cancel(id, *timer);
             }
         }
-        if !refused.is_empty() {
+        if !refused.is_empty() || !self.timers_waiting.is_empty() {
             self.set_refused(refused, &batch.cancelled);
         }
         for (id, call) in batch.calls {
@@ -623,24 +628,30 @@ impl Driver {
         }
     }
 
-    /// Sets again the timers a full queue refused in `act`, now that the batch's
-    /// cancellations made room (a step's new timer is set before its last is
-    /// cancelled), skipping those the batch cancelled; a timer still refused is logged
-    /// and counted: no caller is left to hear of it.
+    /// Sets the timers a full queue refused, in `act` now or before, as far as there is
+    /// room now that the batch's cancellations (and the timers fired before it) made
+    /// some; drops those the batch cancelled. A timer that still finds no room waits in
+    /// `timers_waiting`: never dropped, so its saga is not left without it.
     fn set_refused(
         &mut self,
         refused: Vec<keel_core::timer::Scheduled<super::timers::TimerKey>>,
         cancelled: &[(SagaId, crate::saga::SagaTimer)],
     ) {
-        for timer in refused {
+        for timer in &refused {
+            self.timers_refused += 1;
+            tracing::warn!(saga = %timer.id.0, timer = %timer.id.1, limit = self.timers.capacity(), "the shard's timer queue is full: a running saga's timer waits for room (raise OrchestratorConfig::timers_max)");
+        }
+        let mut waiting = std::mem::take(&mut self.timers_waiting);
+        waiting.extend(refused);
+        if !cancelled.is_empty() {
+            let cancelled: std::collections::HashSet<(&SagaId, crate::saga::SagaTimer)> =
+                cancelled.iter().map(|(id, timer)| (id, *timer)).collect();
+            waiting.retain(|timer| !cancelled.contains(&(&timer.id.0, timer.id.1)));
+        }
+        for timer in waiting {
             let (id, saga_timer) = timer.id;
-            if cancelled.iter().any(|(c, t)| *c == id && *t == saga_timer) {
-                continue;
-            }
             if let Err(full) = self.timers.set(id, saga_timer, timer.due) {
-                self.timers_refused += 1;
-                let (id, saga_timer) = full.timer.id;
-                tracing::error!(saga = %id, timer = %saga_timer, limit = full.capacity, "the shard's timer queue is full: a running saga's timer was not set; it is set again when the orchestrator restarts (raise OrchestratorConfig::timers_max)");
+                self.timers_waiting.push(full.timer);
             }
         }
     }

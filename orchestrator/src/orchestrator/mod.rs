@@ -66,8 +66,8 @@ pub struct OrchestratorConfig {
     /// Timers pending at once (step timeouts, retries, deadlines; split evenly between
     /// shards). A start that would find its shard's timers within a sixteenth of full is
     /// refused with [`Error::Full`], so that running sagas keep room for their next
-    /// timers; a running saga's timer refused all the same is logged and counted in
-    /// [`Stats::timers_refused`], and set again when the orchestrator restarts.
+    /// timers; a running saga's timer that finds the queue full all the same waits for
+    /// room (logged, counted in [`Stats::timers_refused`]) and is never dropped.
     pub timers_max: usize,
     /// Whether every transition is published on the bus as `saga.*` (needs a bus).
     pub publish_transitions: bool,
@@ -110,9 +110,9 @@ pub struct Stats {
     /// Timers set (timeouts, retries, deadlines): cancelled ones are not counted, nor
     /// kept.
     pub timers: usize,
-    /// Timers of running sagas that could not be set because the shard held
-    /// `timers_max` already (since start). Each such saga waits for an answer or an
-    /// operator, or for a restart, which sets its timers again.
+    /// Timers of running sagas that found the shard's queue full (`timers_max`) since
+    /// start. None is dropped: each waits and is set as soon as a timer fires or is
+    /// cancelled, so its saga only runs late.
     pub timers_refused: u64,
     /// Calls out, awaiting their answers.
     pub calls_in_flight: usize,

@@ -1,8 +1,9 @@
 //! The orchestrator's pending timers: keel-core's [`TimerQueue`] keyed by saga and timer.
 //!
-//! Cancelling a timer removes it at once, so memory follows the timers that are live,
+//! Cancelling a timer removes it at once, so the queue holds the timers that are live,
 //! not the deadlines they were set for: a saga with a one-day deadline that finishes in
-//! a second frees its timer then. Rescheduling a timer replaces it. A timer that fires
+//! a second frees its timer's slot then (the slots are reused, not given back: memory
+//! follows the most timers ever pending at once). Rescheduling a timer replaces it. A timer that fires
 //! for a saga that has meanwhile finished is ignored by the engine. The queue is
 //! bounded (`OrchestratorConfig::timers_max`, split between the shards): setting a new
 //! timer into a full queue is refused with [`QueueFull`], for the driver to report.

@@ -321,8 +321,9 @@ pub enum Transition {
         step: u16,
         /// The attempt.
         attempt: u16,
-        /// What kind of failure.
-        class: FailureKind,
+        /// What kind of failure (`class` in records of schema 1, which still read).
+        #[serde(alias = "class")]
+        kind: FailureKind,
         /// What went wrong.
         reason: String,
         /// When the next attempt starts; `None` when the step has failed for good.
@@ -508,6 +509,34 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_recorded_with_the_old_failure_shape_still_reads() {
+        let event = SagaEvent::Answered {
+            step: 1,
+            phase: Phase::Action,
+            attempt: 2,
+            answer: Answer::Failed(
+                Failure::transient("503").retry_after(std::time::Duration::from_millis(250)),
+            ),
+        };
+        let now = serde_json::to_string(&event).expect("serialises");
+        assert!(now.contains(r#""kind":"transient""#), "{now}");
+        // Schema 1 named the kind `class` and wrote a null hint.
+        let old = now.replace(r#""kind":"#, r#""class":"#);
+        let unhinted = old.replace(r#""retry_after_ms":250"#, r#""retry_after_ms":null"#);
+        let back: SagaEvent = serde_json::from_str(&old).expect("the old shape reads");
+        assert_eq!(back, event);
+        let back: SagaEvent = serde_json::from_str(&unhinted).expect("a null hint reads");
+        let SagaEvent::Answered {
+            answer: Answer::Failed(failure),
+            ..
+        } = back
+        else {
+            panic!("not a failed answer: {back:?}");
+        };
+        assert_eq!(failure, Failure::transient("503"));
+    }
 
     #[test]
     fn timer_names_round_trip() {

@@ -299,7 +299,7 @@ impl Step<'_> {
         st.error = Some(reason.as_str().into());
         let decision = if keep_trying {
             let budget = u32::from(attempt - st.budget_from);
-            policy.decide(budget, class, retry_after, seed)
+            saga_decision(&policy, budget, class, retry_after, seed)
         } else {
             RetryDecision::GiveUp
         };
@@ -318,7 +318,7 @@ impl Step<'_> {
             self.out.transitions.push(Transition::StepFailed {
                 step,
                 attempt,
-                class,
+                kind: class,
                 reason,
                 retry_in_ms: Some(delay_ms),
             });
@@ -329,7 +329,7 @@ impl Step<'_> {
         self.out.transitions.push(Transition::StepFailed {
             step,
             attempt,
-            class,
+            kind: class,
             reason: reason.clone(),
             retry_in_ms: None,
         });
@@ -432,7 +432,8 @@ impl Step<'_> {
         // Undoing is not optional: every class is retried but a permanent refusal,
         // which no number of retries will change.
         let budget = attempt - st.budget_from;
-        let decision = policy.retry_on(FailureKinds::RETRYABLE).decide(
+        let decision = saga_decision(
+            &policy.retry_on(FailureKinds::RETRYABLE),
             u32::from(budget),
             class,
             retry_after,
@@ -770,7 +771,60 @@ fn cancel_attempt_timers(out: &mut Output, step: u16, phase: Phase, st: &StepSta
     }
 }
 
+/// The retry policy's decision for a saga step: whether to retry is the policy's alone; a
+/// `Retry-After` hint only lengthens the wait, however long it is (the policy's
+/// `retry_after_max` does not make a saga give up). Replay depends on it: a saga log
+/// records the status each answer led to, and logs written before the policy was shared
+/// waited for any hint.
+fn saga_decision(
+    policy: &keel_core::RetryPolicy,
+    attempt: u32,
+    kind: FailureKind,
+    retry_after: Option<Duration>,
+    seed: u64,
+) -> RetryDecision {
+    match policy.decide(attempt, kind, None, seed) {
+        RetryDecision::RetryAfter(wait) => {
+            RetryDecision::RetryAfter(wait.max(retry_after.unwrap_or_default()))
+        }
+        RetryDecision::GiveUp => RetryDecision::GiveUp,
+    }
+}
+
 /// A wait in whole milliseconds, as saga timers and transitions keep it.
 fn millis(delay: Duration) -> u64 {
     u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_retry_after_lengthens_a_saga_wait_and_never_ends_the_retries() {
+        let policy = keel_core::RetryPolicy::exponential().without_jitter();
+        let two_hours = Duration::from_secs(7_200);
+        assert_eq!(
+            saga_decision(&policy, 1, FailureKind::Transient, Some(two_hours), 0),
+            RetryDecision::RetryAfter(two_hours)
+        );
+        assert_eq!(
+            saga_decision(
+                &policy,
+                1,
+                FailureKind::Transient,
+                Some(Duration::from_millis(1)),
+                0
+            ),
+            RetryDecision::RetryAfter(Duration::from_millis(100))
+        );
+        assert_eq!(
+            saga_decision(&policy, 3, FailureKind::Transient, Some(two_hours), 0),
+            RetryDecision::GiveUp
+        );
+        assert_eq!(
+            saga_decision(&policy, 1, FailureKind::Permanent, Some(two_hours), 0),
+            RetryDecision::GiveUp
+        );
+    }
 }
