@@ -154,6 +154,42 @@ pub enum Error {
         /// The version that came.
         actual: u64,
     },
+
+    /// An instance with this id is running already.
+    #[error("instance `{instance}` exists already: pick another id, or send it an event instead")]
+    InstanceExists {
+        /// The instance's id.
+        instance: String,
+    },
+
+    /// No instance with this id is held: it was never started, or it finished.
+    #[error("instance `{instance}` is not running: it was never started, or it finished")]
+    UnknownInstance {
+        /// The instance's id.
+        instance: String,
+    },
+
+    /// A record of an instance's log cannot be encoded or decoded.
+    #[error("record {version} of instance `{instance}` is unreadable: {reason}")]
+    RecordDecode {
+        /// The instance's id.
+        instance: String,
+        /// The record's version in the instance's log.
+        version: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Replaying an instance's log does not give what the live run recorded.
+    #[error("replaying record {version} of instance `{instance}` diverges from the log: {reason}")]
+    Diverged {
+        /// The instance's id.
+        instance: String,
+        /// The first record that diverges.
+        version: u64,
+        /// How it diverges.
+        reason: String,
+    },
 }
 
 /// `Result` with [`Error`] as the error type.

@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -263,6 +264,42 @@ impl FromStr for IntentId {
             causation: causation.parse().map_err(|_| invalid())?,
             position: position.parse().map_err(|_| invalid())?,
         })
+    }
+}
+
+/// The id of a reducer instance, unique among the instances of its reducer: `order-42`.
+///
+/// Shared (`Arc<str>`): the driver and the runtime hand it to every call an instance makes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstanceId(Arc<str>);
+
+impl InstanceId {
+    /// Wraps a name.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self(name.into())
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for InstanceId {
+    fn from(name: &str) -> Self {
+        Self::new(name)
+    }
+}
+
+impl From<String> for InstanceId {
+    fn from(name: String) -> Self {
+        Self::new(name)
     }
 }
 

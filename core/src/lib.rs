@@ -57,6 +57,7 @@
 pub mod aggregate;
 pub mod base64;
 pub mod cloudevents;
+pub mod driver;
 pub mod envelope;
 pub mod error;
 pub mod id;
@@ -76,7 +77,7 @@ pub use aggregate::{
 };
 pub use envelope::{Envelope, EnvelopeBuilder, EventType, MetaValue, Payload, Priority};
 pub use error::{Error, Result};
-pub use id::{CausationId, CorrelationId, EventId, IntentId, StreamId, TimerId};
+pub use id::{CausationId, CorrelationId, EventId, InstanceId, IntentId, StreamId, TimerId};
 pub use intent::{ExpectedVersion, HttpBody, HttpMethod, HttpRequest, Intent, IntentKind};
 pub use machine::{Effect, Guard, Machine, MachineState};
 pub use outcome::{Failure, FailureKind, Outcome, OutcomeResult};

@@ -126,36 +126,6 @@ impl Call {
     }
 }
 
-/// The id of a reducer instance within a runtime: `order-42`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct InstanceId(Arc<str>);
-
-impl InstanceId {
-    /// Wraps a name.
-    pub fn new(name: impl Into<Arc<str>>) -> Self {
-        Self(name.into())
-    }
-
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for InstanceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for InstanceId {
-    fn from(name: &str) -> Self {
-        Self::new(name)
-    }
-}
-
-impl From<String> for InstanceId {
-    fn from(name: String) -> Self {
-        Self::new(name)
-    }
-}
+/// The id of a reducer instance. Defined in `keel-core`, where the durable driver keys
+/// its instances by it.
+pub use keel_core::InstanceId;

@@ -1,0 +1,953 @@
+//! The durable driver: many instances of one reducer, each with a log that is its outbox.
+//!
+//! Sans-IO like the reducer it runs: no store, no clock, no tasks. A shell (the tokio
+//! one in `keel-effects`, or a test's simulation) feeds it events, commits the records
+//! it produces and performs the intents those records caused; the crate docs give the
+//! contract step by step (see [the driver contract](crate#the-driver-contract)).
+//!
+//! What the driver keeps per instance is the reducer's state plus two things the reducer
+//! does not have to track itself: the intents in flight (emitted, outcome not yet
+//! recorded) and the pending timers. Both are rebuilt by replaying the log, so a restart
+//! performs again exactly what was in flight, under the same ids, and re-arms each timer
+//! for the time it was set for.
+//!
+//! ```
+//! use keel_core::driver::{Driver, Durable, Status};
+//! use keel_core::{Input, Intent, IntentKind, Outcome, Reducer, Timestamp, TimerId};
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// Counts up to three, one tick a second.
+//! struct Countdown;
+//!
+//! #[derive(Clone, Serialize, Deserialize)]
+//! enum Event { Go, Done(Outcome) }
+//! impl From<Outcome> for Event {
+//!     fn from(outcome: Outcome) -> Self { Event::Done(outcome) }
+//! }
+//!
+//! impl Reducer for Countdown {
+//!     type State = u32;
+//!     type Action = Input<Event>;
+//!     fn reduce_into(&self, ticks: &mut u32, action: Input<Event>, intents: &mut Vec<Intent>) {
+//!         if matches!(action.body, Event::Done(_)) {
+//!             *ticks += 1;
+//!         }
+//!         if *ticks < 3 {
+//!             let due = action.now.plus_millis(1_000);
+//!             let timer = TimerId::from_static("tick");
+//!             action.cause.emitter(intents).emit(IntentKind::ScheduleTimer { timer, due });
+//!         }
+//!     }
+//! }
+//!
+//! impl Durable for Countdown {
+//!     type Event = Event;
+//!     fn kind(&self) -> &str { "countdown" }
+//!     fn status(&self, ticks: &u32) -> Status {
+//!         if *ticks < 3 { Status::Running } else { Status::Finished }
+//!     }
+//! }
+//!
+//! let mut driver = Driver::new(Countdown).unwrap();
+//! let id = "c-1".into();
+//! driver.start(&id, 0, Event::Go, Timestamp::UNIX_EPOCH).unwrap();
+//! let batch = driver.take_batch();
+//! assert_eq!(batch.record_count(), 1);
+//! // Commit `batch.appends`, then set `batch.timers`; when one fires:
+//! let (timer, intent) = match &batch.timers[0].1 {
+//!     keel_core::driver::TimerChange::Set { timer, intent, .. } => (timer.clone(), *intent),
+//!     _ => unreachable!(),
+//! };
+//! assert!(driver.fire(&id, &timer, intent, Timestamp::from_unix_millis(1_000)).unwrap());
+//! assert_eq!(driver.state(&id), Some(&1));
+//! ```
+
+mod record;
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use record::{RECORD_SCHEMA, RECORD_SOURCE, RECORD_TYPE, Record, RecordStep, Snapshot};
+
+use crate::envelope::Envelope;
+use crate::error::Error;
+use crate::id::{CausationId, CorrelationId, EventId, InstanceId, IntentId, StreamId, TimerId};
+use crate::intent::{Intent, IntentKind};
+use crate::outcome::{Outcome, OutcomeResult};
+use crate::reducer::{Cause, Input, Reducer};
+use crate::time::Timestamp;
+
+/// How often a record carries a snapshot of its instance, unless the reducer says.
+pub const SNAPSHOT_EVERY_DEFAULT: u64 = 100;
+
+/// The most intents one step may emit, unless [`Driver::set_intents_per_step_max`] says.
+pub const INTENTS_PER_STEP_MAX_DEFAULT: usize = 1_024;
+
+/// The longest instance id, in bytes.
+pub const INSTANCE_ID_BYTES_MAX: usize = 200;
+
+/// The longest reducer kind, in bytes.
+pub const KIND_BYTES_MAX: usize = 64;
+
+/// A reducer the driver can run durably: its state and events serialise, outcomes of
+/// its intents come back to it as events, and it says when an instance has ended.
+pub trait Durable:
+    Reducer<State: Clone + Serialize + DeserializeOwned, Action = Input<<Self as Durable>::Event>>
+{
+    /// What the instances react to; an intent's outcome becomes one.
+    type Event: From<Outcome> + Clone + Serialize + DeserializeOwned;
+
+    /// The name of this kind of instance (`equipment`), recorded in each instance's
+    /// first record and prefixed to its stream: lowercase ASCII letters, digits and
+    /// `._`, at most [`KIND_BYTES_MAX`] bytes.
+    fn kind(&self) -> &str;
+
+    /// Where an instance stands: running, parked for an operator with a reason, or
+    /// finished (then the driver drops it from memory; its log stays).
+    fn status(&self, state: &Self::State) -> Status;
+
+    /// Every how many records one carries a snapshot of the instance (0: never), so a
+    /// restore reads from there. Default [`SNAPSHOT_EVERY_DEFAULT`].
+    fn snapshot_every(&self) -> u64 {
+        SNAPSHOT_EVERY_DEFAULT
+    }
+}
+
+/// Where an instance stands, as its reducer says after each step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// It goes on by itself: events, outcomes and timers move it.
+    Running,
+    /// It waits for an operator; the reason says what for. It still takes events (an
+    /// operator's decision is one).
+    Parked {
+        /// What the operator is asked to look at.
+        reason: String,
+    },
+    /// It ended. The driver drops it; later outcomes and events for it are refused.
+    Finished,
+}
+
+impl Status {
+    /// Whether the instance ended.
+    pub const fn is_finished(&self) -> bool {
+        matches!(self, Self::Finished)
+    }
+
+    /// Whether the instance is parked for an operator.
+    pub const fn is_parked(&self) -> bool {
+        matches!(self, Self::Parked { .. })
+    }
+
+    /// A lowercase name: `running`, `parked`, `finished`.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Parked { .. } => "parked",
+            Self::Finished => "finished",
+        }
+    }
+}
+
+/// The records one instance appends in a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Append {
+    /// The instance.
+    pub instance: InstanceId,
+    /// Its stream ([`Driver::stream`]).
+    pub stream: StreamId,
+    /// The stream version the append expects (0: the stream must not exist).
+    pub expected: u64,
+    /// The records, in order.
+    pub records: Vec<Envelope>,
+}
+
+/// A change to an instance's pending timers, in the order the steps made them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimerChange {
+    /// Set (or reset) the timer for `due`; fire it with [`Driver::fire`] and `intent`.
+    Set {
+        /// The timer's name within the instance.
+        timer: TimerId,
+        /// When it is due.
+        due: Timestamp,
+        /// The intent that set it: a stale firing (of a timer set again since) names
+        /// another and is refused.
+        intent: IntentId,
+    },
+    /// Drop the timer if it is pending.
+    Cancel {
+        /// The timer's name within the instance.
+        timer: TimerId,
+    },
+}
+
+/// What to commit, then what to do once it is committed.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Records to append, one entry per instance. Commit them all before anything else.
+    pub appends: Vec<Append>,
+    /// Intents to perform, once the appends are committed; report each outcome with
+    /// [`Driver::outcome`].
+    pub perform: Vec<(InstanceId, Intent)>,
+    /// Timer changes, in order, once the appends are committed.
+    pub timers: Vec<(InstanceId, TimerChange)>,
+    /// Instances that came to rest (finished or parked) in this batch.
+    pub settled: Vec<(InstanceId, Status)>,
+    /// Instances whose record at this version carries a snapshot.
+    pub snapshots: Vec<(InstanceId, u64)>,
+}
+
+impl Batch {
+    /// Whether there is nothing to commit or do.
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty()
+            && self.perform.is_empty()
+            && self.timers.is_empty()
+            && self.settled.is_empty()
+    }
+
+    /// How many records it appends.
+    pub fn record_count(&self) -> usize {
+        self.appends.iter().map(|append| append.records.len()).sum()
+    }
+}
+
+/// Which record a [point-in-time rebuild](Driver::rebuild) stops at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// The last record.
+    Latest,
+    /// Record `version`, or the last before it if the log is shorter.
+    Version(u64),
+    /// The last record written at or before this time.
+    Time(Timestamp),
+}
+
+/// An instance as rebuilt from its log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rebuilt<S> {
+    /// The state, intents in flight and pending timers.
+    pub instance: Snapshot<S>,
+    /// The version of the last record folded in.
+    pub version: u64,
+    /// When that record was written.
+    pub time: Timestamp,
+    /// The status it recorded.
+    pub status: Status,
+}
+
+/// One instance the driver holds.
+#[derive(Debug)]
+struct Live<S> {
+    state: S,
+    correlation: CorrelationId,
+    /// Records in its log, committed or in the current batch.
+    version: u64,
+    status: Status,
+    in_flight: BTreeMap<IntentId, Intent>,
+    timers: BTreeMap<TimerId, (Timestamp, IntentId)>,
+}
+
+impl<S: Clone> Live<S> {
+    fn new(state: S, correlation: CorrelationId) -> Self {
+        Self {
+            state,
+            correlation,
+            version: 0,
+            status: Status::Running,
+            in_flight: BTreeMap::new(),
+            timers: BTreeMap::new(),
+        }
+    }
+
+    fn from_snapshot(snapshot: Snapshot<S>, correlation: CorrelationId, version: u64) -> Self {
+        Self {
+            state: snapshot.state,
+            correlation,
+            version,
+            status: Status::Running,
+            in_flight: snapshot
+                .in_flight
+                .into_iter()
+                .map(|intent| (intent.id, intent))
+                .collect(),
+            timers: snapshot
+                .timers
+                .into_iter()
+                .map(|(timer, due, intent)| (timer, (due, intent)))
+                .collect(),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot<S> {
+        Snapshot {
+            state: self.state.clone(),
+            in_flight: self.in_flight.values().cloned().collect(),
+            timers: self
+                .timers
+                .iter()
+                .map(|(timer, (due, intent))| (timer.clone(), *due, *intent))
+                .collect(),
+        }
+    }
+}
+
+/// Many instances of one durable reducer, and the batch being built.
+///
+/// Instances are held in id order ([`BTreeMap`]): the same inputs give the same batches,
+/// record for record, whatever the platform's hasher.
+#[derive(Debug)]
+pub struct Driver<R: Durable> {
+    reducer: R,
+    live: BTreeMap<InstanceId, Live<R::State>>,
+    batch: Batch,
+    /// Where each instance's append sits in `batch.appends`.
+    appending: BTreeMap<InstanceId, usize>,
+    /// Instances that finished in the current batch: dropped when it is taken.
+    finished: Vec<InstanceId>,
+    scratch: Vec<Intent>,
+    intents_per_step_max: usize,
+    retain_finished: bool,
+}
+
+impl<R: Durable> Driver<R> {
+    /// A driver of `reducer`'s instances, holding none yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`] if the reducer's [`kind`](Durable::kind) is not a valid name.
+    pub fn new(reducer: R) -> Result<Self, Error> {
+        check_kind(reducer.kind())?;
+        Ok(Self {
+            reducer,
+            live: BTreeMap::new(),
+            batch: Batch::default(),
+            appending: BTreeMap::new(),
+            finished: Vec::new(),
+            scratch: Vec::new(),
+            intents_per_step_max: INTENTS_PER_STEP_MAX_DEFAULT,
+            retain_finished: false,
+        })
+    }
+
+    /// The reducer.
+    pub fn reducer(&self) -> &R {
+        &self.reducer
+    }
+
+    /// Sets the most intents one step may emit (at least 1).
+    pub fn set_intents_per_step_max(&mut self, max: usize) {
+        self.intents_per_step_max = max.max(1);
+    }
+
+    /// Whether finished instances stay in memory (for tests and inspection).
+    pub fn set_retain_finished(&mut self, retain: bool) {
+        self.retain_finished = retain;
+    }
+
+    /// The stream that holds `instance`'s log: `{kind}-{instance}`.
+    pub fn stream(&self, instance: &InstanceId) -> StreamId {
+        StreamId::from(format!("{}-{instance}", self.reducer.kind()))
+    }
+
+    /// The instance whose log `stream` is, if it is one of this reducer's.
+    pub fn instance_of(&self, stream: &StreamId) -> Option<InstanceId> {
+        let rest = stream.as_str().strip_prefix(self.reducer.kind())?;
+        let id = rest.strip_prefix('-')?;
+        check_instance(id).ok()?;
+        Some(InstanceId::from(id))
+    }
+
+    /// Starts instance `id` in `state` with `event`: its first record.
+    ///
+    /// An instance that finished earlier is not held here; its id is caught when the
+    /// append (which expects a new stream) conflicts.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidId`] for an id that is not 1 to [`INSTANCE_ID_BYTES_MAX`] bytes of
+    /// ASCII letters, digits and `-_.:`; [`Error::InstanceExists`] if it is held;
+    /// [`Error::TooManyIntents`] if the step emits too many (nothing is kept).
+    pub fn start(
+        &mut self,
+        id: &InstanceId,
+        state: R::State,
+        event: R::Event,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        check_instance(id.as_str())?;
+        if self.live.contains_key(id) {
+            return Err(Error::InstanceExists {
+                instance: id.to_string(),
+            });
+        }
+        let correlation = CorrelationId::of_name(self.stream(id).as_str());
+        let initial = state.clone();
+        self.live.insert(id.clone(), Live::new(state, correlation));
+        self.step(id, RecordStep::Event(event), Some(initial), now)
+    }
+
+    /// Feeds `event` to instance `id`: one record.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownInstance`] if it is not held (never started, or finished);
+    /// [`Error::TooManyIntents`] if the step emits too many: the instance is then
+    /// dropped from memory, to be [restored](Self::restore) from its log as it was.
+    pub fn handle(
+        &mut self,
+        id: &InstanceId,
+        event: R::Event,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        self.held(id)?;
+        self.step(id, RecordStep::Event(event), None, now)
+    }
+
+    /// Reports what became of intent `outcome.intent` of instance `id`; returns whether
+    /// it was in flight (and is now recorded). An outcome of an intent that is not in
+    /// flight (reported already, or from before a restart that re-sent it) is ignored:
+    /// each intent's outcome is reduced once.
+    ///
+    /// # Errors
+    ///
+    /// As [`handle`](Self::handle).
+    pub fn outcome(
+        &mut self,
+        id: &InstanceId,
+        outcome: Outcome,
+        now: Timestamp,
+    ) -> Result<bool, Error> {
+        if !self.held(id)?.in_flight.contains_key(&outcome.intent) {
+            return Ok(false);
+        }
+        self.step(id, RecordStep::Outcome(outcome), None, now)
+            .map(|()| true)
+    }
+
+    /// Fires timer `timer` of instance `id`, set by `intent`; returns whether it was
+    /// pending under that intent (and its firing is now recorded). A stale firing (the
+    /// timer was cancelled or set again since) is ignored.
+    ///
+    /// # Errors
+    ///
+    /// As [`handle`](Self::handle).
+    pub fn fire(
+        &mut self,
+        id: &InstanceId,
+        timer: &TimerId,
+        intent: IntentId,
+        now: Timestamp,
+    ) -> Result<bool, Error> {
+        let pending = self.held(id)?.timers.get(timer);
+        if pending.map(|&(_, set_by)| set_by) != Some(intent) {
+            return Ok(false);
+        }
+        let outcome = Outcome {
+            intent,
+            attempts: 0,
+            result: OutcomeResult::TimerFired {
+                timer: timer.clone(),
+            },
+        };
+        self.step(id, RecordStep::Outcome(outcome), None, now)
+            .map(|()| true)
+    }
+
+    fn held(&self, id: &InstanceId) -> Result<&Live<R::State>, Error> {
+        self.live.get(id).ok_or_else(|| Error::UnknownInstance {
+            instance: id.to_string(),
+        })
+    }
+
+    /// Reduces one step of held instance `id`, records it and adds what it caused to the
+    /// batch.
+    fn step(
+        &mut self,
+        id: &InstanceId,
+        step: RecordStep<R::Event>,
+        initial: Option<R::State>,
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        let Some(live) = self.live.get_mut(id) else {
+            return Err(Error::UnknownInstance {
+                instance: id.to_string(),
+            });
+        };
+        let before = live.status.clone();
+        advance(&self.reducer, live, &step, now, &mut self.scratch);
+        if self.scratch.len() > self.intents_per_step_max {
+            // The state has moved past what the log says: drop it, so that it is rebuilt
+            // from the log as it was.
+            self.live.remove(id);
+            return Err(Error::TooManyIntents {
+                limit: self.intents_per_step_max,
+            });
+        }
+        let every = self.reducer.snapshot_every();
+        let snapshot = (every > 0 && live.version % every == 0).then(|| live.snapshot());
+        let snapshotted = snapshot.is_some();
+        let record = Record {
+            kind: initial.is_some().then(|| self.reducer.kind().to_owned()),
+            initial,
+            step,
+            intents: u32::try_from(self.scratch.len()).unwrap_or(u32::MAX),
+            status: live.status.clone(),
+            snapshot,
+        };
+        let version = live.version;
+        let envelope = match record.encode(id, live.correlation, version, now) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                self.live.remove(id);
+                return Err(e);
+            }
+        };
+        let status = live.status.clone();
+        let slot = match self.appending.get(id) {
+            Some(&slot) => slot,
+            None => {
+                self.batch.appends.push(Append {
+                    instance: id.clone(),
+                    stream: StreamId::from(format!("{}-{id}", self.reducer.kind())),
+                    expected: version - 1,
+                    records: Vec::new(),
+                });
+                let slot = self.batch.appends.len() - 1;
+                self.appending.insert(id.clone(), slot);
+                slot
+            }
+        };
+        self.batch.appends[slot].records.push(envelope);
+        if snapshotted {
+            self.batch.snapshots.push((id.clone(), version));
+        }
+        for intent in self.scratch.drain(..) {
+            match &intent.kind {
+                IntentKind::ScheduleTimer { timer, due } => self.batch.timers.push((
+                    id.clone(),
+                    TimerChange::Set {
+                        timer: timer.clone(),
+                        due: *due,
+                        intent: intent.id,
+                    },
+                )),
+                IntentKind::CancelTimer { timer } => self.batch.timers.push((
+                    id.clone(),
+                    TimerChange::Cancel {
+                        timer: timer.clone(),
+                    },
+                )),
+                _ => self.batch.perform.push((id.clone(), intent)),
+            }
+        }
+        if status != before && (status.is_finished() || status.is_parked()) {
+            self.batch.settled.push((id.clone(), status.clone()));
+        }
+        if status.is_finished() && !self.retain_finished {
+            self.finished.push(id.clone());
+        }
+        Ok(())
+    }
+
+    /// Takes the batch built so far, leaving an empty one. Instances that finished in it
+    /// are dropped from memory now.
+    pub fn take_batch(&mut self) -> Batch {
+        self.appending.clear();
+        for id in self.finished.drain(..) {
+            // It may have been started again under the same id since it finished in
+            // this batch only if the caller ignored that its append must fail; dropping
+            // it is right either way: the store decides.
+            self.live.remove(&id);
+        }
+        std::mem::take(&mut self.batch)
+    }
+
+    /// Drops instance `id` from memory (after its append failed: the driver ran ahead of
+    /// the log). [`restore`](Self::restore) it from the store to go on.
+    pub fn forget(&mut self, id: &InstanceId) {
+        self.live.remove(id);
+    }
+
+    /// Rebuilds instance `id` from its log records `(version, envelope)`, in order,
+    /// starting at record 1 or at a record that carries a snapshot, and holds it unless
+    /// it finished (or finished instances are retained). Returns its status.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RecordDecode`] for a record that does not decode, [`Error::Diverged`]
+    /// when replaying a record gives other intents or another status than it recorded
+    /// (the reducer changed while instances were running), [`Error::UnknownInstance`]
+    /// if there are no records. The instance is then not held.
+    pub fn restore<'a>(
+        &mut self,
+        id: &InstanceId,
+        records: impl IntoIterator<Item = (u64, &'a Envelope)>,
+    ) -> Result<Status, Error> {
+        self.live.remove(id);
+        let mut status = None;
+        for (version, envelope) in records {
+            match self.restore_record(id, version, envelope) {
+                Ok(now) => status = Some(now),
+                Err(e) => {
+                    self.live.remove(id);
+                    return Err(e);
+                }
+            }
+        }
+        status.ok_or_else(|| Error::UnknownInstance {
+            instance: id.to_string(),
+        })
+    }
+
+    /// Applies one record of instance `id`'s log while rebuilding it, so that recovery
+    /// can fold a whole store in one pass without holding every record. Record 1, or a
+    /// record with a snapshot when the instance is not held, starts it; each later one
+    /// must follow the last.
+    ///
+    /// # Errors
+    ///
+    /// As [`restore`](Self::restore); the instance is dropped on a divergence.
+    pub fn restore_record(
+        &mut self,
+        id: &InstanceId,
+        version: u64,
+        envelope: &Envelope,
+    ) -> Result<Status, Error> {
+        let record = Record::<R::State, R::Event>::decode(id, version, envelope)?;
+        let correlation = CorrelationId::of_name(self.stream(id).as_str());
+        let status = match self.live.get_mut(id) {
+            None if record.snapshot.is_some() => {
+                let snapshot = record.snapshot.unwrap_or_else(|| unreachable!());
+                let live = Live::from_snapshot(snapshot, correlation, version);
+                let status = record.status;
+                self.live.insert(
+                    id.clone(),
+                    Live {
+                        status: status.clone(),
+                        ..live
+                    },
+                );
+                status
+            }
+            None => {
+                let initial = record.initial.clone().filter(|_| version == 1);
+                let Some(initial) = initial else {
+                    return Err(diverged(
+                        id,
+                        version,
+                        "the records before it are missing".into(),
+                    ));
+                };
+                let live = self
+                    .live
+                    .entry(id.clone())
+                    .or_insert(Live::new(initial, correlation));
+                replay(
+                    &self.reducer,
+                    live,
+                    id,
+                    version,
+                    envelope.time,
+                    record,
+                    &mut self.scratch,
+                )
+                .inspect_err(|_| {
+                    self.live.remove(id);
+                })?
+            }
+            Some(live) => {
+                if version != live.version + 1 {
+                    let reason = format!("it follows version {} in the log", live.version);
+                    self.live.remove(id);
+                    return Err(diverged(id, version, reason));
+                }
+                match replay(
+                    &self.reducer,
+                    live,
+                    id,
+                    version,
+                    envelope.time,
+                    record,
+                    &mut self.scratch,
+                ) {
+                    Ok(status) => status,
+                    Err(e) => {
+                        self.live.remove(id);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        if status.is_finished() && !self.retain_finished {
+            self.live.remove(id);
+        }
+        Ok(status)
+    }
+
+    /// Adds to the batch every intent in flight and every pending timer of every
+    /// instance held, in id order: what a restart must pick up again, under the ids they
+    /// had before.
+    pub fn resume(&mut self) {
+        let ids: Vec<InstanceId> = self.live.keys().cloned().collect();
+        for id in ids {
+            self.resume_one(&id);
+        }
+    }
+
+    /// Like [`resume`](Self::resume), for one instance.
+    pub fn resume_one(&mut self, id: &InstanceId) {
+        let Some(live) = self.live.get(id) else {
+            return;
+        };
+        for intent in live.in_flight.values() {
+            self.batch.perform.push((id.clone(), intent.clone()));
+        }
+        for (timer, &(due, intent)) in &live.timers {
+            let timer = timer.clone();
+            let change = TimerChange::Set { timer, due, intent };
+            self.batch.timers.push((id.clone(), change));
+        }
+    }
+
+    /// Rebuilds instance `id` as of a record or a time from its whole log, starting at
+    /// record 1, without holding it: point-in-time reconstruction. Every record is
+    /// replayed (snapshots are not trusted), so it also checks the log.
+    ///
+    /// # Errors
+    ///
+    /// As [`restore`](Self::restore); [`Error::UnknownInstance`] if no record is as old
+    /// as asked.
+    pub fn rebuild<'a>(
+        &mut self,
+        id: &InstanceId,
+        records: impl IntoIterator<Item = (u64, &'a Envelope)>,
+        as_of: AsOf,
+    ) -> Result<Rebuilt<R::State>, Error> {
+        let correlation = CorrelationId::of_name(self.stream(id).as_str());
+        let mut rebuilt: Option<(Live<R::State>, Timestamp)> = None;
+        for (version, envelope) in records {
+            let past = match as_of {
+                AsOf::Latest => false,
+                AsOf::Version(last) => version > last,
+                AsOf::Time(last) => envelope.time > last,
+            };
+            if past {
+                break;
+            }
+            let mut record = Record::<R::State, R::Event>::decode(id, version, envelope)?;
+            // Snapshots are not trusted here: the point is to check the whole log.
+            record.snapshot = None;
+            let live = match &mut rebuilt {
+                Some((live, time)) => {
+                    if version != live.version + 1 {
+                        let reason = format!("it follows version {} in the log", live.version);
+                        return Err(diverged(id, version, reason));
+                    }
+                    *time = envelope.time;
+                    live
+                }
+                None => {
+                    let initial = record.initial.clone().filter(|_| version == 1);
+                    let Some(initial) = initial else {
+                        let reason = "the records before it are missing".into();
+                        return Err(diverged(id, version, reason));
+                    };
+                    &mut rebuilt
+                        .insert((Live::new(initial, correlation), envelope.time))
+                        .0
+                }
+            };
+            replay(
+                &self.reducer,
+                live,
+                id,
+                version,
+                envelope.time,
+                record,
+                &mut self.scratch,
+            )?;
+        }
+        let (live, time) = rebuilt.ok_or_else(|| Error::UnknownInstance {
+            instance: id.to_string(),
+        })?;
+        Ok(Rebuilt {
+            instance: live.snapshot(),
+            version: live.version,
+            time,
+            status: live.status,
+        })
+    }
+
+    /// The state of instance `id`, if it is held.
+    pub fn state(&self, id: &InstanceId) -> Option<&R::State> {
+        self.live.get(id).map(|live| &live.state)
+    }
+
+    /// The status of instance `id`, if it is held.
+    pub fn status(&self, id: &InstanceId) -> Option<&Status> {
+        self.live.get(id).map(|live| &live.status)
+    }
+
+    /// The version of instance `id`'s log (records committed or in the current batch),
+    /// if it is held.
+    pub fn version(&self, id: &InstanceId) -> Option<u64> {
+        self.live.get(id).map(|live| live.version)
+    }
+
+    /// The intents of instance `id` in flight, in id order, if it is held.
+    pub fn in_flight(&self, id: &InstanceId) -> Option<impl Iterator<Item = &Intent>> {
+        self.live.get(id).map(|live| live.in_flight.values())
+    }
+
+    /// The instance `id` as a [`Snapshot`], if it is held.
+    pub fn snapshot(&self, id: &InstanceId) -> Option<Snapshot<R::State>> {
+        self.live.get(id).map(Live::snapshot)
+    }
+
+    /// The instances held, in id order.
+    pub fn instances(&self) -> impl Iterator<Item = (&InstanceId, &R::State)> {
+        self.live.iter().map(|(id, live)| (id, &live.state))
+    }
+
+    /// How many instances are held.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Whether no instance is held.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+}
+
+/// Reduces `step` on `live`: the intents it emits are left in `scratch`, the instance's
+/// intents in flight, timers, version and status move on. The one code path of a live
+/// step and a replayed one, so that replay equals live by construction.
+fn advance<R: Durable>(
+    reducer: &R,
+    live: &mut Live<R::State>,
+    step: &RecordStep<R::Event>,
+    now: Timestamp,
+    scratch: &mut Vec<Intent>,
+) {
+    let version = live.version + 1;
+    let cause = Cause::new(
+        live.correlation,
+        CausationId::from(EventId::record(live.correlation, version)),
+    );
+    let event = match step {
+        RecordStep::Event(event) => event.clone(),
+        RecordStep::Outcome(outcome) => {
+            match &outcome.result {
+                OutcomeResult::TimerFired { timer } => {
+                    live.timers.remove(timer);
+                }
+                _ => {
+                    live.in_flight.remove(&outcome.intent);
+                }
+            }
+            R::Event::from(outcome.clone())
+        }
+    };
+    scratch.clear();
+    reducer.reduce_into(&mut live.state, Input::new(cause, now, event), scratch);
+    for intent in scratch.iter() {
+        match &intent.kind {
+            IntentKind::ScheduleTimer { timer, due } => {
+                live.timers.insert(timer.clone(), (*due, intent.id));
+            }
+            IntentKind::CancelTimer { timer } => {
+                live.timers.remove(timer);
+            }
+            _ => {
+                live.in_flight.insert(intent.id, intent.clone());
+            }
+        }
+    }
+    live.version = version;
+    live.status = reducer.status(&live.state);
+}
+
+/// Replays `record` (version `version`) on `live` and checks that it gives what was
+/// recorded.
+fn replay<R: Durable>(
+    reducer: &R,
+    live: &mut Live<R::State>,
+    id: &InstanceId,
+    version: u64,
+    time: Timestamp,
+    record: Record<R::State, R::Event>,
+    scratch: &mut Vec<Intent>,
+) -> Result<Status, Error> {
+    advance(reducer, live, &record.step, time, scratch);
+    let emitted = u32::try_from(scratch.len()).unwrap_or(u32::MAX);
+    scratch.clear();
+    if emitted != record.intents {
+        let reason = format!(
+            "replaying it emits {emitted} intents where the log recorded {}: was the reducer changed while instances were running?",
+            record.intents
+        );
+        return Err(diverged(id, version, reason));
+    }
+    if live.status != record.status {
+        let reason = format!(
+            "replaying it gives status `{}` where the log recorded `{}`: was the reducer changed while instances were running?",
+            live.status.name(),
+            record.status.name()
+        );
+        return Err(diverged(id, version, reason));
+    }
+    Ok(live.status.clone())
+}
+
+fn diverged(id: &InstanceId, version: u64, reason: String) -> Error {
+    Error::Diverged {
+        instance: id.to_string(),
+        version,
+        reason,
+    }
+}
+
+/// Checks an instance id: 1 to [`INSTANCE_ID_BYTES_MAX`] bytes of ASCII letters, digits
+/// and `-_.:`, so that it can stand in a stream name and a URL path.
+fn check_instance(id: &str) -> Result<(), Error> {
+    let reason = if id.is_empty() || id.len() > INSTANCE_ID_BYTES_MAX {
+        "an instance id is 1 to 200 bytes long"
+    } else if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        "an instance id holds ASCII letters, digits and `-_.:` only"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidId {
+        value: id.chars().take(INSTANCE_ID_BYTES_MAX).collect(),
+        reason,
+    })
+}
+
+/// Checks a reducer kind: 1 to [`KIND_BYTES_MAX`] bytes of lowercase ASCII letters,
+/// digits and `._`, with no `-` (it ends the kind in a stream name).
+fn check_kind(kind: &str) -> Result<(), Error> {
+    let valid = !kind.is_empty()
+        && kind.len() <= KIND_BYTES_MAX
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._".contains(&b));
+    if valid {
+        return Ok(());
+    }
+    Err(Error::InvalidId {
+        value: kind.chars().take(KIND_BYTES_MAX).collect(),
+        reason: "a reducer kind is 1 to 64 bytes of lowercase ASCII letters, digits and `._`",
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,420 @@
+use super::*;
+use crate::outcome::Failure;
+
+/// A pump that is switched on, checked every second by a call, and parked after two
+/// failed checks in a row; switched off, it finishes.
+struct Pump {
+    /// Intents its `Flood` event emits, to test the bound.
+    flood: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Event {
+    On,
+    Flood,
+    Off,
+    Done(Outcome),
+}
+
+impl From<Outcome> for Event {
+    fn from(outcome: Outcome) -> Self {
+        Self::Done(outcome)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct PumpState {
+    checks: u32,
+    failures: u32,
+    off: bool,
+}
+
+impl Reducer for Pump {
+    type State = PumpState;
+    type Action = Input<Event>;
+
+    fn reduce_into(&self, state: &mut PumpState, action: Input<Event>, intents: &mut Vec<Intent>) {
+        let mut out = action.cause.emitter(intents);
+        let tick = TimerId::from_static("tick");
+        match action.body {
+            Event::On => {
+                out.emit(IntentKind::ScheduleTimer {
+                    timer: tick,
+                    due: action.now.plus_millis(1_000),
+                });
+            }
+            Event::Flood => {
+                for _ in 0..self.flood {
+                    out.emit(custom("pump.noop"));
+                }
+            }
+            Event::Off => {
+                state.off = true;
+                out.emit(IntentKind::CancelTimer { timer: tick });
+            }
+            Event::Done(outcome) => match outcome.result {
+                OutcomeResult::TimerFired { .. } => {
+                    state.checks += 1;
+                    out.emit(custom("pump.check"));
+                }
+                OutcomeResult::Succeeded { .. } => {
+                    state.failures = 0;
+                    out.emit(IntentKind::ScheduleTimer {
+                        timer: tick,
+                        due: action.now.plus_millis(1_000),
+                    });
+                }
+                _ => {
+                    state.failures += 1;
+                    if state.failures < 2 {
+                        out.emit(IntentKind::ScheduleTimer {
+                            timer: tick,
+                            due: action.now.plus_millis(1_000),
+                        });
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl Durable for Pump {
+    type Event = Event;
+
+    fn kind(&self) -> &str {
+        "pump"
+    }
+
+    fn status(&self, state: &PumpState) -> Status {
+        if state.off {
+            Status::Finished
+        } else if state.failures >= 2 {
+            Status::Parked {
+                reason: "two checks failed in a row".into(),
+            }
+        } else {
+            Status::Running
+        }
+    }
+
+    fn snapshot_every(&self) -> u64 {
+        4
+    }
+}
+
+fn custom(name: &'static str) -> IntentKind {
+    IntentKind::Custom {
+        name: crate::envelope::EventType::from_static(name),
+        payload: serde_json::Value::Null,
+    }
+}
+
+fn at(millis: i64) -> Timestamp {
+    Timestamp::from_unix_millis(millis)
+}
+
+fn driver() -> Driver<Pump> {
+    Driver::new(Pump { flood: 3 }).expect("`pump` is a valid kind")
+}
+
+/// The log as a store would keep it: every record of every batch, by instance.
+#[derive(Default)]
+struct Log {
+    records: BTreeMap<InstanceId, Vec<Envelope>>,
+}
+
+impl Log {
+    fn commit(&mut self, batch: &Batch) {
+        for append in &batch.appends {
+            let records = self.records.entry(append.instance.clone()).or_default();
+            assert_eq!(
+                records.len() as u64,
+                append.expected,
+                "appends follow the log"
+            );
+            records.extend(append.records.iter().cloned());
+        }
+    }
+
+    fn of(&self, id: &InstanceId) -> impl Iterator<Item = (u64, &Envelope)> {
+        self.records[id].iter().zip(1..).map(|(e, v)| (v, e))
+    }
+}
+
+fn timer_set(batch: &Batch) -> (TimerId, IntentId, Timestamp) {
+    batch
+        .timers
+        .iter()
+        .find_map(|(_, change)| match change {
+            TimerChange::Set { timer, due, intent } => Some((timer.clone(), *intent, *due)),
+            TimerChange::Cancel { .. } => None,
+        })
+        .expect("the batch sets a timer")
+}
+
+/// Runs the pump through on, two checks (one failing) and a third check in flight.
+fn run_to_a_check_in_flight(driver: &mut Driver<Pump>, log: &mut Log) -> InstanceId {
+    let id = InstanceId::from("p-1");
+    driver
+        .start(&id, PumpState::default(), Event::On, at(0))
+        .unwrap();
+    let mut batch = driver.take_batch();
+    log.commit(&batch);
+    for (round, answer) in [(1, Ok(())), (2, Err(())), (3, Ok(()))] {
+        let (timer, intent, due) = timer_set(&batch);
+        if round == 1 {
+            assert_eq!(due, at(1_000));
+        }
+        assert!(driver.fire(&id, &timer, intent, due).unwrap());
+        batch = driver.take_batch();
+        log.commit(&batch);
+        let (_, check) = batch.perform[0].clone();
+        if round == 3 {
+            break;
+        }
+        let result = match answer {
+            Ok(()) => OutcomeResult::Succeeded {
+                value: serde_json::Value::Null,
+            },
+            Err(()) => OutcomeResult::Failed(Failure::transient("pump offline")),
+        };
+        let outcome = Outcome {
+            intent: check.id,
+            attempts: 1,
+            result,
+        };
+        assert!(driver.outcome(&id, outcome, due.plus_millis(10)).unwrap());
+        batch = driver.take_batch();
+        log.commit(&batch);
+    }
+    id
+}
+
+#[test]
+fn nothing_is_performed_that_its_record_does_not_determine() {
+    let mut driver = driver();
+    let id = InstanceId::from("p-1");
+    driver
+        .start(&id, PumpState::default(), Event::On, at(0))
+        .unwrap();
+    let batch = driver.take_batch();
+    assert_eq!(batch.record_count(), 1);
+    assert_eq!(batch.appends[0].stream.as_str(), "pump-p-1");
+    assert_eq!(batch.appends[0].expected, 0);
+    assert!(batch.perform.is_empty());
+    let (timer, intent, due) = timer_set(&batch);
+    assert_eq!(due, at(1_000));
+    // The timer's intent id derives from the record's id: the same on every replay.
+    let correlation = CorrelationId::of_name("pump-p-1");
+    let record = EventId::record(correlation, 1);
+    assert_eq!(intent, IntentId::new(correlation, record.into(), 0));
+    assert!(driver.fire(&id, &timer, intent, due).unwrap());
+    let batch = driver.take_batch();
+    assert_eq!(batch.appends[0].expected, 1);
+    assert_eq!(batch.perform.len(), 1, "the check, caused by record 2");
+}
+
+#[test]
+fn an_outcome_is_reduced_once_and_a_stale_timer_is_ignored() {
+    let mut driver = driver();
+    let mut log = Log::default();
+    let id = run_to_a_check_in_flight(&mut driver, &mut log);
+    let check = driver.in_flight(&id).unwrap().next().unwrap().clone();
+    let answer = Outcome {
+        intent: check.id,
+        attempts: 1,
+        result: OutcomeResult::Succeeded {
+            value: serde_json::Value::Null,
+        },
+    };
+    assert!(driver.outcome(&id, answer.clone(), at(3_100)).unwrap());
+    assert!(
+        !driver.outcome(&id, answer, at(3_200)).unwrap(),
+        "a repeat is ignored"
+    );
+    let version = driver.version(&id).unwrap();
+    let stale = IntentId::new(CorrelationId::from_u128(1), CausationId::from_u128(2), 0);
+    let tick = TimerId::from_static("tick");
+    assert!(!driver.fire(&id, &tick, stale, at(9_000)).unwrap());
+    assert_eq!(driver.version(&id), Some(version), "nothing was recorded");
+}
+
+#[test]
+fn a_restore_rebuilds_state_in_flight_intents_and_timers_and_resumes_them() {
+    let mut live = driver();
+    let mut log = Log::default();
+    let id = run_to_a_check_in_flight(&mut live, &mut log);
+    let mut restored = driver();
+    let status = restored.restore(&id, log.of(&id)).unwrap();
+    assert_eq!(status, Status::Running);
+    assert_eq!(restored.snapshot(&id), live.snapshot(&id));
+    assert_eq!(restored.version(&id), live.version(&id));
+    restored.resume();
+    let batch = restored.take_batch();
+    assert!(batch.appends.is_empty(), "resuming records nothing");
+    let in_flight: Vec<Intent> = live.in_flight(&id).unwrap().cloned().collect();
+    let resent: Vec<Intent> = batch.perform.into_iter().map(|(_, i)| i).collect();
+    assert_eq!(resent, in_flight, "the same intents, under the same ids");
+}
+
+#[test]
+fn a_restore_from_a_snapshot_gives_what_a_restore_from_the_start_gives() {
+    let mut live = driver();
+    let mut log = Log::default();
+    let id = run_to_a_check_in_flight(&mut live, &mut log);
+    let records: Vec<(u64, &Envelope)> = log.of(&id).collect();
+    assert!(records.len() > 4);
+    let decoded = Record::<PumpState, Event>::decode(&id, 4, records[3].1).unwrap();
+    assert!(
+        decoded.snapshot.is_some(),
+        "every fourth record carries one"
+    );
+    let mut from_snapshot = driver();
+    from_snapshot
+        .restore(&id, records[3..].iter().copied())
+        .unwrap();
+    assert_eq!(from_snapshot.snapshot(&id), live.snapshot(&id));
+    let mut from_the_middle = driver();
+    let refused = from_the_middle.restore(&id, records[4..].iter().copied());
+    assert!(
+        matches!(refused, Err(Error::Diverged { version: 5, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(from_the_middle.len(), 0);
+}
+
+#[test]
+fn an_instance_is_rebuilt_as_of_a_record_or_a_time() {
+    let mut live = driver();
+    let mut log = Log::default();
+    let id = run_to_a_check_in_flight(&mut live, &mut log);
+    let mut driver = driver();
+    let first = driver.rebuild(&id, log.of(&id), AsOf::Version(1)).unwrap();
+    assert_eq!((first.version, first.instance.state.checks), (1, 0));
+    // Records 2 and 3: the first check fired at 1.000 s and answered at 1.010 s.
+    let at_1_5 = driver
+        .rebuild(&id, log.of(&id), AsOf::Time(at(1_500)))
+        .unwrap();
+    assert_eq!((at_1_5.version, at_1_5.instance.state.checks), (3, 1));
+    let latest = driver.rebuild(&id, log.of(&id), AsOf::Latest).unwrap();
+    assert_eq!(Some(latest.instance), live.snapshot(&id));
+    assert!(driver.is_empty(), "a rebuild holds nothing");
+}
+
+#[test]
+fn a_reducer_changed_under_running_instances_is_caught_at_the_first_record_that_differs() {
+    let mut live = driver();
+    let mut log = Log::default();
+    let id = run_to_a_check_in_flight(&mut live, &mut log);
+    // A reducer that no longer checks: its timer firings emit nothing.
+    let mut changed = Driver::new(Pump { flood: 3 }).unwrap();
+    let mut records: Vec<Envelope> = log.records[&id].clone();
+    let mut second = Record::<PumpState, Event>::decode(&id, 2, &records[1]).unwrap();
+    second.intents = 0;
+    records[1] = second
+        .encode(&id, CorrelationId::of_name("pump-p-1"), 2, records[1].time)
+        .unwrap();
+    let refused = changed.restore(&id, records.iter().zip(1..).map(|(e, v)| (v, e)));
+    assert!(
+        matches!(refused, Err(Error::Diverged { version: 2, .. })),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn parking_and_finishing_are_reported_once_and_a_finished_instance_is_dropped() {
+    let mut driver = driver();
+    let id = InstanceId::from("p-1");
+    driver
+        .start(&id, PumpState::default(), Event::On, at(0))
+        .unwrap();
+    let mut batch = driver.take_batch();
+    for round in 1..=2 {
+        let (timer, intent, due) = timer_set(&batch);
+        driver.fire(&id, &timer, intent, due).unwrap();
+        let check = driver.take_batch().perform[0].1.id;
+        let failed = Outcome {
+            intent: check,
+            attempts: 1,
+            result: OutcomeResult::TimedOut,
+        };
+        driver.outcome(&id, failed, due.plus_millis(10)).unwrap();
+        batch = driver.take_batch();
+        if round == 2 {
+            let parked = Status::Parked {
+                reason: "two checks failed in a row".into(),
+            };
+            assert_eq!(batch.settled, vec![(id.clone(), parked)]);
+        }
+    }
+    driver.handle(&id, Event::Off, at(5_000)).unwrap();
+    let batch = driver.take_batch();
+    assert_eq!(batch.settled, vec![(id.clone(), Status::Finished)]);
+    assert!(driver.is_empty());
+    let refused = driver.handle(&id, Event::On, at(6_000));
+    assert!(matches!(refused, Err(Error::UnknownInstance { .. })));
+}
+
+#[test]
+fn a_step_over_the_intent_bound_is_not_recorded_and_the_instance_is_rebuilt_from_its_log() {
+    let mut driver = driver();
+    driver.set_intents_per_step_max(2);
+    let id = InstanceId::from("p-1");
+    driver
+        .start(&id, PumpState::default(), Event::On, at(0))
+        .unwrap();
+    let batch = driver.take_batch();
+    let refused = driver.handle(&id, Event::Flood, at(1));
+    assert_eq!(refused, Err(Error::TooManyIntents { limit: 2 }));
+    assert!(driver.take_batch().appends.is_empty());
+    let records = &batch.appends[0].records;
+    driver
+        .restore(&id, records.iter().zip(1..).map(|(e, v)| (v, e)))
+        .unwrap();
+    assert_eq!(driver.version(&id), Some(1));
+}
+
+#[test]
+fn ids_and_kinds_are_checked() {
+    let mut driver = driver();
+    for bad in ["", "has space", "slash/in/it", &"x".repeat(201)] {
+        let refused = driver.start(
+            &InstanceId::from(bad),
+            PumpState::default(),
+            Event::On,
+            at(0),
+        );
+        assert!(matches!(refused, Err(Error::InvalidId { .. })), "{bad:?}");
+    }
+    let id = InstanceId::from("p-1");
+    driver
+        .start(&id, PumpState::default(), Event::On, at(0))
+        .unwrap();
+    let again = driver.start(&id, PumpState::default(), Event::On, at(0));
+    assert!(matches!(again, Err(Error::InstanceExists { .. })));
+    assert_eq!(driver.instance_of(&StreamId::from("pump-p-1")), Some(id));
+    assert_eq!(driver.instance_of(&StreamId::from("pumpx-p-1")), None);
+    assert_eq!(driver.instance_of(&StreamId::from("saga-p-1")), None);
+
+    struct Named(&'static str);
+    impl Reducer for Named {
+        type State = u8;
+        type Action = Input<Event>;
+        fn reduce_into(&self, _: &mut u8, _: Input<Event>, _: &mut Vec<Intent>) {}
+    }
+    impl Durable for Named {
+        type Event = Event;
+        fn kind(&self) -> &str {
+            self.0
+        }
+        fn status(&self, _: &u8) -> Status {
+            Status::Running
+        }
+    }
+    for bad in ["", "Pump", "pump-x", "pump x"] {
+        assert!(
+            matches!(Driver::new(Named(bad)), Err(Error::InvalidId { .. })),
+            "{bad:?}"
+        );
+    }
+}
