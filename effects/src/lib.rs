@@ -37,8 +37,10 @@
 //! is how a workflow makes its state durable.
 
 pub mod clock;
+pub mod durable;
 pub mod error;
 pub mod handler;
+pub mod handlers;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod metrics;

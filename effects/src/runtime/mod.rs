@@ -62,22 +62,20 @@ mod instance;
 mod outbox;
 mod registry;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_core::{
-    CausationId, CorrelationId, EventType, Input, Intent, IntentKind, Outcome, Reducer,
-};
+use keel_core::{CausationId, CorrelationId, EventType, Input, Intent, Outcome, Reducer};
 use keel_store::{EventStore, READ_LIMIT_MAX};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::clock::{Clock, TokioClock};
 use crate::error::Error;
-use crate::handler::{Failure, InstanceId, SharedHandler};
+use crate::handler::{InstanceId, SharedHandler};
+use crate::handlers::Handlers;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::policy::DeadLetterQueue;
 use dedup::OutcomeRecord;
@@ -148,33 +146,6 @@ impl RuntimeConfig {
     }
 }
 
-/// Which handler carries out which intents.
-#[derive(Default, Clone)]
-struct Handlers {
-    notify: Option<SharedHandler>,
-    persist: Option<SharedHandler>,
-    http: Option<SharedHandler>,
-    custom: HashMap<EventType, SharedHandler>,
-}
-
-impl Handlers {
-    /// The handler for `intent`, or the failure to report when there is none.
-    fn for_intent(&self, intent: &Intent) -> Result<SharedHandler, Failure> {
-        let (handler, what) = match &intent.kind {
-            IntentKind::Notify { .. } => (self.notify.as_ref(), "notify".to_owned()),
-            // A request is a publish on the same bus, plus a wait for the reply.
-            IntentKind::Request { .. } => (self.notify.as_ref(), "request".to_owned()),
-            IntentKind::Persist { .. } => (self.persist.as_ref(), "persist".to_owned()),
-            IntentKind::Http(_) => (self.http.as_ref(), "http".to_owned()),
-            IntentKind::Custom { name, .. } => (self.custom.get(name), format!("custom `{name}`")),
-            other => (None, other.family().to_owned()),
-        };
-        handler.cloned().ok_or_else(|| {
-            Failure::permanent(format!("no handler is registered for {what} intents"))
-        })
-    }
-}
-
 /// State shared by the runtime handle and its instance tasks.
 struct Shared<R: Reducer> {
     reducer: R,
@@ -229,27 +200,27 @@ impl<R> RuntimeBuilder<R> {
     /// Carries out `Notify` intents with `handler` (usually a
     /// [`NotifyHandler`](crate::notify::NotifyHandler) wrapped in policies).
     pub fn notify(mut self, handler: SharedHandler) -> Self {
-        self.handlers.notify = Some(handler);
+        self.handlers = self.handlers.notify(handler);
         self
     }
 
     /// Carries out `Persist` intents with `handler` (usually a
     /// [`PersistHandler`](crate::persist::PersistHandler)).
     pub fn persist(mut self, handler: SharedHandler) -> Self {
-        self.handlers.persist = Some(handler);
+        self.handlers = self.handlers.persist(handler);
         self
     }
 
     /// Carries out `Http` intents with `handler` (usually this crate's `HttpHandler`,
     /// feature `http`, wrapped in policies).
     pub fn http(mut self, handler: SharedHandler) -> Self {
-        self.handlers.http = Some(handler);
+        self.handlers = self.handlers.http(handler);
         self
     }
 
     /// Carries out `Custom` intents named `name` with `handler`.
     pub fn custom(mut self, name: EventType, handler: SharedHandler) -> Self {
-        self.handlers.custom.insert(name, handler);
+        self.handlers = self.handlers.custom(name, handler);
         self
     }
 
