@@ -19,6 +19,8 @@
 //!
 //! - [`sagas`]: the three saga definitions and the bus responders they ask.
 //! - [`machines`]: the traffic light, a declarative state machine.
+//! - [`monitoring`]: equipment monitoring, a user's own reducer (not a saga) on the
+//!   durable driver; `monitoring_run` is its program (feature `http`).
 //! - [`behaviour`]: how services and responders decide (a fail rate, a seed).
 //! - [`report`]: timelines, the progress line, the summary line.
 //! - `services`: the HTTP services the sagas call (feature `http`).
@@ -40,6 +42,9 @@ pub mod behaviour;
 #[cfg(feature = "http")]
 pub mod ledger;
 pub mod machines;
+pub mod monitoring;
+#[cfg(feature = "http")]
+pub mod monitoring_run;
 pub mod report;
 #[cfg(feature = "http")]
 pub mod run;

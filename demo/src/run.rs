@@ -76,8 +76,9 @@ pub fn ledger_path(db: &Path) -> PathBuf {
     db.with_extension("ledger.db")
 }
 
-/// The program; see the [crate docs](crate).
-pub async fn run(example: Example, args: Args) -> Result<ExitCode, String> {
+/// The store's path: `--db PATH`, or a fresh file in a temporary directory; its
+/// directory is created. With `--resume`, the file must exist.
+pub fn db_path(args: &Args, name: &str) -> Result<PathBuf, String> {
     let db = match &args.db {
         Some(path) => path.clone(),
         None => {
@@ -85,11 +86,7 @@ pub async fn run(example: Example, args: Args) -> Result<ExitCode, String> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
             std::env::temp_dir()
-                .join(format!(
-                    "keel-{}-{}-{nanos}",
-                    example.name(),
-                    std::process::id()
-                ))
+                .join(format!("keel-{name}-{}-{nanos}", std::process::id()))
                 .join("keel.db")
         }
     };
@@ -103,6 +100,12 @@ pub async fn run(example: Example, args: Args) -> Result<ExitCode, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
+    Ok(db)
+}
+
+/// The program; see the [crate docs](crate).
+pub async fn run(example: Example, args: Args) -> Result<ExitCode, String> {
+    let db = db_path(&args, example.name())?;
     println!("store: {}", db.display());
     let store: Arc<dyn EventStore> = Arc::new(
         SqliteStore::open(&db, SqliteConfig::default())

@@ -5,4 +5,5 @@
 mod common;
 
 mod an_example_killed_with_sigkill_finishes_on_resume;
+mod equipment_monitoring_killed_with_sigkill_goes_on_on_resume;
 mod every_example_ends_with_a_clean_summary;
