@@ -17,6 +17,8 @@
 //!   [`FailureKinds`] are retried), a pure decision both the effects layer and sagas
 //!   ask.
 //! - [`envelope`]: [`Envelope`], the shape every event and command travels in.
+//! - [`driver`]: the one durable driver: many instances of a [`driver::Durable`] reducer,
+//!   each with a log that is its outbox, rebuilt by replay (see the contract below).
 //! - [`cloudevents`]: lossless mapping of envelopes to and from CloudEvents 1.0 JSON,
 //!   with bounded, validating decoding.
 //! - [`topic`]: [`Topic`] and compiled [`TopicPattern`]s (`*`, `**`).
@@ -31,28 +33,60 @@
 //!
 //! # The driver contract
 //!
-//! A driver (the effects runtime in `keel-effects`, or a test) runs a reducer like this,
-//! one action at a time per reducer instance:
+//! [`driver::Driver`] is the one durable driver: it runs any reducer that implements
+//! [`driver::Durable`] (its state and events serialise; an outcome becomes an event), as
+//! many instances keyed by [`InstanceId`], and a shell around it (the tokio one in
+//! `keel-effects`, or a test's simulation) performs what it asks. Step by step:
 //!
-//! 1. It wraps what happened in an action, stamping it with the [`Cause`] (correlation id
-//!    of the workflow, causation id = the id of this action's envelope) and `now`.
-//! 2. It calls [`Reducer::reduce_into`] (or [`Reducer::reduce`]). The call is pure and
-//!    total: it cannot fail and it performs nothing.
-//! 3. If it promises that no effect is lost, it durably records the step's intents
-//!    *before* it performs any of them (a transactional outbox), and marks each done only
-//!    once its outcome has been reduced, so that after a crash the intents left pending
-//!    are performed again under the same ids. A driver without such a record (an
-//!    in-memory runtime, a test) performs them straight away, and a crash loses what was
-//!    in flight. Either way the reducer's state is the driver's caller's to keep: persist
-//!    it as events (`Persist` intents) or snapshots.
-//! 4. It performs the intents in the order emitted, using each [`IntentId`] as the
-//!    idempotency key, so a repeated intent has one visible effect.
-//! 5. It turns each outcome (success with a value, failure with a reason, timeout, a
-//!    fired timer) into a new action whose causation id is the intent's id, and feeds it
-//!    back to the same instance through step 1.
+//! 1. **An input becomes one record.** The shell feeds an event ([`start`], [`handle`]),
+//!    an intent's outcome ([`outcome`]) or a due timer ([`fire`]), stamped with `now`.
+//!    The driver reduces it ([`Reducer::reduce_into`], pure and total) with the cause
+//!    `(correlation of the instance, id of the record)`, so every intent id derives from
+//!    the record, and appends one record to the instance's log: the step, how many
+//!    intents it emitted and the status after it (the first record also holds the
+//!    initial state; every few records hold a snapshot). An outcome of an intent that is
+//!    not in flight, and a timer set again since, are ignored: each is reduced once.
+//! 2. **Nothing is performed before its record is durable.** [`take_batch`] hands over
+//!    every instance's records (one append per instance; many instances share one
+//!    commit) and, separately, the intents and timer changes they caused. The shell
+//!    commits the appends first, trying again while the store is unavailable, and only
+//!    then performs. An append the store refuses means the driver ran ahead of the log:
+//!    [`forget`] the instance and [`restore`] it from the store.
+//! 3. **The log is the outbox.** A record does not store its intents: replaying it emits
+//!    them again, under the same ids. What is in flight (emitted, outcome not recorded)
+//!    and which timers are pending (with their due times) are part of the instance as
+//!    the log rebuilds it. After a restart the shell [`restore`]s every unfinished
+//!    instance and [`resume`]s: the next batch performs again exactly what was in
+//!    flight and re-arms every timer for the time it was set for.
+//! 4. **Performing is idempotent by id.** The shell performs each intent using its
+//!    [`IntentId`] as the idempotency key (HTTP sends it as `Idempotency-Key`), so an
+//!    intent performed again after a crash has one visible effect.
+//! 5. **Outcomes come back as events.** Success with a value, a [`Failure`] with its
+//!    kind, a timeout, a fired timer: the shell feeds each back through step 1. The shell
+//!    does not retry: the reducer decides (a [`RetryPolicy`] and a timer), so attempts
+//!    are not multiplied by a second layer unless a handler is wrapped in one on purpose.
+//! 6. **Instances end.** After each step the reducer says whether the instance runs, is
+//!    parked for an operator with a reason, or finished; a finished instance is dropped
+//!    from memory, its log stays, and [`rebuild`] gives its state as of any record or
+//!    time.
 //!
-//! The reducer therefore decides everything: what to do next after a failure, whether to
-//! retry, when to give up. The driver only carries out and reports.
+//! A replay that emits other intents or reaches another status than its record says is
+//! refused as [`Error::Diverged`] at the first such record: the reducer was changed
+//! under running instances.
+//!
+//! Sagas do not run on this driver yet: the orchestrator's saga engine follows the same
+//! steps with its own records (see `keel-orchestrator`'s `engine` module). Moving it onto
+//! this driver is the open part of the work.
+//!
+//! [`start`]: driver::Driver::start
+//! [`handle`]: driver::Driver::handle
+//! [`outcome`]: driver::Driver::outcome
+//! [`fire`]: driver::Driver::fire
+//! [`take_batch`]: driver::Driver::take_batch
+//! [`forget`]: driver::Driver::forget
+//! [`restore`]: driver::Driver::restore
+//! [`resume`]: driver::Driver::resume
+//! [`rebuild`]: driver::Driver::rebuild
 
 pub mod aggregate;
 pub mod base64;

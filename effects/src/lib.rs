@@ -6,7 +6,12 @@
 //! - [`runtime`]: the [`Runtime`](runtime::Runtime) hosting reducer instances, each with a bounded
 //!   mailbox; dispatch of intents to handlers, deduplication by intent id, outcomes fed
 //!   back, an optional durable outbox, stopping one instance or all of them gracefully.
+//! - [`durable`]: the durable shell, which runs keel-core's driver on a store: any
+//!   [`Durable`](keel_core::driver::Durable) reducer, crash-safe, intents performed once
+//!   their records are committed and again after a restart, under the same ids.
 //! - [`handler`]: the [`Handler`] contract, [`Call`], [`Failure`], and [`Layer`].
+//! - [`handlers`]: [`Handlers`](handlers::Handlers), the one registry of which handler
+//!   performs which intents, shared by the durable shell and the in-memory runtime.
 //! - [`notify`]: the in-process event bus: topics, patterns, filters, priorities,
 //!   request-reply.
 //! - `http`: the HTTP handler, with its guard against server-side request forgery
@@ -26,15 +31,12 @@
 //! where no HTTP intent is performed (the `keel` CLI does): the build then holds no HTTP
 //! client, TLS or hyper.
 //!
-//! The contract this crate fulfils is written once, in `keel-core`'s crate docs
-//! ("The driver contract"). Step 3, the durable record, holds when the runtime is built
-//! with a store-backed outbox ([`RuntimeBuilder::outbox`](runtime::RuntimeBuilder::outbox)):
-//! each step's intents are committed to the store before any is performed, and what a
-//! crash leaves pending is performed again by [`Runtime::recover_outbox`](runtime::Runtime::recover_outbox).
-//! Without one, intents live in memory only: a graceful shutdown hands back what it did
-//! not run, but a crash loses it. Either way the runtime keeps no reducer state; the
-//! [`PersistHandler`](persist::PersistHandler) appends the events a reducer emits, which
-//! is how a workflow makes its state durable.
+//! The contract this crate fulfils is written once, in `keel-core`'s crate docs ("The
+//! driver contract"); the [`durable`] shell follows it step by step. The in-memory
+//! [`Runtime`](runtime::Runtime) is the older, non-durable way to run a reducer: it keeps
+//! no reducer state, and its intents are durable only with a store-backed outbox
+//! ([`RuntimeBuilder::outbox`](runtime::RuntimeBuilder::outbox)). Prefer the durable
+//! shell (a [`MemoryStore`](keel_store::MemoryStore) gives it an in-memory mode).
 
 pub mod clock;
 pub mod durable;

@@ -10,7 +10,7 @@
 //! The wheel's bookkeeping is keel-core's [`TimerQueue`]: plain data with time as an
 //! input, so its rules are unit-tested without a runtime; the instance task sleeps until
 //! [`TimerWheel::next_due`]. It holds at most its capacity
-//! ([`RuntimeConfig::timers_per_instance_max`](crate::RuntimeConfig::timers_per_instance_max)):
+//! ([`RuntimeConfig::timers_per_instance_max`](crate::runtime::RuntimeConfig::timers_per_instance_max)):
 //! a new name scheduled into a full wheel is refused with [`QueueFull`], which hands the
 //! intent back.
 
@@ -20,7 +20,7 @@ use keel_core::timer::{QueueFull, Scheduled};
 use keel_core::{Intent, IntentId, TimerId, TimerQueue, Timestamp};
 
 /// How many timers a wheel made with [`TimerWheel::new`] holds, and the default of
-/// [`RuntimeConfig::timers_per_instance_max`](crate::RuntimeConfig::timers_per_instance_max).
+/// [`RuntimeConfig::timers_per_instance_max`](crate::runtime::RuntimeConfig::timers_per_instance_max).
 pub const CAPACITY_DEFAULT: usize = 10_000;
 
 /// The pending timers of one instance, ordered by due time; equal due times fire in
