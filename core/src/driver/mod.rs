@@ -697,8 +697,9 @@ impl<R: Durable> Driver<R> {
     }
 
     /// Adds to the batch every intent in flight and every pending timer of every
-    /// instance held, in id order: what a restart must pick up again, under the ids they
-    /// had before.
+    /// instance held that has not finished, in id order: what a restart must pick up
+    /// again, under the ids they had before. A finished instance (held because finished
+    /// ones are retained) takes no outcome, so nothing of it is resumed.
     pub fn resume(&mut self) {
         let ids: Vec<InstanceId> = self.live.keys().cloned().collect();
         for id in ids {
@@ -708,7 +709,7 @@ impl<R: Durable> Driver<R> {
 
     /// Like [`resume`](Self::resume), for one instance.
     pub fn resume_one(&mut self, id: &InstanceId) {
-        let Some(live) = self.live.get(id) else {
+        let Some(live) = self.live.get(id).filter(|l| !l.status.is_finished()) else {
             return;
         };
         for intent in live.in_flight.values() {

@@ -407,6 +407,25 @@ fn a_finished_instance_takes_no_step_before_its_batch_is_taken_nor_when_retained
 }
 
 #[test]
+fn a_restart_resumes_nothing_of_a_finished_instance_even_when_it_is_retained() {
+    let mut live = driver();
+    let mut log = Log::default();
+    let id = run_to_a_check_in_flight(&mut live, &mut log);
+    live.handle(&id, Event::Off, at(3_500)).unwrap();
+    log.commit(&live.take_batch());
+    for retain in [false, true] {
+        let mut restored = driver();
+        restored.set_retain_finished(retain);
+        assert_eq!(restored.restore(&id, log.of(&id)), Ok(Status::Finished));
+        restored.resume();
+        let batch = restored.take_batch();
+        // The check left in flight when it finished is not performed again, nor any
+        // timer of it armed: what a restart does must not depend on the retaining.
+        assert!(batch.is_empty(), "retain {retain}: {batch:?}");
+    }
+}
+
+#[test]
 fn a_step_over_the_intent_bound_is_not_recorded_and_the_instance_is_rebuilt_from_its_log() {
     let mut driver = driver();
     driver.set_intents_per_step_max(2);
