@@ -9,6 +9,7 @@ mod aggregate_reducer_is_deterministic_and_its_paths_agree;
 mod aggregate_rejects_commands_with_typed_errors;
 mod aggregate_replay_equals_live;
 mod core_stays_pure;
+mod durable_driver_laws_hold_under_faults_and_crashes;
 mod envelope_decoder_returns_only_typed_errors;
 mod envelope_survives_the_cloudevents_round_trip;
 mod reducer_paths_agree_and_are_deterministic;

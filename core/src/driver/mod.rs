@@ -344,7 +344,8 @@ impl<R: Durable> Driver<R> {
         self.intents_per_step_max = max.max(1);
     }
 
-    /// Whether finished instances stay in memory (for tests and inspection).
+    /// Whether finished instances stay in memory (for tests and inspection). They take no
+    /// more steps either way.
     pub fn set_retain_finished(&mut self, retain: bool) {
         self.retain_finished = retain;
     }
@@ -458,10 +459,16 @@ impl<R: Durable> Driver<R> {
             .map(|()| true)
     }
 
+    /// Instance `id`, if it takes steps. One that finished is still held until its batch
+    /// is taken (or for good, if finished instances are retained) but takes none: its log
+    /// ends at the record that finished it, which is what a restore expects.
     fn held(&self, id: &InstanceId) -> Result<&Live<R::State>, Error> {
-        self.live.get(id).ok_or_else(|| Error::UnknownInstance {
-            instance: id.to_string(),
-        })
+        self.live
+            .get(id)
+            .filter(|live| !live.status.is_finished())
+            .ok_or_else(|| Error::UnknownInstance {
+                instance: id.to_string(),
+            })
     }
 
     /// Reduces one step of held instance `id`, records it and adds what it caused to the
@@ -690,8 +697,9 @@ impl<R: Durable> Driver<R> {
     }
 
     /// Adds to the batch every intent in flight and every pending timer of every
-    /// instance held, in id order: what a restart must pick up again, under the ids they
-    /// had before.
+    /// instance held that has not finished, in id order: what a restart must pick up
+    /// again, under the ids they had before. A finished instance (held because finished
+    /// ones are retained) takes no outcome, so nothing of it is resumed.
     pub fn resume(&mut self) {
         let ids: Vec<InstanceId> = self.live.keys().cloned().collect();
         for id in ids {
@@ -701,7 +709,7 @@ impl<R: Durable> Driver<R> {
 
     /// Like [`resume`](Self::resume), for one instance.
     pub fn resume_one(&mut self, id: &InstanceId) {
-        let Some(live) = self.live.get(id) else {
+        let Some(live) = self.live.get(id).filter(|l| !l.status.is_finished()) else {
             return;
         };
         for intent in live.in_flight.values() {

@@ -356,6 +356,76 @@ fn parking_and_finishing_are_reported_once_and_a_finished_instance_is_dropped() 
 }
 
 #[test]
+fn a_finished_instance_takes_no_step_before_its_batch_is_taken_nor_when_retained() {
+    for retain in [false, true] {
+        let mut driver = driver();
+        driver.set_retain_finished(retain);
+        let mut log = Log::default();
+        let id = InstanceId::from("p-1");
+        driver
+            .start(&id, PumpState::default(), Event::On, at(0))
+            .unwrap();
+        let batch = driver.take_batch();
+        log.commit(&batch);
+        let (timer, intent, due) = timer_set(&batch);
+        driver.fire(&id, &timer, intent, due).unwrap();
+        let batch = driver.take_batch();
+        log.commit(&batch);
+        let check = batch.perform[0].1.id;
+        // Switched off with the check in flight; its answer comes in the same batch.
+        driver.handle(&id, Event::Off, at(1_500)).unwrap();
+        let answer = Outcome {
+            intent: check,
+            attempts: 1,
+            result: OutcomeResult::Succeeded {
+                value: serde_json::Value::Null,
+            },
+        };
+        let refused = driver.outcome(&id, answer.clone(), at(1_600));
+        assert!(
+            matches!(refused, Err(Error::UnknownInstance { .. })),
+            "retain {retain}: {refused:?}"
+        );
+        let refused = driver.handle(&id, Event::On, at(1_600));
+        assert!(matches!(refused, Err(Error::UnknownInstance { .. })));
+        let batch = driver.take_batch();
+        assert_eq!(
+            batch.record_count(),
+            1,
+            "retain {retain}: the record of `Off` only"
+        );
+        log.commit(&batch);
+        // Nor once the batch is taken, whether it is kept in memory or not.
+        let refused = driver.outcome(&id, answer, at(1_700));
+        assert!(matches!(refused, Err(Error::UnknownInstance { .. })));
+        assert!(driver.take_batch().is_empty());
+        assert_eq!(driver.status(&id).is_some(), retain);
+        // Its log ends at the record that finished it, so it restores.
+        let mut restored = self::driver();
+        assert_eq!(restored.restore(&id, log.of(&id)), Ok(Status::Finished));
+    }
+}
+
+#[test]
+fn a_restart_resumes_nothing_of_a_finished_instance_even_when_it_is_retained() {
+    let mut live = driver();
+    let mut log = Log::default();
+    let id = run_to_a_check_in_flight(&mut live, &mut log);
+    live.handle(&id, Event::Off, at(3_500)).unwrap();
+    log.commit(&live.take_batch());
+    for retain in [false, true] {
+        let mut restored = driver();
+        restored.set_retain_finished(retain);
+        assert_eq!(restored.restore(&id, log.of(&id)), Ok(Status::Finished));
+        restored.resume();
+        let batch = restored.take_batch();
+        // The check left in flight when it finished is not performed again, nor any
+        // timer of it armed: what a restart does must not depend on the retaining.
+        assert!(batch.is_empty(), "retain {retain}: {batch:?}");
+    }
+}
+
+#[test]
 fn a_step_over_the_intent_bound_is_not_recorded_and_the_instance_is_rebuilt_from_its_log() {
     let mut driver = driver();
     driver.set_intents_per_step_max(2);
