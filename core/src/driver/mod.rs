@@ -423,7 +423,9 @@ impl<R: Durable> Driver<R> {
         outcome: Outcome,
         now: Timestamp,
     ) -> Result<bool, Error> {
-        if !self.held(id)?.in_flight.contains_key(&outcome.intent) {
+        // A timer's firing comes through `fire`, which checks that it is still set.
+        let timer = matches!(outcome.result, OutcomeResult::TimerFired { .. });
+        if timer || !self.held(id)?.in_flight.contains_key(&outcome.intent) {
             return Ok(false);
         }
         self.step(id, RecordStep::Outcome(outcome), None, now)
@@ -490,7 +492,7 @@ impl<R: Durable> Driver<R> {
         if self.scratch.len() > self.intents_per_step_max {
             // The state has moved past what the log says: drop it, so that it is rebuilt
             // from the log as it was.
-            self.live.remove(id);
+            self.forget(id);
             return Err(Error::TooManyIntents {
                 limit: self.intents_per_step_max,
             });
@@ -578,6 +580,10 @@ impl<R: Durable> Driver<R> {
     /// the log). [`restore`](Self::restore) it from the store to go on.
     pub fn forget(&mut self, id: &InstanceId) {
         self.live.remove(id);
+        // Records it already has in the batch stay there (they may be committed); a
+        // restored instance's next records go into an append of their own, which the
+        // store refuses if those did land.
+        self.appending.remove(id);
     }
 
     /// Rebuilds instance `id` from its log records `(version, envelope)`, in order,

@@ -64,8 +64,9 @@ pub struct Record<S, E> {
     /// The reducer's kind; in the first record only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// The state before the first step; in the first record only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The state before the first step; in the first record only. Written as
+    /// `{"state": ..}`, so that a state that is itself `null` (a `None`) reads back.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "wrapped")]
     pub initial: Option<S>,
     /// What was reduced.
     pub step: RecordStep<E>,
@@ -135,5 +136,37 @@ impl<S: Serialize + DeserializeOwned, E: Serialize + DeserializeOwned> Record<S,
             Payload::Json(value) => Self::deserialize(value),
         };
         decoded.map_err(|e| refuse(format!("its payload does not decode: {e}")))
+    }
+}
+
+/// `Some(state)` as `{"state": state}`: serde reads a bare `null` in an `Option` field as
+/// `None`, which would lose a state that serialises as `null`.
+mod wrapped {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize)]
+    struct Ref<'a, S> {
+        state: &'a S,
+    }
+
+    #[derive(Deserialize)]
+    struct Own<S> {
+        state: S,
+    }
+
+    pub(super) fn serialize<S: Serialize, T: Serializer>(
+        value: &Option<S>,
+        serializer: T,
+    ) -> Result<T::Ok, T::Error> {
+        match value {
+            Some(state) => Ref { state }.serialize(serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, S: Deserialize<'de>, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<S>, D::Error> {
+        Ok(Option::<Own<S>>::deserialize(deserializer)?.map(|own| own.state))
     }
 }

@@ -488,3 +488,35 @@ fn ids_and_kinds_are_checked() {
         );
     }
 }
+
+#[test]
+fn a_state_that_serialises_as_null_restores() {
+    struct Maybe;
+    impl Reducer for Maybe {
+        type State = Option<u8>;
+        type Action = Input<Event>;
+        fn reduce_into(&self, state: &mut Option<u8>, action: Input<Event>, _: &mut Vec<Intent>) {
+            if matches!(action.body, Event::Off) {
+                *state = Some(1);
+            }
+        }
+    }
+    impl Durable for Maybe {
+        type Event = Event;
+        fn kind(&self) -> &str {
+            "maybe"
+        }
+        fn status(&self, _: &Option<u8>) -> Status {
+            Status::Running
+        }
+    }
+    let mut driver = Driver::new(Maybe).unwrap();
+    let id = InstanceId::from("m-1");
+    driver.start(&id, None, Event::On, at(0)).unwrap();
+    let batch = driver.take_batch();
+    let mut restored = Driver::new(Maybe).unwrap();
+    let records = &batch.appends[0].records;
+    let status = restored.restore(&id, records.iter().zip(1..).map(|(e, v)| (v, e)));
+    assert_eq!(status, Ok(Status::Running));
+    assert_eq!(restored.state(&id), Some(&None));
+}

@@ -1,7 +1,7 @@
 //! The shell's task: the loop that feeds the driver, commits its batches and performs
 //! what they caused.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -81,9 +81,11 @@ pub(crate) struct Shell<R: Durable> {
     _lock: Option<WriterLock>,
     timers: TimerQueue<(InstanceId, TimerId), IntentId>,
     /// Timers that found the queue full, set as soon as there is room.
-    timers_waiting: Vec<(InstanceId, TimerId, Timestamp, IntentId)>,
+    timers_waiting: VecDeque<(InstanceId, TimerId, Timestamp, IntentId)>,
     /// Callers to answer once the current batch is committed, by instance.
     replies: Vec<(InstanceId, Reply)>,
+    /// Instances to rebuild from their logs once the current batch is committed.
+    reloads: Vec<InstanceId>,
     /// Callers waiting for an instance to come to rest.
     waiters: HashMap<InstanceId, Vec<oneshot::Sender<Status>>>,
     /// Outcomes of performed intents. Unbounded, because the shell itself sends into
@@ -111,8 +113,9 @@ where
             config: parts.config,
             counters: parts.counters,
             _lock: parts.lock,
-            timers_waiting: Vec::new(),
+            timers_waiting: VecDeque::new(),
             replies: Vec::new(),
+            reloads: Vec::new(),
             waiters: HashMap::new(),
             outcomes,
             outcomes_in,
@@ -199,7 +202,11 @@ where
                 break;
             }
         }
-        if let Some(stop) = self.stop.take() {
+        // The shell (and the writer lock it holds) goes before the caller hears that it
+        // stopped, so that a new shell on the same store can start at once.
+        let stop = self.stop.take();
+        drop(self);
+        if let Some(stop) = stop {
             let _ = stop.send(());
         }
     }
@@ -256,7 +263,13 @@ where
             },
             Command::Send { id, event, reply } => match self.driver.handle(&id, event, now) {
                 Ok(()) => self.replies.push((id, reply)),
+                Err(e @ keel_core::Error::UnknownInstance { .. }) => {
+                    let _ = reply.send(Err(e.into()));
+                }
                 Err(e) => {
+                    // The event was not recorded: the instance is rebuilt from its log
+                    // once this batch is committed, and the caller learns why.
+                    self.reloads.push(id.clone());
                     let _ = reply.send(Err(e.into()));
                 }
             },
@@ -292,6 +305,8 @@ where
     fn fault(&mut self, id: &InstanceId, error: keel_core::Error) {
         tracing::error!(instance = %id, error = %error, "an instance broke a bound and is stopped until the next start");
         self.counters.faulted.fetch_add(1, Ordering::Relaxed);
+        // Its waiters would wait for ever: dropping them ends their wait with an error.
+        self.waiters.remove(id);
     }
 
     /// Fires every timer that is due.
@@ -315,10 +330,12 @@ where
     }
 
     fn set_waiting_timers(&mut self) {
-        while let Some((id, timer, due, intent)) = self.timers_waiting.pop() {
+        // Oldest first: a timer set again later waits behind its first setting, and
+        // replaces it once both are set.
+        while let Some((id, timer, due, intent)) = self.timers_waiting.pop_front() {
             if let Err(full) = self.timers.schedule((id, timer), due, intent) {
                 let (id, timer) = full.timer.id;
-                self.timers_waiting.push((id, timer, due, intent));
+                self.timers_waiting.push_front((id, timer, due, intent));
                 break;
             }
         }
@@ -348,10 +365,12 @@ where
             self.counters.records.fetch_add(records, Ordering::Relaxed);
         }
         self.carry_out(batch, &refused);
-        if refused.is_empty() {
+        let mut reloads: Vec<InstanceId> = refused.keys().cloned().collect();
+        reloads.append(&mut self.reloads);
+        if reloads.is_empty() {
             return;
         }
-        for id in refused.keys() {
+        for id in &reloads {
             self.reload(id).await;
         }
         // Reloading records nothing; what the reloaded instances have in flight goes
@@ -376,10 +395,12 @@ where
                             "the timer queue is full; the timer waits for room"
                         );
                         let (id, timer) = full.timer.id;
-                        self.timers_waiting.push((id, timer, due, intent));
+                        self.timers_waiting.push_back((id, timer, due, intent));
                     }
                 }
                 TimerChange::Cancel { timer } => {
+                    self.timers_waiting
+                        .retain(|(waiting, name, ..)| !(*waiting == id && *name == timer));
                     freed |= self.timers.cancel(&(id, timer)).is_some();
                 }
             }
@@ -423,12 +444,18 @@ where
         let call = Call::new(intent, id.clone(), self.metrics.clone());
         tokio::spawn(async move {
             let attempts = call.clone();
-            let result = match tokio::spawn(handler.call(call)).await {
+            // The call is made inside the inner task, so that a handler that panics before
+            // it returns its future is caught as well.
+            let performed = tokio::spawn(async move { handler.call(call).await }).await;
+            let result = match performed {
                 Ok(Ok(value)) => OutcomeResult::Succeeded { value },
                 Ok(Err(failure)) => OutcomeResult::Failed(failure),
-                Err(_) => OutcomeResult::Failed(
+                Err(e) if e.is_panic() => OutcomeResult::Failed(
                     Failure::permanent("the handler panicked").maybe_applied(),
                 ),
+                // The tokio runtime is shutting down: the intent stays in flight in the
+                // log and is performed again at the next start.
+                Err(_) => return,
             };
             let outcome = Outcome {
                 intent: intent_id,
@@ -483,6 +510,7 @@ async fn append(
     let mut refused = BTreeMap::new();
     let mut pending: Vec<&Append> = appends.iter().collect();
     let mut delay = RETRY_DELAY_FIRST;
+    let mut first = true;
     while !pending.is_empty() {
         let tries = pending.iter().map(|append| {
             let expected = match append.expected {
@@ -494,14 +522,27 @@ async fn append(
         let answers = futures_util::future::join_all(tries).await;
         let mut again = Vec::new();
         for (append, answer) in pending.into_iter().zip(answers) {
+            let exists = || {
+                let exists = keel_core::Error::InstanceExists {
+                    instance: append.instance.to_string(),
+                };
+                (append.instance.clone(), Error::from(exists))
+            };
             match answer {
+                // A first record found stored already, on the first try, is another
+                // run's (its id derives from the instance's name): the id is taken.
+                // After an unavailable store it is this run's, landed unseen.
+                Ok(landed) if landed.deduplicated && append.expected == 0 && first => {
+                    refused.extend([exists()]);
+                }
                 Ok(_) => {}
                 Err(e) if e.is_unavailable() => again.push(append),
-                Err(keel_store::Error::VersionConflict { .. }) if append.expected == 0 => {
-                    let exists = keel_core::Error::InstanceExists {
-                        instance: append.instance.to_string(),
-                    };
-                    refused.insert(append.instance.clone(), exists.into());
+                Err(
+                    keel_store::Error::VersionConflict { .. }
+                    | keel_store::Error::EventConflict { .. }
+                    | keel_store::Error::DuplicateEventId { .. },
+                ) if append.expected == 0 => {
+                    refused.extend([exists()]);
                 }
                 Err(e) => {
                     refused.insert(append.instance.clone(), e.into());
@@ -517,6 +558,7 @@ async fn append(
             delay = (delay * 2).min(RETRY_DELAY_MAX);
         }
         pending = again;
+        first = false;
     }
     refused
 }
