@@ -902,22 +902,21 @@ fn replay<R: Durable>(
     let emitted = u32::try_from(scratch.len()).unwrap_or(u32::MAX);
     scratch.clear();
     if emitted != record.intents {
-        let reason = format!(
-            "replaying it emits {emitted} intents where the log recorded {}: was the reducer changed while instances were running?",
-            record.intents
-        );
+        let recorded = record.intents;
+        let reason = format!("replaying it emits {emitted} intents, the log {recorded}: {CHANGED}");
         return Err(diverged(id, version, reason));
     }
     if live.status != record.status {
-        let reason = format!(
-            "replaying it gives status `{}` where the log recorded `{}`: was the reducer changed while instances were running?",
-            live.status.name(),
-            record.status.name()
-        );
+        let (replayed, recorded) = (live.status.name(), record.status.name());
+        let reason =
+            format!("replaying it gives status `{replayed}`, the log `{recorded}`: {CHANGED}");
         return Err(diverged(id, version, reason));
     }
     Ok(live.status.clone())
 }
+
+/// What a divergence most likely means, said in every one.
+const CHANGED: &str = "was the reducer changed while instances were running?";
 
 fn diverged(id: &InstanceId, version: u64, reason: String) -> Error {
     Error::Diverged {
