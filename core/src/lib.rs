@@ -66,9 +66,11 @@
 //!    does not retry: the reducer decides (a [`RetryPolicy`] and a timer), so attempts
 //!    are not multiplied by a second layer unless a handler is wrapped in one on purpose.
 //! 6. **Instances end.** After each step the reducer says whether the instance runs, is
-//!    parked for an operator with a reason, or finished; a finished instance is dropped
-//!    from memory, its log stays, and [`rebuild`] gives its state as of any record or
-//!    time.
+//!    parked for an operator with a reason, or finished. A finished instance takes no
+//!    more events or timers (its pending timers are cancelled); it stays held only until
+//!    the intents it still has in flight are answered (those outcomes are recorded, not
+//!    reduced, and a restart performs them again), then it is dropped from memory. Its
+//!    log stays, and [`rebuild`] gives its state as of any record or time.
 //!
 //! A replay that emits other intents or reaches another status than its record says is
 //! refused as [`Error::Diverged`] at the first such record: the reducer was changed

@@ -253,6 +253,13 @@ struct Live<S> {
 }
 
 impl<S: Clone> Live<S> {
+    /// Whether it is over: finished, with no intent of it left in flight. A finished
+    /// instance whose last steps' intents are not answered yet is still held, so that a
+    /// restart performs them again; their outcomes are recorded but not reduced.
+    fn ended(&self) -> bool {
+        self.status.is_finished() && self.in_flight.is_empty()
+    }
+
     fn new(state: S, correlation: CorrelationId) -> Self {
         Self {
             state,
@@ -414,9 +421,15 @@ impl<R: Durable> Driver<R> {
     /// flight (reported already, or from before a restart that re-sent it) is ignored:
     /// each intent's outcome is reduced once.
     ///
+    /// An instance that finished with intents in flight (its last step released a
+    /// device, say) is held until each is answered: the outcomes are recorded, not
+    /// reduced, and the instance is dropped with the last of them. Until then a restart
+    /// performs them again.
+    ///
     /// # Errors
     ///
-    /// As [`handle`](Self::handle).
+    /// [`Error::UnknownInstance`] if it is not held (never started, or finished with
+    /// nothing in flight).
     pub fn outcome(
         &mut self,
         id: &InstanceId,
@@ -425,7 +438,14 @@ impl<R: Durable> Driver<R> {
     ) -> Result<bool, Error> {
         // A timer's firing comes through `fire`, which checks that it is still set.
         let timer = matches!(outcome.result, OutcomeResult::TimerFired { .. });
-        if timer || !self.held(id)?.in_flight.contains_key(&outcome.intent) {
+        let live = self
+            .live
+            .get(id)
+            .filter(|live| !live.ended())
+            .ok_or_else(|| Error::UnknownInstance {
+                instance: id.to_string(),
+            })?;
+        if timer || !live.in_flight.contains_key(&outcome.intent) {
             return Ok(false);
         }
         self.step(id, RecordStep::Outcome(outcome), None, now)
@@ -461,9 +481,10 @@ impl<R: Durable> Driver<R> {
             .map(|()| true)
     }
 
-    /// Instance `id`, if it takes steps. One that finished is still held until its batch
-    /// is taken (or for good, if finished instances are retained) but takes none: its log
-    /// ends at the record that finished it, which is what a restore expects.
+    /// Instance `id`, if it takes events and timers. One that finished is still held
+    /// until its batch is taken and its intents in flight are answered (or for good, if
+    /// finished instances are retained) but takes none: past the record that finished
+    /// it, its log holds only those outcomes, which is what a restore expects.
     fn held(&self, id: &InstanceId) -> Result<&Live<R::State>, Error> {
         self.live
             .get(id)
@@ -488,7 +509,7 @@ impl<R: Durable> Driver<R> {
             });
         };
         let before = live.status.clone();
-        advance(&self.reducer, live, &step, now, &mut self.scratch);
+        let dropped = advance(&self.reducer, live, &step, now, &mut self.scratch);
         if self.scratch.len() > self.intents_per_step_max {
             // The state has moved past what the log says: drop it, so that it is rebuilt
             // from the log as it was.
@@ -554,10 +575,14 @@ impl<R: Durable> Driver<R> {
                 _ => self.batch.perform.push((id.clone(), intent)),
             }
         }
+        for timer in dropped {
+            let change = TimerChange::Cancel { timer };
+            self.batch.timers.push((id.clone(), change));
+        }
         if status != before && (status.is_finished() || status.is_parked()) {
             self.batch.settled.push((id.clone(), status.clone()));
         }
-        if status.is_finished() && !self.retain_finished {
+        if live.ended() && !self.retain_finished {
             self.finished.push(id.clone());
         }
         Ok(())
@@ -696,16 +721,17 @@ impl<R: Durable> Driver<R> {
                 }
             }
         };
-        if status.is_finished() && !self.retain_finished {
+        let ended = self.live.get(id).is_some_and(Live::ended);
+        if ended && !self.retain_finished {
             self.live.remove(id);
         }
         Ok(status)
     }
 
     /// Adds to the batch every intent in flight and every pending timer of every
-    /// instance held that has not finished, in id order: what a restart must pick up
-    /// again, under the ids they had before. A finished instance (held because finished
-    /// ones are retained) takes no outcome, so nothing of it is resumed.
+    /// instance held, in id order: what a restart must pick up again, under the ids they
+    /// had before. That includes the intents in flight of an instance that finished
+    /// with some (a finished instance has no timers).
     pub fn resume(&mut self) {
         let ids: Vec<InstanceId> = self.live.keys().cloned().collect();
         for id in ids {
@@ -715,7 +741,7 @@ impl<R: Durable> Driver<R> {
 
     /// Like [`resume`](Self::resume), for one instance.
     pub fn resume_one(&mut self, id: &InstanceId) {
-        let Some(live) = self.live.get(id).filter(|l| !l.status.is_finished()) else {
+        let Some(live) = self.live.get(id) else {
             return;
         };
         for intent in live.in_flight.values() {
@@ -842,13 +868,24 @@ impl<R: Durable> Driver<R> {
 /// Reduces `step` on `live`: the intents it emits are left in `scratch`, the instance's
 /// intents in flight, timers, version and status move on. The one code path of a live
 /// step and a replayed one, so that replay equals live by construction.
+///
+/// The step that finishes an instance drops its pending timers (returned, to cancel);
+/// an outcome that comes after that is not reduced: it only ends its intent's flight.
 fn advance<R: Durable>(
     reducer: &R,
     live: &mut Live<R::State>,
     step: &RecordStep<R::Event>,
     now: Timestamp,
     scratch: &mut Vec<Intent>,
-) {
+) -> Vec<TimerId> {
+    scratch.clear();
+    if live.status.is_finished() {
+        if let RecordStep::Outcome(outcome) = step {
+            live.in_flight.remove(&outcome.intent);
+        }
+        live.version += 1;
+        return Vec::new();
+    }
     let version = live.version + 1;
     let cause = Cause::new(
         live.correlation,
@@ -868,7 +905,6 @@ fn advance<R: Durable>(
             R::Event::from(outcome.clone())
         }
     };
-    scratch.clear();
     reducer.reduce_into(&mut live.state, Input::new(cause, now, event), scratch);
     for intent in scratch.iter() {
         match &intent.kind {
@@ -885,6 +921,10 @@ fn advance<R: Durable>(
     }
     live.version = version;
     live.status = reducer.status(&live.state);
+    if !live.status.is_finished() || live.timers.is_empty() {
+        return Vec::new();
+    }
+    std::mem::take(&mut live.timers).into_keys().collect()
 }
 
 /// Replays `record` (version `version`) on `live` and checks that it gives what was
@@ -898,7 +938,7 @@ fn replay<R: Durable>(
     record: Record<R::State, R::Event>,
     scratch: &mut Vec<Intent>,
 ) -> Result<Status, Error> {
-    advance(reducer, live, &record.step, time, scratch);
+    let _dropped = advance(reducer, live, &record.step, time, scratch);
     let emitted = u32::try_from(scratch.len()).unwrap_or(u32::MAX);
     scratch.clear();
     if emitted != record.intents {

@@ -13,6 +13,8 @@ enum Event {
     On,
     Flood,
     Off,
+    /// Off, without cancelling the tick.
+    Halt,
     Done(Outcome),
 }
 
@@ -52,6 +54,7 @@ impl Reducer for Pump {
                 state.off = true;
                 out.emit(IntentKind::CancelTimer { timer: tick });
             }
+            Event::Halt => state.off = true,
             Event::Done(outcome) => match outcome.result {
                 OutcomeResult::TimerFired { .. } => {
                     state.checks += 1;
@@ -356,7 +359,7 @@ fn parking_and_finishing_are_reported_once_and_a_finished_instance_is_dropped() 
 }
 
 #[test]
-fn a_finished_instance_takes_no_step_before_its_batch_is_taken_nor_when_retained() {
+fn a_finished_instance_takes_no_event_and_is_held_until_its_intents_in_flight_are_answered() {
     for retain in [false, true] {
         let mut driver = driver();
         driver.set_retain_finished(retain);
@@ -374,6 +377,8 @@ fn a_finished_instance_takes_no_step_before_its_batch_is_taken_nor_when_retained
         let check = batch.perform[0].1.id;
         // Switched off with the check in flight; its answer comes in the same batch.
         driver.handle(&id, Event::Off, at(1_500)).unwrap();
+        let refused = driver.handle(&id, Event::On, at(1_600));
+        assert!(matches!(refused, Err(Error::UnknownInstance { .. })));
         let answer = Outcome {
             intent: check,
             attempts: 1,
@@ -381,48 +386,104 @@ fn a_finished_instance_takes_no_step_before_its_batch_is_taken_nor_when_retained
                 value: serde_json::Value::Null,
             },
         };
-        let refused = driver.outcome(&id, answer.clone(), at(1_600));
-        assert!(
-            matches!(refused, Err(Error::UnknownInstance { .. })),
-            "retain {retain}: {refused:?}"
-        );
-        let refused = driver.handle(&id, Event::On, at(1_600));
-        assert!(matches!(refused, Err(Error::UnknownInstance { .. })));
+        assert_eq!(driver.outcome(&id, answer.clone(), at(1_600)), Ok(true));
         let batch = driver.take_batch();
         assert_eq!(
             batch.record_count(),
-            1,
-            "retain {retain}: the record of `Off` only"
+            2,
+            "retain {retain}: the records of `Off` and of the check's answer"
         );
+        assert_eq!(batch.settled, vec![(id.clone(), Status::Finished)]);
+        // The answer was recorded, not reduced: the pump set no timer for a next check
+        // (`Off` cancelled the tick) and made no call.
+        let cancel = TimerChange::Cancel { timer };
+        assert_eq!(batch.timers, vec![(id.clone(), cancel)]);
+        assert!(batch.perform.is_empty(), "{batch:?}");
         log.commit(&batch);
-        // Nor once the batch is taken, whether it is kept in memory or not.
+        // Answered, it is over: nothing more is taken, kept in memory or not.
         let refused = driver.outcome(&id, answer, at(1_700));
         assert!(matches!(refused, Err(Error::UnknownInstance { .. })));
+        let tick = TimerId::from_static("tick");
+        assert!(driver.fire(&id, &tick, intent, at(1_700)).is_err());
         assert!(driver.take_batch().is_empty());
         assert_eq!(driver.status(&id).is_some(), retain);
-        // Its log ends at the record that finished it, so it restores.
+        // Its log restores to an instance that is over: not held, nothing to resume.
         let mut restored = self::driver();
         assert_eq!(restored.restore(&id, log.of(&id)), Ok(Status::Finished));
+        assert!(restored.is_empty());
+        restored.resume();
+        assert!(restored.take_batch().is_empty());
     }
 }
 
 #[test]
-fn a_restart_resumes_nothing_of_a_finished_instance_even_when_it_is_retained() {
+fn a_restart_performs_again_what_a_finished_instance_left_in_flight() {
     let mut live = driver();
     let mut log = Log::default();
     let id = run_to_a_check_in_flight(&mut live, &mut log);
+    let check = live.in_flight(&id).unwrap().next().unwrap().clone();
     live.handle(&id, Event::Off, at(3_500)).unwrap();
     log.commit(&live.take_batch());
+    assert_eq!(
+        live.status(&id),
+        Some(&Status::Finished),
+        "held: its check is out"
+    );
     for retain in [false, true] {
         let mut restored = driver();
         restored.set_retain_finished(retain);
         assert_eq!(restored.restore(&id, log.of(&id)), Ok(Status::Finished));
         restored.resume();
         let batch = restored.take_batch();
-        // The check left in flight when it finished is not performed again, nor any
-        // timer of it armed: what a restart does must not depend on the retaining.
-        assert!(batch.is_empty(), "retain {retain}: {batch:?}");
+        // The check left in flight when it finished is performed again, under its id,
+        // and no timer of it armed: the same whether or not finished ones are retained.
+        assert_eq!(
+            batch.perform,
+            vec![(id.clone(), check.clone())],
+            "retain {retain}"
+        );
+        assert!(batch.timers.is_empty(), "retain {retain}: {batch:?}");
+        let answer = Outcome {
+            intent: check.id,
+            attempts: 1,
+            result: OutcomeResult::TimedOut,
+        };
+        assert_eq!(restored.outcome(&id, answer, at(4_000)), Ok(true));
+        let batch = restored.take_batch();
+        assert_eq!(batch.record_count(), 1);
+        assert!(
+            batch.settled.is_empty(),
+            "it was finished already: {batch:?}"
+        );
+        assert_eq!(restored.status(&id).is_some(), retain);
     }
+}
+
+#[test]
+fn finishing_drops_the_pending_timers_and_says_so() {
+    let mut driver = driver();
+    let mut log = Log::default();
+    let id = InstanceId::from("p-1");
+    driver
+        .start(&id, PumpState::default(), Event::On, at(0))
+        .unwrap();
+    let batch = driver.take_batch();
+    log.commit(&batch);
+    let (timer, intent, _) = timer_set(&batch);
+    // Halted without cancelling its tick: the driver cancels it.
+    driver.handle(&id, Event::Halt, at(500)).unwrap();
+    let batch = driver.take_batch();
+    log.commit(&batch);
+    let cancel = TimerChange::Cancel {
+        timer: timer.clone(),
+    };
+    assert_eq!(batch.timers, vec![(id.clone(), cancel)]);
+    assert!(driver.is_empty());
+    assert!(driver.fire(&id, &timer, intent, at(1_000)).is_err());
+    let mut restored = self::driver();
+    restored.set_retain_finished(true);
+    assert_eq!(restored.restore(&id, log.of(&id)), Ok(Status::Finished));
+    assert_eq!(restored.snapshot(&id).unwrap().timers, vec![]);
 }
 
 #[test]

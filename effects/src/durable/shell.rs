@@ -32,7 +32,8 @@ const RETRY_DELAY_MAX: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct Recovered {
-    /// Instances rebuilt and running again (parked ones included).
+    /// Instances rebuilt and held again: running, parked, or finished with calls still
+    /// in flight (performed again, then dropped).
     pub resumed: usize,
     /// Of those, how many are parked for an operator.
     pub parked: usize,
@@ -147,7 +148,10 @@ where
                     .driver
                     .restore_record(&id, event.version, &event.envelope)
                 {
-                    Ok(Status::Finished) => recovered.finished += 1,
+                    // Finished, and over once nothing of it is in flight.
+                    Ok(Status::Finished) if self.driver.status(&id).is_none() => {
+                        recovered.finished += 1;
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         tracing::error!(instance = %id, error = %e, "an instance's log does not replay; it is not run");
