@@ -99,6 +99,7 @@ pub mod error;
 pub mod id;
 pub mod intent;
 pub mod machine;
+pub mod mark;
 pub mod outcome;
 pub mod redact;
 pub mod reducer;

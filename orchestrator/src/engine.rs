@@ -32,6 +32,7 @@
 use foldhash::HashMap;
 use std::sync::Arc;
 
+use keel_core::mark::InstanceMark;
 use keel_core::{CausationId, Cause, Envelope, Timestamp};
 use serde_json::Value;
 
@@ -362,7 +363,7 @@ impl Engine {
             return Ok(false);
         }
         let version = live.version + 1;
-        let record = log::encode(
+        let mut record = log::encode(
             live.reducer.definition(),
             &live.state,
             version,
@@ -370,6 +371,13 @@ impl Engine {
             event,
             &self.scratch.transitions,
         )?;
+        // The store's index of instances follows the records that start a saga or change
+        // its status (see `keel_core::mark`).
+        let status = &live.state.status;
+        if version == 1 || *status != before {
+            let kind = live.state.saga_type.as_str();
+            InstanceMark::new(kind, status.name(), status.is_finished()).apply(&mut record);
+        }
         live.version = version;
         let cause = Cause::new(live.state.id.correlation(), CausationId::from(record.id));
         let slot = match self.appending.get(id) {

@@ -75,6 +75,7 @@ use crate::envelope::Envelope;
 use crate::error::Error;
 use crate::id::{CausationId, CorrelationId, EventId, InstanceId, IntentId, StreamId, TimerId};
 use crate::intent::{Intent, IntentKind};
+use crate::mark::InstanceMark;
 use crate::outcome::{Outcome, OutcomeResult};
 use crate::reducer::{Cause, Input, Reducer};
 use crate::time::Timestamp;
@@ -530,13 +531,24 @@ impl<R: Durable> Driver<R> {
             snapshot,
         };
         let version = live.version;
-        let envelope = match record.encode(id, live.correlation, version, now) {
+        let mut envelope = match record.encode(id, live.correlation, version, now) {
             Ok(envelope) => envelope,
             Err(e) => {
                 self.live.remove(id);
                 return Err(e);
             }
         };
+        // The store's index of instances follows the records that start an instance or
+        // change where it stands (see `crate::mark`).
+        let ended = live.ended();
+        if version == 1 || live.status != before || ended {
+            // Finished with calls still out: `finishing` until the last is answered.
+            let status = match &live.status {
+                Status::Finished if !ended => "finishing",
+                status => status.name(),
+            };
+            InstanceMark::new(self.reducer.kind(), status, ended).apply(&mut envelope);
+        }
         let status = live.status.clone();
         let slot = match self.appending.get(id) {
             Some(&slot) => slot,

@@ -581,3 +581,28 @@ fn a_state_that_serialises_as_null_restores() {
     assert_eq!(status, Ok(Status::Running));
     assert_eq!(restored.state(&id), Some(&None));
 }
+
+#[test]
+fn records_that_start_an_instance_or_change_where_it_stands_carry_its_mark() {
+    use crate::mark::InstanceMark;
+    let mut driver = driver();
+    let mut log = Log::default();
+    let id = run_to_a_check_in_flight(&mut driver, &mut log);
+    driver.handle(&id, Event::Off, at(3_500)).unwrap();
+    log.commit(&driver.take_batch());
+    let answer = Outcome {
+        intent: driver.in_flight(&id).unwrap().next().unwrap().id,
+        attempts: 1,
+        result: OutcomeResult::TimedOut,
+    };
+    driver.outcome(&id, answer, at(3_600)).unwrap();
+    log.commit(&driver.take_batch());
+    let marks: Vec<Option<InstanceMark>> = log.records[&id].iter().map(InstanceMark::of).collect();
+    let mark = |status, finished| Some(InstanceMark::new("pump", status, finished));
+    // Started; two timers and checks (one failing, which is no change of status); the
+    // third check in flight; switched off with it out; its answer.
+    let mut expected = vec![mark("running", false)];
+    expected.extend(std::iter::repeat_n(None, marks.len() - 3));
+    expected.extend([mark("finishing", false), mark("finished", true)]);
+    assert_eq!(marks, expected);
+}
