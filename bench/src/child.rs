@@ -47,6 +47,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
     let answer = match what.as_str() {
         "idle" => crate::sagas::idle_child(rest)?,
         "recover" => crate::recovery::recover_child(rest)?,
+        "history" => crate::recovery::history_child(rest)?,
         other => return Err(format!("unknown child measurement {other}")),
     };
     println!("{answer}");

@@ -143,6 +143,8 @@ pub(crate) struct Sizes {
     pub(crate) idle_sagas: u64,
     /// The numbers of unfinished sagas recovered.
     pub(crate) recovery_levels: &'static [u64],
+    /// Finished and unfinished sagas in the store of the long-history recovery.
+    pub(crate) history: (u64, u64),
     /// The concurrency levels of the saga sweep on PostgreSQL.
     pub(crate) postgres_saga_levels: &'static [u64],
 }
@@ -157,6 +159,7 @@ const FULL: Sizes = Sizes {
     saga_seconds: 1.5,
     idle_sagas: 100_000,
     recovery_levels: &[1_000, 3_000, 10_000, 30_000, 100_000],
+    history: (1_000_000, 10_000),
     postgres_saga_levels: &[1, 100, 1_000, 10_000],
 };
 
@@ -170,6 +173,7 @@ const QUICK: Sizes = Sizes {
     saga_seconds: 0.3,
     idle_sagas: 2_000,
     recovery_levels: &[300, 1_000],
+    history: (20_000, 1_000),
     postgres_saga_levels: &[1, 100],
 };
 

@@ -74,10 +74,122 @@ pub(crate) fn run(report: &mut Report, sizes: &Sizes, scratch: &Scratch) {
         scratch.remove(&format!("recover-{sagas}.db"));
         levels.push(level);
     }
-    write_section(report, &levels, &failures, sizes);
+    let history = history(sizes, scratch, &mut failures);
+    write_section(report, &levels, history.as_ref(), &failures, sizes);
 }
 
-fn write_section(report: &mut Report, levels: &[Level], failures: &[String], sizes: &Sizes) {
+/// Recovery from a store whose history is long: many finished sagas, a few unfinished.
+#[derive(Debug)]
+struct History {
+    finished: u64,
+    level: Level,
+}
+
+/// Fills a database with `sizes.history` finished and unfinished sagas, then restarts
+/// on it: recovery should follow the unfinished ones, not the history.
+fn history(sizes: &Sizes, scratch: &Scratch, failures: &mut Vec<String>) -> Option<History> {
+    let (finished, unfinished) = sizes.history;
+    let path = scratch.file("recover-history.db");
+    let path_text = path.to_string_lossy().into_owned();
+    eprintln!("[recovery] {finished} finished and {unfinished} idle sagas on SQLite");
+    let args = [
+        "history",
+        &finished.to_string(),
+        &unfinished.to_string(),
+        &path_text,
+    ];
+    let setup = match child::spawn(&args) {
+        Ok(answer) => answer,
+        Err(error) => {
+            failures.push(format!("the long history: {error}"));
+            return None;
+        }
+    };
+    let mut level = Level {
+        sagas: unfinished,
+        setup_seconds: setup["seconds"].as_f64().unwrap_or(0.0),
+        ..Level::default()
+    };
+    for run in 0..sizes.runs {
+        match child::spawn(&["recover", &path_text]) {
+            Ok(answer) => {
+                let seconds = answer["seconds"].as_f64().unwrap_or(f64::NAN);
+                level.records = answer["records"].as_u64().unwrap_or(0);
+                level.resumed = answer["resumed"].as_u64().unwrap_or(0);
+                eprintln!(
+                    "[recovery] long history, restart {}/{}: {} resumed from {} records in {seconds:.3} s",
+                    run + 1,
+                    sizes.runs,
+                    level.resumed,
+                    level.records,
+                );
+                level.seconds.push(seconds);
+            }
+            Err(error) => failures.push(format!("the long history: {error}")),
+        }
+    }
+    scratch.remove("recover-history.db");
+    Some(History { finished, level })
+}
+
+/// The child side: `history <finished> <unfinished> <path>`; runs `finished` 3-step
+/// sagas to their end (256 at a time), then parks `unfinished` idle ones.
+pub(crate) fn history_child(args: &[String]) -> Result<Value, String> {
+    let [finished, unfinished, path] = args else {
+        return Err("usage: history <finished> <unfinished> <path>".into());
+    };
+    let parse = |n: &String| n.parse::<u64>().map_err(|_| format!("bad count {n}"));
+    let (finished, unfinished) = (parse(finished)?, parse(unfinished)?);
+    let runtime = child::runtime()?;
+    runtime.block_on(async {
+        let started = Instant::now();
+        let store: Arc<dyn EventStore> = Arc::new(
+            SqliteStore::open(Path::new(path), SqliteConfig::default())
+                .map_err(|error| error.to_string())?,
+        );
+        let (orchestrator, _) = crate::sagas::idle_orchestrator(store).await;
+        let orchestrator = Arc::new(orchestrator);
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let clients: Vec<_> = (0..256)
+            .map(|_| {
+                let (orchestrator, next) = (Arc::clone(&orchestrator), Arc::clone(&next));
+                tokio::spawn(async move {
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if n >= finished {
+                            return Ok::<(), String>(());
+                        }
+                        if n > 0 && n % 100_000 == 0 {
+                            eprintln!("[recovery] {n} of {finished} finished sagas run");
+                        }
+                        let id = keel_orchestrator::SagaId::new(format!("done-{n}"))
+                            .map_err(|e| e.to_string())?;
+                        let input = json!({ "order": n });
+                        orchestrator
+                            .start_saga("bench.order", id.clone(), input)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        orchestrator.wait(&id).await.map_err(|e| e.to_string())?;
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.await.map_err(|e| e.to_string())??;
+        }
+        crate::sagas::start_idle(&orchestrator, unfinished).await;
+        orchestrator.shutdown().await;
+        Ok(json!({ "seconds": started.elapsed().as_secs_f64() }))
+    })
+}
+
+fn write_section(
+    report: &mut Report,
+    levels: &[Level],
+    history: Option<&History>,
+    failures: &[String],
+    sizes: &Sizes,
+) {
     let section = report.section("4. Recovery after a restart");
     section.para(&format!(
         "N unfinished sagas (each parked on an hour-long retry timer) in a SQLite database; \
@@ -113,6 +225,21 @@ fn write_section(report: &mut Report, levels: &[Level], failures: &[String], siz
         ],
         &rows,
     );
+    if let Some(History { finished, level }) = history {
+        let summary = Summary::of(&level.seconds);
+        section.para(&format!(
+            "With a long history: {} unfinished sagas beside {} finished 3-step sagas in \
+             the same database ({:.0} s to run them first). {} resumed from {} records \
+             read in {}: recovery reads the logs of unfinished sagas only, found through \
+             the store's index of instances.",
+            count(level.sagas),
+            count(*finished),
+            level.setup_seconds,
+            count(level.resumed),
+            count(level.records),
+            spread(summary, seconds),
+        ));
+    }
     for failure in failures {
         section.para(&format!("A run failed: {failure}."));
     }

@@ -65,14 +65,11 @@ async fn ok(_call: Call) -> HandlerResult {
 
 /// An orchestrator for the 3-step saga over `store`.
 pub(crate) async fn orchestrator(store: Arc<dyn EventStore>) -> Orchestrator {
-    let (orchestrator, _) = Orchestrator::builder(store)
-        .saga(saga())
-        .handler("bench.charge", ok)
-        .handler("bench.reserve", ok)
-        .handler("bench.ship", ok)
-        .handler("bench.refund", ok)
-        .handler("bench.release", ok)
-        .handler("bench.cancel", ok)
+    let mut builder = Orchestrator::builder(store).saga(saga());
+    for effect in EFFECTS {
+        builder = builder.handler(effect, ok);
+    }
+    let (orchestrator, _) = builder
         .start()
         .await
         .expect("the orchestrator starts on a fresh store");
@@ -328,17 +325,30 @@ pub(crate) async fn fail(_call: Call) -> HandlerResult {
     Err(Failure::unavailable("not now"))
 }
 
-/// An orchestrator for the idle saga over `store`, and what its recovery found.
+/// An orchestrator for the idle saga (and the 3-step one, whose finished logs a store
+/// may hold) over `store`, and what its recovery found.
 pub(crate) async fn idle_orchestrator(
     store: Arc<dyn EventStore>,
 ) -> (Orchestrator, keel_orchestrator::Recovered) {
-    Orchestrator::builder(store)
+    let mut builder = Orchestrator::builder(store)
         .saga(idle_saga())
-        .handler("bench.fail", fail)
-        .start()
-        .await
-        .expect("the orchestrator starts")
+        .saga(saga())
+        .handler("bench.fail", fail);
+    for effect in EFFECTS {
+        builder = builder.handler(effect, ok);
+    }
+    builder.start().await.expect("the orchestrator starts")
 }
+
+/// The effects of the 3-step saga and its compensations.
+const EFFECTS: [&str; 6] = [
+    "bench.charge",
+    "bench.reserve",
+    "bench.ship",
+    "bench.refund",
+    "bench.release",
+    "bench.cancel",
+];
 
 /// Starts `count` idle sagas (64 clients) and returns once every one has failed its
 /// first attempt and its retry is on record: the store's head stops moving.
