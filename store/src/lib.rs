@@ -60,6 +60,7 @@
 
 pub mod aggregate;
 pub mod error;
+pub mod index;
 mod lock;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -75,11 +76,12 @@ pub mod testing;
 use std::future::Future;
 use std::pin::Pin;
 
-use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId};
+use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use error::Error;
+pub use index::{InstanceEntry, InstanceMark, InstanceQuery};
 pub use lock::{LockHolder, WriterLock};
 pub use memory::MemoryStore;
 
@@ -164,6 +166,63 @@ pub trait EventStore: Send + Sync + 'static {
     /// Removes old events of `stream` (for streams that are logs, not aggregates);
     /// returns how many were removed. The stream's version does not change.
     fn trim<'a>(&'a self, stream: &'a StreamId, trim: Trim) -> StoreFuture<'a, u64>;
+
+    /// Rows of the index of instances (see [`index`]) that pass `query`'s filters, ordered
+    /// by stream (byte order), after `query.after`, at most `query.limit` (capped at
+    /// [`READ_LIMIT_MAX`]).
+    ///
+    /// What every backend guarantees: a row is exactly what the last marked event of
+    /// its stream says (kind, status, finished, and that event's version, time and
+    /// position), as of one committed state of the store. The index changes only in the
+    /// transaction of an append that stores marked events (its last marked one counts),
+    /// and in [`EventStore::purge_finished`]; a refused or deduplicated append changes
+    /// no row. Streams whose events carry no mark (all of a store written before the
+    /// index) have no row.
+    fn instances<'a>(&'a self, query: &'a InstanceQuery) -> StoreFuture<'a, Vec<InstanceEntry>>;
+
+    /// Up to `limit` events (capped at [`READ_LIMIT_MAX`]) from position `from`
+    /// (inclusive), in position order, of the streams whose index row says they are not
+    /// finished (and are of `kind`, if given): [`EventStore::read_all`] restricted to
+    /// the unfinished instances, for recovery to fold in one pass. Page on with the
+    /// last position + 1.
+    ///
+    /// What every backend guarantees: the events and the index rows are read from one
+    /// committed state, so an event is returned if and only if its stream was
+    /// unfinished in that state; streams with no row (no marked event) are not
+    /// unfinished and never returned. The durable backends answer from the index, joined
+    /// to the events by stream: the events of finished streams are not read at all.
+    fn read_unfinished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        from: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<RecordedEvent>>;
+
+    /// Retention: removes up to `limit` (capped at [`READ_LIMIT_MAX`]) finished
+    /// instances (of `kind`, if given) whose index row was last updated before
+    /// `updated_before`; returns how many it removed.
+    ///
+    /// What every backend guarantees, for each instance removed, in one transaction:
+    ///
+    /// - its events are removed as [`EventStore::trim`] removes them: their ids stay
+    ///   taken (an append repeating one is answered as the earlier append was, or
+    ///   refused with [`Error::DuplicateEventId`] elsewhere), and their positions are
+    ///   skipped by [`EventStore::read_all`];
+    /// - its snapshot, its stream metadata and its index row are removed;
+    /// - its stream's version stays (the `streams` row is kept): a writer appending
+    ///   with [`ExpectedVersion::NoStream`] or `Exact(0)` to a purged stream gets
+    ///   [`Error::VersionConflict`], and numbering goes on from the old version.
+    ///
+    /// Which instances go first, when more than `limit` qualify, is the backend's
+    /// choice (all of them take the smallest stream ids first). An instance that an
+    /// append marks unfinished meanwhile is kept; events appended to a finished stream
+    /// while it is being purged may be kept without their earlier history.
+    fn purge_finished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        updated_before: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<'a, u64>;
 
     /// The checkpoint and read model of projection `name`, if it has saved one.
     fn load_projection<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<ProjectionState>>;

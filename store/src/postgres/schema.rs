@@ -13,7 +13,7 @@ use super::{location_error, storage, storage_error};
 use crate::error::Error;
 
 /// The schema version this build creates and understands.
-pub(super) const SCHEMA_VERSION: u32 = 2;
+pub(super) const SCHEMA_VERSION: u32 = 3;
 
 /// The first key of the advisory lock taken while migrating ("keel" in ASCII); the
 /// second is the hash of the schema name, so stores in other schemas do not wait.
@@ -39,7 +39,7 @@ const IDENTIFIER_BYTES_MAX: usize = 63;
 /// Envelopes, intents and JSON documents are stored as the text serde_json wrote, not
 /// as JSONB: the text comes back byte for byte (JSONB rewrites numbers and refuses
 /// `\u0000`), and writing it costs no parse. Cast to `jsonb` to query inside them.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE {s}.keel_meta (
     id smallint PRIMARY KEY CHECK (id = 1),
@@ -112,6 +112,37 @@ CREATE TABLE {s}.keel_writer (
     backend_pid integer NOT NULL,
     holder text NOT NULL
 );
+"#,
+    r#"
+-- The index of instances: one row per stream whose events carry a mark (keelkind,
+-- keelstatus, keelfinished), from its last marked event, set by the append that stores
+-- it. Streams sort in byte order ("C"), as in the other backends, for keyset paging.
+CREATE TABLE {s}.instances (
+    stream text COLLATE "C" PRIMARY KEY,
+    kind text NOT NULL,
+    status text NOT NULL,
+    finished boolean NOT NULL,
+    version bigint NOT NULL,
+    updated_ns bigint NOT NULL,
+    position bigint NOT NULL
+);
+CREATE INDEX instances_by_finished ON {s}.instances (finished, kind, stream);
+CREATE INDEX instances_by_status ON {s}.instances (kind, status, stream);
+
+-- Filled from the marks already stored: the last marked event of each stream. Only
+-- envelopes naming the key are parsed (as json, not jsonb, which refuses \u0000);
+-- the time keeps microseconds, all PostgreSQL's timestamps hold.
+INSERT INTO {s}.instances (stream, kind, status, finished, version, updated_ns, position)
+SELECT DISTINCT ON (stream) stream, m->>'keelkind', m->>'keelstatus',
+       (m->>'keelfinished')::boolean, version,
+       (extract(epoch FROM (j->>'time')::timestamptz) * 1000000000)::bigint, position
+FROM (
+    SELECT stream, version, position, envelope::json AS j, envelope::json->'metadata' AS m
+    FROM {s}.events WHERE envelope LIKE '%"keelfinished"%'
+) marked
+WHERE json_typeof(m->'keelkind') = 'string' AND json_typeof(m->'keelstatus') = 'string'
+  AND json_typeof(m->'keelfinished') = 'boolean'
+ORDER BY stream, position DESC;
 "#,
 ];
 
@@ -194,6 +225,10 @@ pub(super) struct Sql {
     pub(super) trim_bounds: String,
     pub(super) first_version_from: String,
     pub(super) trim: String,
+    pub(super) read_unfinished: String,
+    pub(super) read_unfinished_kind: String,
+    pub(super) purge_finished: String,
+    pub(super) purge_finished_kind: String,
     pub(super) load_projection: String,
     pub(super) insert_projection: String,
     pub(super) update_projection: String,
@@ -240,6 +275,15 @@ impl Sql {
                      ON CONFLICT (id) DO NOTHING \
                  ), new_head AS ( \
                      UPDATE {s}.keel_head SET position = $10::int8 WHERE id = 1 \
+                 ), new_instances AS ( \
+                     INSERT INTO {s}.instances \
+                         (stream, kind, status, finished, version, updated_ns, position) \
+                     SELECT * FROM unnest($14::text[], $15::text[], $16::text[], \
+                                          $17::bool[], $18::int8[], $19::int8[], $20::int8[]) \
+                     ON CONFLICT (stream) DO UPDATE SET kind = EXCLUDED.kind, \
+                         status = EXCLUDED.status, finished = EXCLUDED.finished, \
+                         version = EXCLUDED.version, updated_ns = EXCLUDED.updated_ns, \
+                         position = EXCLUDED.position \
                  ) \
                  SELECT pg_notify($11::text, $12::text) WHERE $13::bool"
             ),
@@ -289,6 +333,10 @@ impl Sql {
                  INSERT INTO {s}.trimmed_event_ids (id, stream, version, position) \
                  SELECT id, stream, version, position FROM moved"
             ),
+            read_unfinished: read_unfinished(&s, ""),
+            read_unfinished_kind: read_unfinished(&s, "AND i.kind = $3::text"),
+            purge_finished: purge_finished(&s, ""),
+            purge_finished_kind: purge_finished(&s, "AND kind = $3::text"),
             load_projection: format!(
                 "SELECT checkpoint, model FROM {s}.projections WHERE name = $1::text"
             ),
@@ -323,6 +371,60 @@ impl Sql {
             ),
         }
     }
+}
+
+/// The events of unfinished instances from a position (`$1`), in position order, at
+/// most `$2`, with `kind` (`$3`) as an extra condition on the index row.
+///
+/// The lateral subquery reads, for each unfinished row of `instances`, only its own
+/// stream's events (through the `events (stream, version)` index), and at most `$2` of
+/// them, its first from `$1` on (a stream's positions grow with its versions, so those
+/// are the only ones of it that can be among the first `$2` overall). The events of
+/// finished streams are never read, whatever the planner's statistics say.
+fn read_unfinished(s: &str, kind: &str) -> String {
+    format!(
+        "SELECT e.stream, e.version, e.position, e.envelope FROM {s}.instances i \
+         CROSS JOIN LATERAL ( \
+             SELECT x.stream, x.version, x.position, x.envelope FROM {s}.events x \
+             WHERE x.stream = i.stream AND x.position >= $1::int8 \
+             ORDER BY x.version LIMIT $2::int8 \
+         ) e \
+         WHERE NOT i.finished {kind} \
+         ORDER BY e.position LIMIT $2::int8"
+    )
+}
+
+/// Removes up to `$2` finished instances updated before `$1` (ns), smallest streams
+/// first, with `kind` (`$3`) as an extra condition; answers how many.
+///
+/// One statement, so one snapshot and one transaction: events move to
+/// `trimmed_event_ids` as a trim moves them, and the snapshot, metadata and index row
+/// go; `streams` keeps the version. The conditions are repeated on the `DELETE` itself
+/// so that a row an append changed meanwhile is checked again (PostgreSQL re-reads a
+/// row it waited for) and kept if no longer finished.
+fn purge_finished(s: &str, kind: &str) -> String {
+    format!(
+        "WITH chosen AS ( \
+             DELETE FROM {s}.instances \
+             WHERE stream IN ( \
+                 SELECT stream FROM {s}.instances \
+                 WHERE finished AND updated_ns < $1::int8 {kind} \
+                 ORDER BY stream LIMIT $2::int8 \
+             ) AND finished AND updated_ns < $1::int8 {kind} \
+             RETURNING stream \
+         ), moved AS ( \
+             DELETE FROM {s}.events e USING chosen c WHERE e.stream = c.stream \
+             RETURNING e.id, e.stream, e.version, e.position \
+         ), trimmed AS ( \
+             INSERT INTO {s}.trimmed_event_ids (id, stream, version, position) \
+             SELECT id, stream, version, position FROM moved \
+         ), snapshots AS ( \
+             DELETE FROM {s}.snapshots x USING chosen c WHERE x.stream = c.stream \
+         ), metadata AS ( \
+             DELETE FROM {s}.stream_metadata x USING chosen c WHERE x.stream = c.stream \
+         ) \
+         SELECT count(*) FROM chosen"
+    )
 }
 
 /// Creates the schema if absent and brings it to [`SCHEMA_VERSION`], in one transaction

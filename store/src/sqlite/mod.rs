@@ -110,9 +110,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId};
+use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::index::{InstanceEntry, InstanceQuery};
 use super::{
     Appended, EventStore, LockHolder, ProjectionState, RecordedEvent, StoreFuture, StoredSnapshot,
     Trim, WriterLock, check_append,
@@ -378,6 +379,45 @@ impl EventStore for SqliteStore {
             let op = Op::Trim {
                 stream: stream.as_str().to_owned(),
                 trim,
+            };
+            self.write(op).await?.removed()
+        })
+    }
+
+    fn instances<'a>(&'a self, query: &'a InstanceQuery) -> StoreFuture<'a, Vec<InstanceEntry>> {
+        let query = query.clone();
+        Box::pin(
+            self.inner
+                .readers
+                .run(move |reader| reader.instances(&query)),
+        )
+    }
+
+    fn read_unfinished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        from: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<RecordedEvent>> {
+        let kind = kind.map(str::to_owned);
+        Box::pin(
+            self.inner
+                .readers
+                .run(move |reader| reader.read_unfinished(kind.as_deref(), from, limit)),
+        )
+    }
+
+    fn purge_finished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        updated_before: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let op = Op::PurgeFinished {
+                kind: kind.map(str::to_owned),
+                before_ns: updated_before.unix_nanos(),
+                limit,
             };
             self.write(op).await?.removed()
         })
