@@ -88,7 +88,11 @@ async fn the_last_marked_event_of_an_append_sets_its_streams_row() {
             updated: at(2),
             position: 3,
         };
-        assert_eq!(rows, std::slice::from_ref(&want), "[{name}] one row, from the last mark");
+        assert_eq!(
+            rows,
+            std::slice::from_ref(&want),
+            "[{name}] one row, from the last mark"
+        );
 
         // An append without marks leaves the row alone.
         append(store, "saga-1", &[event(4, None)]).await;

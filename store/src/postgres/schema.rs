@@ -7,6 +7,8 @@
 //!
 //! [`PostgresConfig::schema`]: super::PostgresConfig::schema
 
+use std::collections::HashMap;
+
 use tokio_postgres::Client;
 
 use super::{location_error, storage, storage_error};
@@ -116,9 +118,11 @@ CREATE TABLE {s}.keel_writer (
     r#"
 -- The index of instances: one row per stream whose events carry a mark (keelkind,
 -- keelstatus, keelfinished), from its last marked event, set by the append that stores
--- it. Streams sort in byte order ("C"), as in the other backends, for keyset paging.
+-- it. Listing sorts streams in byte order ("C"), as the other backends do, for keyset
+-- paging; the column keeps the collation of events.stream, so that joining the two
+-- by stream can use the events' (stream, version) index.
 CREATE TABLE {s}.instances (
-    stream text COLLATE "C" PRIMARY KEY,
+    stream text PRIMARY KEY,
     kind text NOT NULL,
     status text NOT NULL,
     finished boolean NOT NULL,
@@ -126,23 +130,11 @@ CREATE TABLE {s}.instances (
     updated_ns bigint NOT NULL,
     position bigint NOT NULL
 );
-CREATE INDEX instances_by_finished ON {s}.instances (finished, kind, stream);
-CREATE INDEX instances_by_status ON {s}.instances (kind, status, stream);
+CREATE INDEX instances_by_finished ON {s}.instances (finished, kind, stream COLLATE "C");
+CREATE INDEX instances_by_status ON {s}.instances (kind, status, stream COLLATE "C");
 
--- Filled from the marks already stored: the last marked event of each stream. Only
--- envelopes naming the key are parsed (as json, not jsonb, which refuses \u0000);
--- the time keeps microseconds, all PostgreSQL's timestamps hold.
-INSERT INTO {s}.instances (stream, kind, status, finished, version, updated_ns, position)
-SELECT DISTINCT ON (stream) stream, m->>'keelkind', m->>'keelstatus',
-       (m->>'keelfinished')::boolean, version,
-       (extract(epoch FROM (j->>'time')::timestamptz) * 1000000000)::bigint, position
-FROM (
-    SELECT stream, version, position, envelope::json AS j, envelope::json->'metadata' AS m
-    FROM {s}.events WHERE envelope LIKE '%"keelfinished"%'
-) marked
-WHERE json_typeof(m->'keelkind') = 'string' AND json_typeof(m->'keelstatus') = 'string'
-  AND json_typeof(m->'keelfinished') = 'boolean'
-ORDER BY stream, position DESC;
+-- Filled from the marks already stored by `backfill_instances`, in Rust: PostgreSQL's
+-- json parsing refuses a \u0000 anywhere in an envelope, which keel stores.
 "#,
 ];
 
@@ -409,7 +401,7 @@ fn purge_finished(s: &str, kind: &str) -> String {
              WHERE stream IN ( \
                  SELECT stream FROM {s}.instances \
                  WHERE finished AND updated_ns < $1::int8 {kind} \
-                 ORDER BY stream LIMIT $2::int8 \
+                 ORDER BY stream COLLATE \"C\" LIMIT $2::int8 \
              ) AND finished AND updated_ns < $1::int8 {kind} \
              RETURNING stream \
          ), moved AS ( \
@@ -497,6 +489,9 @@ pub(super) async fn migrate(
             .batch_execute(&migration.replace("{s}", &quoted))
             .await
             .map_err(|e| storage_error(&format!("run migration {}", index + 1), &e))?;
+        if index + 1 == INSTANCES_MIGRATION {
+            backfill_instances(&transaction, &quoted).await?;
+        }
     }
     let version = i32::try_from(SCHEMA_VERSION).unwrap_or(i32::MAX);
     transaction
@@ -510,6 +505,85 @@ pub(super) async fn migrate(
         .commit()
         .await
         .map_err(storage("commit the migration"))
+}
+
+/// The migration that creates `instances`.
+const INSTANCES_MIGRATION: usize = 3;
+
+/// Events a backfill decodes per round trip.
+const BACKFILL_PAGE: i64 = 1_000;
+
+/// Fills `instances` from the marks already stored: the last marked event of each
+/// stream, read with [`InstanceMark::of`] as an append reads it. Only envelopes naming
+/// the key are read back, a page at a time; stores written before marks existed have
+/// none, so their index starts empty. A mark whose text holds NUL (which the index's
+/// text columns cannot) is left out, as if absent.
+///
+/// [`InstanceMark::of`]: crate::InstanceMark::of
+async fn backfill_instances(
+    transaction: &tokio_postgres::Transaction<'_>,
+    quoted: &str,
+) -> Result<(), Error> {
+    let select = format!(
+        "SELECT stream, version, position, envelope FROM {quoted}.events \
+         WHERE position > $1::int8 AND envelope LIKE '%\"keelfinished\"%' \
+         ORDER BY position LIMIT $2::int8"
+    );
+    let mut last: HashMap<String, (crate::InstanceMark, i64, i64, i64)> = HashMap::new();
+    let mut after = 0_i64;
+    loop {
+        let rows = transaction
+            .query(&select, &[&after, &BACKFILL_PAGE])
+            .await
+            .map_err(storage("read the marked events"))?;
+        for row in &rows {
+            let (stream, version, position): (String, i64, i64) =
+                (row.get(0), row.get(1), row.get(2));
+            after = position;
+            let envelope: keel_core::Envelope =
+                serde_json::from_str(row.get(3)).map_err(|e| Error::Storage {
+                    backend: "postgres",
+                    reason: format!("the event at position {position} does not decode: {e}"),
+                })?;
+            let Some(mark) = crate::InstanceMark::of(&envelope) else {
+                continue;
+            };
+            if mark.kind.contains('\0') || mark.status.contains('\0') {
+                continue;
+            }
+            let updated = envelope.time.unix_nanos();
+            last.insert(stream, (mark, version, updated, position));
+        }
+        if rows.len() < BACKFILL_PAGE as usize {
+            break;
+        }
+    }
+    let insert = format!(
+        "INSERT INTO {quoted}.instances \
+         (stream, kind, status, finished, version, updated_ns, position) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::int8[], \
+                              $6::int8[], $7::int8[])"
+    );
+    let rows: Vec<_> = last.into_iter().collect();
+    for chunk in rows.chunks(BACKFILL_PAGE as usize) {
+        let streams: Vec<&str> = chunk.iter().map(|(s, _)| s.as_str()).collect();
+        let kinds: Vec<&str> = chunk.iter().map(|(_, m)| m.0.kind.as_str()).collect();
+        let statuses: Vec<&str> = chunk.iter().map(|(_, m)| m.0.status.as_str()).collect();
+        let finished: Vec<bool> = chunk.iter().map(|(_, m)| m.0.finished).collect();
+        let versions: Vec<i64> = chunk.iter().map(|(_, m)| m.1).collect();
+        let updated: Vec<i64> = chunk.iter().map(|(_, m)| m.2).collect();
+        let positions: Vec<i64> = chunk.iter().map(|(_, m)| m.3).collect();
+        transaction
+            .execute(
+                &insert,
+                &[
+                    &streams, &kinds, &statuses, &finished, &versions, &updated, &positions,
+                ],
+            )
+            .await
+            .map_err(storage("fill the index of instances"))?;
+    }
+    Ok(())
 }
 
 async fn stored_version(
@@ -649,6 +723,65 @@ mod tests {
             since: keel_core::Timestamp::UNIX_EPOCH,
         };
         drop(store.lock_writer(&holder).await.unwrap());
+        store.drop_schema().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_version_2_schema_gets_an_index_filled_from_its_marked_events() {
+        let Some(url) = url() else { return };
+        let config = unique_config();
+        let quoted = format!("\"{}\"", config.schema);
+        let client = raw_client(&url).await;
+        let mark = crate::InstanceMark::new("saga", "needs_intervention", false);
+        let mut marked = super::super::testing::event(2);
+        marked.time = keel_core::Timestamp::from_unix_nanos(1_700_000_000_123_456_000);
+        mark.apply(&mut marked);
+        let rows = [
+            ("a", 1_i64, super::super::testing::event(1)),
+            ("b", 1, marked),
+            ("b", 2, super::super::testing::event(3)),
+        ];
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {quoted}; {} {} \
+                 UPDATE {quoted}.keel_meta SET schema_version = 2; \
+                 UPDATE {quoted}.keel_head SET position = 3; \
+                 INSERT INTO {quoted}.streams VALUES ('a', 1), ('b', 2);",
+                MIGRATIONS[0].replace("{s}", &quoted),
+                MIGRATIONS[1].replace("{s}", &quoted),
+            ))
+            .await
+            .unwrap();
+        for (position, (stream, version, envelope)) in (1_i64..).zip(&rows) {
+            let text = serde_json::to_string(envelope).unwrap();
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {quoted}.events VALUES \
+                         ($1::int8, $2::text, $3::int8, $4::text::uuid, $5::text)"
+                    ),
+                    &[&position, stream, version, &envelope.id.to_string(), &text],
+                )
+                .await
+                .unwrap();
+        }
+        let store = PostgresStore::connect(&url, config.clone()).await.unwrap();
+        let index = store.instances(&crate::InstanceQuery::all()).await.unwrap();
+        assert_eq!(index.len(), 1, "{index:?}");
+        let row = &index[0];
+        assert_eq!(
+            (row.stream.as_str(), row.status.as_str()),
+            ("b", "needs_intervention")
+        );
+        assert_eq!((row.version, row.position, row.finished), (1, 2, false));
+        assert_eq!(row.updated, rows[1].2.time);
+        let unfinished = store.read_unfinished(None, 1, 10).await.unwrap();
+        let positions: Vec<u64> = unfinished.iter().map(|e| e.position).collect();
+        assert_eq!(positions, [2, 3]);
+        assert_eq!(
+            unfinished[0].envelope, rows[1].2,
+            "events are kept as they were"
+        );
         store.drop_schema().await.unwrap();
     }
 

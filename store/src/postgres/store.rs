@@ -377,10 +377,14 @@ impl EventStore for PostgresStore {
             }
             if let Some(after) = &after {
                 params.push(after);
-                sql.push_str(&format!(" AND stream > ${}::text", params.len()));
+                sql.push_str(&format!(
+                    " AND stream COLLATE \"C\" > ${}::text",
+                    params.len()
+                ));
             }
             params.push(&limit);
-            sql.push_str(&format!(" ORDER BY stream LIMIT ${}::int8", params.len()));
+            let order = " ORDER BY stream COLLATE \"C\" LIMIT";
+            sql.push_str(&format!("{order} ${}::int8", params.len()));
             let rows = {
                 let mut checkout = self.inner.pool.checkout().await?;
                 let conn = checkout.conn();
@@ -880,6 +884,65 @@ mod tests {
             left.iter().map(|e| e.version).collect::<Vec<_>>(),
             [LONG_TRIM_EVENTS as u64 + 1]
         );
+        store.drop_schema().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn reading_the_unfinished_streams_reads_only_their_events() {
+        let Some((store, url, config)) = fresh_store().await else {
+            return;
+        };
+        let (done, running) = (
+            crate::InstanceMark::new("saga", "completed", true),
+            crate::InstanceMark::new("saga", "running", false),
+        );
+        // Many finished streams, a few unfinished ones: the plan must not touch the
+        // former's events, whatever the statistics.
+        for stream in 0..200_u128 {
+            let mut batch: Vec<Envelope> = (0..10).map(|n| event(stream * 100 + n)).collect();
+            let mark = if stream % 50 == 0 { &running } else { &done };
+            mark.apply(&mut batch[9]);
+            let stream = StreamId::from(format!("s{stream:03}"));
+            store
+                .append(&stream, ExpectedVersion::NoStream, &batch)
+                .await
+                .unwrap();
+        }
+        let client = raw_client(&url).await;
+        let schema = format!("\"{}\"", config.schema);
+        client
+            .batch_execute(&format!(
+                "ANALYZE {schema}.events; ANALYZE {schema}.instances"
+            ))
+            .await
+            .unwrap();
+        let sql = &store.inner.sql;
+        let from = 1_i64;
+        let limit = 100_i64;
+        for (text, kind) in [
+            (&sql.read_unfinished, None),
+            (&sql.read_unfinished_kind, Some("saga")),
+        ] {
+            let explain = format!("EXPLAIN {text}");
+            let rows = match kind {
+                Some(kind) => client.query(&explain, &[&from, &limit, &kind]).await,
+                None => client.query(&explain, &[&from, &limit]).await,
+            }
+            .unwrap();
+            let plan: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+            let plan = plan.join("\n");
+            assert!(
+                !plan.contains("Seq Scan on events"),
+                "no scan of the events:\n{plan}"
+            );
+            assert!(
+                plan.contains("Index Scan using events_stream_version_key on events x"),
+                "each unfinished stream's events through its index:\n{plan}"
+            );
+        }
+        let read = store.read_unfinished(None, 1, 100).await.unwrap();
+        let streams: Vec<&str> = read.iter().map(|e| e.stream.as_str()).collect();
+        assert_eq!(streams.len(), 40, "four streams of ten events: {streams:?}");
         store.drop_schema().await.unwrap();
     }
 }

@@ -35,7 +35,7 @@ const READ_ALL: &str = concat!(
 /// stream's entries of the `events (stream, version)` index, which hold the position
 /// (the rowid) too, so the candidates are found without reading an event row or any
 /// finished stream. The outer query then reads the `limit` rows chosen by position.
-const READ_UNFINISHED: &str = concat!(
+pub(crate) const READ_UNFINISHED: &str = concat!(
     "SELECT position, stream, version, ",
     envelope_columns!(),
     " FROM events WHERE position IN (",
@@ -45,7 +45,7 @@ const READ_UNFINISHED: &str = concat!(
 );
 
 /// [`READ_UNFINISHED`] of one kind.
-const READ_UNFINISHED_KIND: &str = concat!(
+pub(crate) const READ_UNFINISHED_KIND: &str = concat!(
     "SELECT position, stream, version, ",
     envelope_columns!(),
     " FROM events WHERE position IN (",
