@@ -1,6 +1,6 @@
 //! keel's event store: the [`EventStore`] contract, its backends, and what is built on
-//! it: subscriptions, the store's transactional outbox, aggregate loading and
-//! checkpointed projections.
+//! it: subscriptions, the store's transactional outbox, an index of workflow instances,
+//! aggregate loading and checkpointed projections.
 //!
 //! The store is a crate of its own so that what only reads or steers a store (the `keel`
 //! CLI) builds without an HTTP client, TLS or hyper (it still builds the orchestrator,
@@ -35,6 +35,17 @@
 //! - **Projections commit their checkpoint with their read model.**
 //!   [`EventStore::save_projection`] stores both in one transaction, and only if the
 //!   checkpoint is still the one the projection started from (see [`projection`]).
+//! - **The index of instances commits with the events.** An event marked with an
+//!   [`InstanceMark`] (three metadata entries: kind, status, finished) sets its
+//!   stream's [`InstanceEntry`] in the transaction of its append: the last marked event
+//!   of an append counts, an append without marks leaves the row alone, and a refused or
+//!   deduplicated append changes none. So recovery reads the unfinished instances
+//!   ([`EventStore::read_unfinished`]) rather than all history, listing pages the rows
+//!   ([`EventStore::instances`]), and retention removes old finished instances
+//!   ([`EventStore::purge_finished`]) without letting a version go back or an event id
+//!   be used again. Events stored before the index (SQLite schema 1, PostgreSQL 2)
+//!   carry no marks, so their streams have no row until a marked event is appended:
+//!   a caller that must see them reads [`EventStore::read_all`] once (see [`index`]).
 //! - **Acknowledged means durable** for the durable backends: an append returns only
 //!   after its transaction is on disk.
 //!
@@ -45,6 +56,8 @@
 //!   applies before touching storage.
 //! - [`error`]: [`Error`], what a store answers instead, and
 //!   [`Error::is_unavailable`], whether trying again may help.
+//! - [`index`]: the index of instances: [`InstanceMark`] (what a writer puts on an
+//!   event), [`InstanceEntry`] (a stream's row) and [`InstanceQuery`] (a page of rows).
 //! - [`MemoryStore`]: in memory, for tests and examples.
 //! - [`sqlite`]: the embedded default (feature `sqlite`, on by default).
 //! - [`postgres`]: the shared store for several processes (feature `postgres`, on by

@@ -9,8 +9,9 @@
 //!    and the lookups run after it is granted, so they see every earlier commit.
 //! 2. [`plan`] decides each request in order, exactly as [`MemoryStore`] would (pure,
 //!    unit-tested below): deduplicated, refused, or given versions and positions.
-//! 3. One statement writes all accepted events, stream versions, intents, the new head
-//!    and a `pg_notify`; `COMMIT` follows in the same round trip.
+//! 3. One statement writes all accepted events, stream versions, intents, index rows
+//!    (one per marked stream: its group's last marked event), the new head and a
+//!    `pg_notify`; `COMMIT` follows in the same round trip.
 //!
 //! Positions are taken from the locked head, so they are gapless and committed in
 //! order; an aborted transaction hands none out. Grouping is what makes this fast: the

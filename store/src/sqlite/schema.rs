@@ -20,7 +20,7 @@ use crate::error::Error;
 ///
 /// - 1: the first layout.
 /// - 2: adds `instances`, the index of instances (see [`crate::index`]); a version-1
-///   file is migrated when opened ([`MIGRATE_1_TO_2`]).
+///   file is migrated when opened, its marks indexed.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// SQLite's `application_id` of a keel store: "keel" in ASCII.
