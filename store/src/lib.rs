@@ -226,10 +226,11 @@ pub trait EventStore: Send + Sync + 'static {
     ///   with [`ExpectedVersion::NoStream`] or `Exact(0)` to a purged stream gets
     ///   [`Error::VersionConflict`], and numbering goes on from the old version.
     ///
-    /// Which instances go first, when more than `limit` qualify, is the backend's
-    /// choice (all of them take the smallest stream ids first). An instance that an
-    /// append marks unfinished meanwhile is kept; events appended to a finished stream
-    /// while it is being purged may be kept without their earlier history.
+    /// The smallest stream ids (byte order) go first when more than `limit` qualify;
+    /// PostgreSQL skips a row that an append is changing at that moment, rather than
+    /// wait for it (a later purge takes it). An instance that an append marks
+    /// unfinished meanwhile is kept; events appended to a finished stream while it is
+    /// being purged may be kept without their earlier history.
     fn purge_finished<'a>(
         &'a self,
         kind: Option<&'a str>,

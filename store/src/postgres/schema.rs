@@ -391,31 +391,35 @@ fn read_unfinished(s: &str, kind: &str) -> String {
 ///
 /// One statement, so one snapshot and one transaction: events move to
 /// `trimmed_event_ids` as a trim moves them, and the snapshot, metadata and index row
-/// go; `streams` keeps the version. The conditions are repeated on the `DELETE` itself
-/// so that a row an append changed meanwhile is checked again (PostgreSQL re-reads a
-/// row it waited for) and kept if no longer finished.
+/// go; `streams` keeps the version.
+///
+/// The chosen rows are locked first, `SKIP LOCKED`: a row an append is changing is
+/// left for a later purge rather than waited for, so a purge never waits for an
+/// append and the two cannot deadlock (an append's group upserts several rows, in no
+/// set order). A row an append changed and committed before the lock is read again
+/// by PostgreSQL, and kept if it is no longer finished.
 fn purge_finished(s: &str, kind: &str) -> String {
     format!(
         "WITH chosen AS ( \
-             DELETE FROM {s}.instances \
-             WHERE stream IN ( \
-                 SELECT stream FROM {s}.instances \
-                 WHERE finished AND updated_ns < $1::int8 {kind} \
-                 ORDER BY stream COLLATE \"C\" LIMIT $2::int8 \
-             ) AND finished AND updated_ns < $1::int8 {kind} \
-             RETURNING stream \
+             SELECT stream FROM {s}.instances \
+             WHERE finished AND updated_ns < $1::int8 {kind} \
+             ORDER BY stream COLLATE \"C\" LIMIT $2::int8 \
+             FOR UPDATE SKIP LOCKED \
+         ), gone AS ( \
+             DELETE FROM {s}.instances x USING chosen c WHERE x.stream = c.stream \
+             RETURNING x.stream \
          ), moved AS ( \
-             DELETE FROM {s}.events e USING chosen c WHERE e.stream = c.stream \
+             DELETE FROM {s}.events e USING gone g WHERE e.stream = g.stream \
              RETURNING e.id, e.stream, e.version, e.position \
          ), trimmed AS ( \
              INSERT INTO {s}.trimmed_event_ids (id, stream, version, position) \
              SELECT id, stream, version, position FROM moved \
          ), snapshots AS ( \
-             DELETE FROM {s}.snapshots x USING chosen c WHERE x.stream = c.stream \
+             DELETE FROM {s}.snapshots x USING gone g WHERE x.stream = g.stream \
          ), metadata AS ( \
-             DELETE FROM {s}.stream_metadata x USING chosen c WHERE x.stream = c.stream \
+             DELETE FROM {s}.stream_metadata x USING gone g WHERE x.stream = g.stream \
          ) \
-         SELECT count(*) FROM chosen"
+         SELECT count(*) FROM gone"
     )
 }
 

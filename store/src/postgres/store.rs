@@ -945,4 +945,41 @@ mod tests {
         assert_eq!(streams.len(), 40, "four streams of ten events: {streams:?}");
         store.drop_schema().await.unwrap();
     }
+
+    #[tokio::test]
+    async fn a_purge_skips_an_instance_an_append_is_changing_instead_of_waiting() {
+        let Some((store, url, config)) = fresh_store().await else {
+            return;
+        };
+        let done = crate::InstanceMark::new("saga", "completed", true);
+        for (id, stream) in [(1, "a"), (2, "b")] {
+            let mut envelope = event(id);
+            done.apply(&mut envelope);
+            store
+                .append(
+                    &StreamId::from(stream),
+                    ExpectedVersion::NoStream,
+                    &[envelope],
+                )
+                .await
+                .unwrap();
+        }
+        // Another session holds `a`'s row, as an append's transaction would.
+        let mut blocker = raw_client(&url).await;
+        let blocking = blocker.transaction().await.unwrap();
+        let lock = format!(
+            "SELECT * FROM \"{}\".instances WHERE stream = 'a' FOR UPDATE",
+            config.schema
+        );
+        blocking.query(&lock, &[]).await.unwrap();
+        let forever = keel_core::Timestamp::from_unix_nanos(i64::MAX);
+        let purge = store.purge_finished(None, forever, 10);
+        let purged = tokio::time::timeout(std::time::Duration::from_secs(5), purge)
+            .await
+            .expect("the purge does not wait for the locked row");
+        assert_eq!(purged.unwrap(), 1, "only `b` goes");
+        blocking.rollback().await.unwrap();
+        assert_eq!(store.purge_finished(None, forever, 10).await.unwrap(), 1);
+        store.drop_schema().await.unwrap();
+    }
 }
