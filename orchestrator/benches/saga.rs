@@ -213,6 +213,28 @@ impl EventStore for NullStore {
     ) -> keel_store::StoreFuture<'a, Option<serde_json::Value>> {
         ready(None)
     }
+    fn instances<'a>(
+        &'a self,
+        _: &'a keel_store::InstanceQuery,
+    ) -> keel_store::StoreFuture<'a, Vec<keel_store::InstanceEntry>> {
+        ready(Vec::new())
+    }
+    fn read_unfinished<'a>(
+        &'a self,
+        _: Option<&'a str>,
+        _: u64,
+        _: usize,
+    ) -> keel_store::StoreFuture<'a, Vec<keel_store::RecordedEvent>> {
+        ready(Vec::new())
+    }
+    fn purge_finished<'a>(
+        &'a self,
+        _: Option<&'a str>,
+        _: keel_core::Timestamp,
+        _: usize,
+    ) -> keel_store::StoreFuture<'a, u64> {
+        ready(0)
+    }
     fn trim<'a>(
         &'a self,
         _: &'a keel_core::StreamId,

@@ -1,6 +1,6 @@
 //! keel's event store: the [`EventStore`] contract, its backends, and what is built on
-//! it: subscriptions, the store's transactional outbox, aggregate loading and
-//! checkpointed projections.
+//! it: subscriptions, the store's transactional outbox, an index of workflow instances,
+//! aggregate loading and checkpointed projections.
 //!
 //! The store is a crate of its own so that what only reads or steers a store (the `keel`
 //! CLI) builds without an HTTP client, TLS or hyper (it still builds the orchestrator,
@@ -35,6 +35,17 @@
 //! - **Projections commit their checkpoint with their read model.**
 //!   [`EventStore::save_projection`] stores both in one transaction, and only if the
 //!   checkpoint is still the one the projection started from (see [`projection`]).
+//! - **The index of instances commits with the events.** An event marked with an
+//!   [`InstanceMark`] (three metadata entries: kind, status, finished) sets its
+//!   stream's [`InstanceEntry`] in the transaction of its append: the last marked event
+//!   of an append counts, an append without marks leaves the row alone, and a refused or
+//!   deduplicated append changes none. So recovery reads the unfinished instances
+//!   ([`EventStore::read_unfinished`]) rather than all history, listing pages the rows
+//!   ([`EventStore::instances`]), and retention removes old finished instances
+//!   ([`EventStore::purge_finished`]) without letting a version go back or an event id
+//!   be used again. Events stored before the index (SQLite schema 1, PostgreSQL 2)
+//!   carry no marks, so their streams have no row until a marked event is appended:
+//!   a caller that must see them reads [`EventStore::read_all`] once (see [`index`]).
 //! - **Acknowledged means durable** for the durable backends: an append returns only
 //!   after its transaction is on disk.
 //!
@@ -45,6 +56,8 @@
 //!   applies before touching storage.
 //! - [`error`]: [`Error`], what a store answers instead, and
 //!   [`Error::is_unavailable`], whether trying again may help.
+//! - [`index`]: the index of instances: [`InstanceMark`] (what a writer puts on an
+//!   event), [`InstanceEntry`] (a stream's row) and [`InstanceQuery`] (a page of rows).
 //! - [`MemoryStore`]: in memory, for tests and examples.
 //! - [`sqlite`]: the embedded default (feature `sqlite`, on by default).
 //! - [`postgres`]: the shared store for several processes (feature `postgres`, on by
@@ -60,6 +73,7 @@
 
 pub mod aggregate;
 pub mod error;
+pub mod index;
 mod lock;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -75,11 +89,12 @@ pub mod testing;
 use std::future::Future;
 use std::pin::Pin;
 
-use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId};
+use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use error::Error;
+pub use index::{InstanceEntry, InstanceMark, InstanceQuery};
 pub use lock::{LockHolder, WriterLock};
 pub use memory::MemoryStore;
 
@@ -164,6 +179,64 @@ pub trait EventStore: Send + Sync + 'static {
     /// Removes old events of `stream` (for streams that are logs, not aggregates);
     /// returns how many were removed. The stream's version does not change.
     fn trim<'a>(&'a self, stream: &'a StreamId, trim: Trim) -> StoreFuture<'a, u64>;
+
+    /// Rows of the index of instances (see [`index`]) that pass `query`'s filters, ordered
+    /// by stream (byte order), after `query.after`, at most `query.limit` (capped at
+    /// [`READ_LIMIT_MAX`]).
+    ///
+    /// What every backend guarantees: a row is exactly what the last marked event of
+    /// its stream says (kind, status, finished, and that event's version, time and
+    /// position), as of one committed state of the store. The index changes only in the
+    /// transaction of an append that stores marked events (its last marked one counts),
+    /// and in [`EventStore::purge_finished`]; a refused or deduplicated append changes
+    /// no row. Streams whose events carry no mark (all of a store written before the
+    /// index) have no row.
+    fn instances<'a>(&'a self, query: &'a InstanceQuery) -> StoreFuture<'a, Vec<InstanceEntry>>;
+
+    /// Up to `limit` events (capped at [`READ_LIMIT_MAX`]) from position `from`
+    /// (inclusive), in position order, of the streams whose index row says they are not
+    /// finished (and are of `kind`, if given): [`EventStore::read_all`] restricted to
+    /// the unfinished instances, for recovery to fold in one pass. Page on with the
+    /// last position + 1.
+    ///
+    /// What every backend guarantees: the events and the index rows are read from one
+    /// committed state, so an event is returned if and only if its stream was
+    /// unfinished in that state; streams with no row (no marked event) are not
+    /// unfinished and never returned. The durable backends answer from the index, joined
+    /// to the events by stream: the events of finished streams are not read at all.
+    fn read_unfinished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        from: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<RecordedEvent>>;
+
+    /// Retention: removes up to `limit` (capped at [`READ_LIMIT_MAX`]) finished
+    /// instances (of `kind`, if given) whose index row was last updated before
+    /// `updated_before`; returns how many it removed.
+    ///
+    /// What every backend guarantees, for each instance removed, in one transaction:
+    ///
+    /// - its events are removed as [`EventStore::trim`] removes them: their ids stay
+    ///   taken (an append repeating one is answered as the earlier append was, or
+    ///   refused with [`Error::DuplicateEventId`] elsewhere), and their positions are
+    ///   skipped by [`EventStore::read_all`];
+    /// - its snapshot, its stream metadata and its index row are removed;
+    /// - its stream's version stays (the `streams` row is kept): a writer appending
+    ///   with [`ExpectedVersion::NoStream`] or `Exact(0)` to a purged stream gets
+    ///   [`Error::VersionConflict`], and numbering goes on from the old version.
+    ///
+    /// The smallest stream ids (byte order) go first when more than `limit` qualify;
+    /// PostgreSQL skips a row that an append is changing at that moment, rather than
+    /// wait for it (a later purge takes it). An instance that an append marks
+    /// unfinished meanwhile is kept; events appended to a finished stream while it is
+    /// being purged may be kept without their earlier history.
+    fn purge_finished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        updated_before: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<'a, u64>;
 
     /// The checkpoint and read model of projection `name`, if it has saved one.
     fn load_projection<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<ProjectionState>>;

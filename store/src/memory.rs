@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use keel_core::{Envelope, EventId, ExpectedVersion, Intent, IntentId, StreamId};
+use keel_core::{Envelope, EventId, ExpectedVersion, Intent, IntentId, StreamId, Timestamp};
 use tokio::sync::watch;
 
+use super::index::{InstanceEntry, InstanceQuery, last_mark};
 use super::repeat::{Held, earlier_append, same_content};
 use super::{
     Appended, EventStore, LockHolder, ProjectionState, READ_LIMIT_MAX, RecordedEvent, StoreFuture,
@@ -62,6 +63,8 @@ struct Log {
     snapshots: HashMap<StreamId, StoredSnapshot>,
     metadata: HashMap<StreamId, serde_json::Value>,
     projections: HashMap<String, ProjectionState>,
+    /// The index of instances, ordered by stream as `instances` pages it.
+    instances: BTreeMap<StreamId, InstanceEntry>,
 }
 
 #[derive(Debug, Default)]
@@ -178,6 +181,18 @@ impl Log {
         entry.version += events.len() as u64;
         self.head += events.len() as u64;
         self.record_intents(intents);
+        if let Some((offset, mark)) = last_mark(events) {
+            let entry = InstanceEntry {
+                stream: stream.clone(),
+                kind: mark.kind,
+                status: mark.status,
+                finished: mark.finished,
+                version: version + 1 + offset as u64,
+                updated: events[offset].time,
+                position: first_position + offset as u64,
+            };
+            self.instances.insert(stream.clone(), entry);
+        }
         Ok(Appended {
             first_version: version + 1,
             last_version: version + events.len() as u64,
@@ -209,6 +224,61 @@ impl Log {
             self.events.remove(&position);
         }
         remove as u64
+    }
+
+    fn instances(&self, query: &InstanceQuery) -> Vec<InstanceEntry> {
+        let rows = match &query.after {
+            Some(after) => self.instances.range::<StreamId, _>((
+                std::ops::Bound::Excluded(after),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.instances.range::<StreamId, _>(..),
+        };
+        rows.map(|(_, entry)| entry)
+            .filter(|entry| query.matches(entry))
+            .take(query.capped_limit())
+            .cloned()
+            .collect()
+    }
+
+    fn read_unfinished(&self, kind: Option<&str>, from: u64, limit: usize) -> Vec<RecordedEvent> {
+        let unfinished = |stream: &StreamId| {
+            self.instances
+                .get(stream)
+                .is_some_and(|row| !row.finished && kind.is_none_or(|kind| row.kind == kind))
+        };
+        // The reference answer, not a fast one: the durable backends read the index
+        // first and never touch the finished streams' events.
+        self.events
+            .range(from..)
+            .map(|(_, event)| event)
+            .filter(|event| unfinished(&event.stream))
+            .take(limit.min(READ_LIMIT_MAX))
+            .cloned()
+            .collect()
+    }
+
+    fn purge_finished(&mut self, kind: Option<&str>, before: Timestamp, limit: usize) -> u64 {
+        let chosen: Vec<StreamId> = self
+            .instances
+            .values()
+            .filter(|row| row.finished && row.updated < before)
+            .filter(|row| kind.is_none_or(|kind| row.kind == kind))
+            .take(limit.min(READ_LIMIT_MAX))
+            .map(|row| row.stream.clone())
+            .collect();
+        for stream in &chosen {
+            // Like a trim of every event: the version and the ids stay.
+            if let Some(entry) = self.streams.get_mut(stream) {
+                for position in entry.positions.drain(..) {
+                    self.events.remove(&position);
+                }
+            }
+            self.snapshots.remove(stream);
+            self.metadata.remove(stream);
+            self.instances.remove(stream);
+        }
+        chosen.len() as u64
     }
 }
 
@@ -332,6 +402,32 @@ impl EventStore for MemoryStore {
 
     fn trim<'a>(&'a self, stream: &'a StreamId, trim: Trim) -> StoreFuture<'a, u64> {
         Self::ready(Ok(self.with_log(|log| log.trim(stream, trim))))
+    }
+
+    fn instances<'a>(&'a self, query: &'a InstanceQuery) -> StoreFuture<'a, Vec<InstanceEntry>> {
+        Self::ready(Ok(self.with_log(|log| log.instances(query))))
+    }
+
+    fn read_unfinished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        from: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<RecordedEvent>> {
+        Self::ready(Ok(
+            self.with_log(|log| log.read_unfinished(kind, from, limit))
+        ))
+    }
+
+    fn purge_finished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        updated_before: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<'a, u64> {
+        Self::ready(Ok(
+            self.with_log(|log| log.purge_finished(kind, updated_before, limit))
+        ))
     }
 
     fn load_projection<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<ProjectionState>> {

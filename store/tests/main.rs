@@ -9,6 +9,7 @@
 
 mod common;
 
+mod store_keeps_an_index_of_unfinished_instances;
 mod store_lets_one_writer_lock_it_at_a_time;
 mod store_loads_aggregates_from_snapshots_and_upcast_events;
 mod store_matches_the_reference_model;

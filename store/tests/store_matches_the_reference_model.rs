@@ -3,7 +3,8 @@
 //! versions, repeats as they were or with one event changed, reused ids, intents,
 //! envelopes of every shape), racing appends, reads, versions, the head and the live
 //! head, the outbox, snapshots, metadata, trimming (to the last N, before a version,
-//! before a position), projection checkpoints, and subscriptions.
+//! before a position), projection checkpoints, subscriptions, and the index of
+//! instances (marks on random events; listing, reading the unfinished, purging).
 //!
 //! A subscription is opened at a random step, from a random position, and follows the
 //! store in a task of its own while the later operations run, so it catches up and then
@@ -35,7 +36,10 @@ use keel_core::{
     IntentKind, Payload, Priority, StreamId, Timestamp,
 };
 use keel_store::Error;
-use keel_store::{Appended, EventStore, ProjectionState, RecordedEvent, StoredSnapshot, Trim};
+use keel_store::{
+    Appended, EventStore, InstanceEntry, InstanceMark, InstanceQuery, ProjectionState,
+    RecordedEvent, StoredSnapshot, Trim,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -53,6 +57,9 @@ const OPS_MAX: usize = 40;
 const WATCH_WAIT: Duration = Duration::from_secs(5);
 /// The most subscriptions one case keeps open; later `Subscribe` steps open none.
 const SUBSCRIPTIONS_MAX: usize = 3;
+/// The kinds and statuses marks name; `completed` is the finished one.
+const KINDS: [&str; 2] = ["saga", "equipment"];
+const STATUSES: [&str; 3] = ["running", "compensating", "completed"];
 /// Events a subscription's task may hand over before the test takes them; when full,
 /// the task waits (and the subscription with it), which the test tolerates.
 const SUBSCRIPTION_BUFFER: usize = 256;
@@ -126,6 +133,26 @@ enum Op {
     },
     /// Every open subscription delivers the model's events so far.
     CheckSubscriptions,
+    /// A page of the index; `after` names one of the case's streams.
+    Instances {
+        kind: Option<usize>,
+        status: Option<usize>,
+        finished: Option<bool>,
+        after: Option<usize>,
+        limit: usize,
+    },
+    ReadUnfinished {
+        kind: Option<usize>,
+        from: u64,
+        limit: usize,
+    },
+    /// Purges finished instances updated before the time of the case's `before`th
+    /// fresh event.
+    Purge {
+        kind: Option<usize>,
+        before: u64,
+        limit: usize,
+    },
 }
 
 /// One of the appends of a race; events are never empty, so that the positions of the
@@ -258,7 +285,29 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..PROJECTIONS).prop_map(|name| Op::LoadProjection { name }),
         2 => (0..30_u64).prop_map(|from| Op::Subscribe { from }),
         2 => Just(Op::CheckSubscriptions),
+        2 => instances(),
+        2 => (prop::option::of(0..KINDS.len()), 0..30_u64, 1..12_usize)
+            .prop_map(|(kind, from, limit)| Op::ReadUnfinished { kind, from, limit }),
+        1 => (prop::option::of(0..KINDS.len()), 0..40_u64, 0..4_usize)
+            .prop_map(|(kind, before, limit)| Op::Purge { kind, before, limit }),
     ]
+}
+
+fn instances() -> impl Strategy<Value = Op> {
+    (
+        prop::option::of(0..KINDS.len()),
+        prop::option::weighted(0.3, 0..STATUSES.len()),
+        prop::option::of(any::<bool>()),
+        prop::option::weighted(0.3, 0..=STREAMS),
+        0..6_usize,
+    )
+        .prop_map(|(kind, status, finished, after, limit)| Op::Instances {
+            kind,
+            status,
+            finished,
+            after,
+            limit,
+        })
 }
 
 fn race_append() -> impl Strategy<Value = RaceAppend> {
@@ -366,6 +415,8 @@ struct Model {
     projections: HashMap<usize, ProjectionState>,
     batches: Vec<Batch>,
     intents_made: Vec<Intent>,
+    /// The index: each marked stream's number and row, from its last marked event.
+    instances: BTreeMap<StreamId, (usize, InstanceEntry)>,
 }
 
 impl Model {
@@ -451,6 +502,23 @@ impl Model {
         }
         state.version += events.len() as u64;
         self.head += events.len() as u64;
+        let last_marked = events
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(offset, event)| InstanceMark::of(event).map(|mark| (offset, mark)));
+        if let Some((offset, mark)) = last_marked {
+            let row = InstanceEntry {
+                stream: stream_id.clone(),
+                kind: mark.kind,
+                status: mark.status,
+                finished: mark.finished,
+                version: version + 1 + offset as u64,
+                updated: events[offset].time,
+                position: first_position + offset as u64,
+            };
+            self.instances.insert(stream_id.clone(), (stream, row));
+        }
         for intent in intents {
             if !self.pending.iter().any(|p| p.id == intent.id) {
                 self.pending.push(intent.clone());
@@ -510,6 +578,57 @@ impl Model {
             self.events.remove(&position);
         }
         remove as u64
+    }
+
+    fn instances(&self, query: &InstanceQuery) -> Vec<InstanceEntry> {
+        self.instances
+            .values()
+            .map(|(_, row)| row)
+            .filter(|row| query.kind.as_ref().is_none_or(|kind| *kind == row.kind))
+            .filter(|row| query.status.as_ref().is_none_or(|s| *s == row.status))
+            .filter(|row| query.finished.is_none_or(|f| f == row.finished))
+            .filter(|row| query.after.as_ref().is_none_or(|after| row.stream > *after))
+            .take(query.limit)
+            .cloned()
+            .collect()
+    }
+
+    fn read_unfinished(&self, kind: Option<&str>, from: u64, limit: usize) -> Vec<RecordedEvent> {
+        let unfinished = |stream: &StreamId| {
+            self.instances
+                .get(stream)
+                .is_some_and(|(_, row)| !row.finished && kind.is_none_or(|kind| kind == row.kind))
+        };
+        self.events
+            .range(from..)
+            .map(|(_, event)| event)
+            .filter(|event| unfinished(&event.stream))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Removes the first `limit` finished instances (by stream) updated before
+    /// `before`: events as a trim removes them, snapshot, metadata, index row.
+    fn purge(&mut self, kind: Option<&str>, before: Timestamp, limit: usize) -> u64 {
+        let chosen: Vec<(StreamId, usize)> = self
+            .instances
+            .iter()
+            .filter(|(_, (_, row))| row.finished && row.updated < before)
+            .filter(|(_, (_, row))| kind.is_none_or(|kind| kind == row.kind))
+            .take(limit)
+            .map(|(stream_id, (stream, _))| (stream_id.clone(), *stream))
+            .collect();
+        for (stream_id, stream) in &chosen {
+            let state = self.streams.entry(*stream).or_default();
+            for (_, position) in state.kept.drain(..) {
+                self.events.remove(&position);
+            }
+            self.snapshots.remove(stream);
+            self.metadata.remove(stream);
+            self.instances.remove(stream_id);
+        }
+        chosen.len() as u64
     }
 
     fn complete(&mut self, ids: &[IntentId]) {
@@ -733,13 +852,25 @@ impl Case {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        // Earlier cases' finished instances go, so that a purge here counts only this
+        // case's; their unfinished ones sort before this case's streams (below).
+        let forever = Timestamp::from_unix_nanos(i64::MAX);
+        while store
+            .purge_finished(None, forever, 10_000)
+            .await
+            .map_err(|e| e.to_string())?
+            > 0
+        {}
         let base = store.head().await.map_err(|e| e.to_string())?;
         let salt = uuid::Uuid::new_v4();
         Ok(Self {
             store,
             second,
             backend,
-            prefix: format!("m{}", salt.simple()),
+            // The head first, zero-padded: a case that appended anything leaves a
+            // larger head, so every earlier case's streams sort before this one's, and
+            // a page of the index after the prefix holds this case's rows only.
+            prefix: format!("m{base:020}{}", salt.simple()),
             id_salt: salt.as_u128(),
             ids_made: 0,
             model: Model {
@@ -774,7 +905,7 @@ impl Case {
             EventType::from_static("test.happened"),
             "keel-tests",
             // Nanoseconds and all.
-            Timestamp::from_unix_nanos(1_700_000_000_123_456_789 + n as i64 * 1_001),
+            fresh_time(n as u64),
         );
         let builder = match n % 6 {
             0 => builder
@@ -813,7 +944,11 @@ impl Case {
             .sequence(u64::MAX - n as u64)
             .payload(Payload::Json(json!("just text"))),
         };
-        builder.build().expect("a valid test envelope")
+        let mut envelope = builder.build().expect("a valid test envelope");
+        if let Some(mark) = mark_for(n) {
+            mark.apply(&mut envelope);
+        }
+        envelope
     }
 
     fn fresh_intent(&mut self) -> Intent {
@@ -1206,6 +1341,48 @@ impl Case {
                 Ok(())
             }
             Op::CheckSubscriptions => self.check_subscriptions().await,
+            Op::Instances {
+                kind,
+                status,
+                finished,
+                after,
+                limit,
+            } => {
+                let query = InstanceQuery {
+                    kind: kind.map(|k| KINDS[k].to_owned()),
+                    status: status.map(|s| STATUSES[s].to_owned()),
+                    finished: *finished,
+                    after: Some(match after {
+                        Some(stream) => self.stream_id(*stream),
+                        None => StreamId::from(self.prefix.clone()),
+                    }),
+                    limit: *limit,
+                };
+                let want = self.model.instances(&query);
+                same("instances", store.instances(&query).await, Ok(want))
+            }
+            Op::ReadUnfinished { kind, from, limit } => {
+                let kind = kind.map(|k| KINDS[k]);
+                // Positions before this case's own belong to earlier cases.
+                let from = if self.model.base == 0 {
+                    *from
+                } else {
+                    self.model.base + (*from).max(1)
+                };
+                let want = self.model.read_unfinished(kind, from, *limit);
+                let got = store.read_unfinished(kind, from, *limit).await;
+                same("read_unfinished", got, Ok(want))
+            }
+            Op::Purge {
+                kind,
+                before,
+                limit,
+            } => {
+                let (kind, before) = (kind.map(|k| KINDS[k]), fresh_time(*before));
+                let want = self.model.purge(kind, before, *limit);
+                let got = store.purge_finished(kind, before, *limit).await;
+                same("purge_finished", got, Ok(want))
+            }
         }
     }
 
@@ -1235,6 +1412,23 @@ impl Case {
         same("the last append", got, want)?;
         self.check_subscriptions().await
     }
+}
+
+/// The mark the `n`th fresh event carries, if any: most carry one, of either kind and
+/// any status, so streams finish and start again at random.
+fn mark_for(n: u128) -> Option<InstanceMark> {
+    let k = (n % 7) as usize;
+    if k == 0 || k == 3 {
+        return None;
+    }
+    let status = STATUSES[k % STATUSES.len()];
+    let kind = KINDS[(n % 2) as usize];
+    Some(InstanceMark::new(kind, status, status == "completed"))
+}
+
+/// The time of the `n`th fresh event (most of them; see `Case::fresh_event`).
+fn fresh_time(n: u64) -> Timestamp {
+    Timestamp::from_unix_nanos(1_700_000_000_123_456_789 + n as i64 * 1_001)
 }
 
 /// Compares a store's answer with the model's.
@@ -1332,7 +1526,19 @@ async fn run_case(
     // Finally the whole store must agree, not only what the operations looked at.
     let everything = case.model.read_all(case.model.base + 1, usize::MAX);
     let got = case.store.read_all(case.model.base + 1, 10_000).await;
-    same("final read_all", got, Ok(everything)).map_err(|e| format!("[{backend}] {e}"))
+    same("final read_all", got, Ok(everything)).map_err(|e| format!("[{backend}] {e}"))?;
+    let every_row = InstanceQuery::all().after(case.prefix.clone());
+    let got = case.store.instances(&every_row).await;
+    let want = case.model.instances(&every_row);
+    same("final instances", got, Ok(want)).map_err(|e| format!("[{backend}] {e}"))?;
+    let unfinished = case
+        .model
+        .read_unfinished(None, case.model.base + 1, usize::MAX);
+    let got = case
+        .store
+        .read_unfinished(None, case.model.base + 1, 10_000)
+        .await;
+    same("final read_unfinished", got, Ok(unfinished)).map_err(|e| format!("[{backend}] {e}"))
 }
 
 #[test]

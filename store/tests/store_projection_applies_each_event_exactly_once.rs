@@ -470,6 +470,31 @@ impl EventStore for ReportingSaves {
         self.0.load_projection(name)
     }
 
+    fn instances<'a>(
+        &'a self,
+        query: &'a keel_store::InstanceQuery,
+    ) -> StoreFuture<'a, Vec<keel_store::InstanceEntry>> {
+        self.0.instances(query)
+    }
+
+    fn read_unfinished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        from: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<RecordedEvent>> {
+        self.0.read_unfinished(kind, from, limit)
+    }
+
+    fn purge_finished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        updated_before: keel_core::Timestamp,
+        limit: usize,
+    ) -> StoreFuture<'a, u64> {
+        self.0.purge_finished(kind, updated_before, limit)
+    }
+
     fn lock_writer<'a>(
         &'a self,
         holder: &'a keel_store::LockHolder,

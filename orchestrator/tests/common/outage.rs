@@ -146,6 +146,31 @@ impl EventStore for Outage {
         guarded!(self, self.inner.load_projection(name))
     }
 
+    fn instances<'a>(
+        &'a self,
+        query: &'a keel_store::InstanceQuery,
+    ) -> StoreFuture<'a, Vec<keel_store::InstanceEntry>> {
+        guarded!(self, self.inner.instances(query))
+    }
+
+    fn read_unfinished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        from: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<RecordedEvent>> {
+        guarded!(self, self.inner.read_unfinished(kind, from, limit))
+    }
+
+    fn purge_finished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        updated_before: keel_core::Timestamp,
+        limit: usize,
+    ) -> StoreFuture<'a, u64> {
+        guarded!(self, self.inner.purge_finished(kind, updated_before, limit))
+    }
+
     fn save_projection<'a>(
         &'a self,
         name: &'a str,

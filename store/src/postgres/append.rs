@@ -9,8 +9,9 @@
 //!    and the lookups run after it is granted, so they see every earlier commit.
 //! 2. [`plan`] decides each request in order, exactly as [`MemoryStore`] would (pure,
 //!    unit-tested below): deduplicated, refused, or given versions and positions.
-//! 3. One statement writes all accepted events, stream versions, intents, the new head
-//!    and a `pg_notify`; `COMMIT` follows in the same round trip.
+//! 3. One statement writes all accepted events, stream versions, intents, index rows
+//!    (one per marked stream: its group's last marked event), the new head and a
+//!    `pg_notify`; `COMMIT` follows in the same round trip.
 //!
 //! Positions are taken from the locked head, so they are gapless and committed in
 //! order; an aborted transaction hands none out. Grouping is what makes this fast: the
@@ -51,7 +52,31 @@ pub(super) struct Request {
     pub(super) events: Vec<(EventId, String)>,
     /// Each intent's id (its text form) and JSON.
     pub(super) intents: Vec<(String, String)>,
+    /// The index row the append sets, from its last marked event.
+    pub(super) mark: Option<MarkRow>,
     pub(super) reply: oneshot::Sender<Result<Appended, Error>>,
+}
+
+/// What an append's last marked event writes to `instances`.
+#[derive(Debug)]
+pub(super) struct MarkRow {
+    /// The event's offset in the batch: its version and position follow from it.
+    pub(super) offset: u64,
+    pub(super) kind: String,
+    pub(super) status: String,
+    pub(super) finished: bool,
+    pub(super) time_ns: i64,
+}
+
+/// An index row a group writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct InstanceRow<'a> {
+    pub(super) kind: &'a str,
+    pub(super) status: &'a str,
+    pub(super) finished: bool,
+    pub(super) version: i64,
+    pub(super) updated_ns: i64,
+    pub(super) position: i64,
 }
 
 impl Request {
@@ -102,6 +127,9 @@ pub(super) struct Plan<'a> {
     pub(super) stream_versions: HashMap<StreamId, u64>,
     pub(super) intent_ids: Vec<&'a str>,
     pub(super) intents: Vec<&'a str>,
+    /// Each marked stream's index row, from the group's last marked append to it: one
+    /// upsert per stream, since one statement may not change a row twice.
+    pub(super) instances: HashMap<StreamId, InstanceRow<'a>>,
     /// The head after the group.
     pub(super) head: u64,
 }
@@ -175,6 +203,17 @@ fn plan_one<'a>(
     if !events.is_empty() {
         found.versions.insert(stream.clone(), last_version);
         plan.stream_versions.insert(stream.clone(), last_version);
+    }
+    if let Some(mark) = &request.mark {
+        let row = InstanceRow {
+            kind: &mark.kind,
+            status: &mark.status,
+            finished: mark.finished,
+            version: to_i64(version + 1 + mark.offset)?,
+            updated_ns: mark.time_ns,
+            position: to_i64(first_position + mark.offset)?,
+        };
+        plan.instances.insert(stream.clone(), row);
     }
     plan.head += events.len() as u64;
     for (id, intent) in &request.intents {
@@ -313,7 +352,26 @@ async fn write(
     let head = to_i64(plan.head)?;
     let payload = plan.head.to_string();
     let notify = !plan.ids.is_empty();
-    let params: [&(dyn ToSql + Sync); 13] = [
+    let rows = plan.instances.len();
+    let mut index = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    for (stream, row) in &plan.instances {
+        index.0.push(stream.as_str());
+        index.1.push(row.kind);
+        index.2.push(row.status);
+        index.3.push(row.finished);
+        index.4.push(row.version);
+        index.5.push(row.updated_ns);
+        index.6.push(row.position);
+    }
+    let params: [&(dyn ToSql + Sync); 20] = [
         &plan.positions,
         &plan.streams,
         &plan.versions,
@@ -327,6 +385,13 @@ async fn write(
         &channel,
         &payload,
         &notify,
+        &index.0,
+        &index.1,
+        &index.2,
+        &index.3,
+        &index.4,
+        &index.5,
+        &index.6,
     ];
     // COMMIT is pipelined behind the write; if the write fails, the server answers the
     // COMMIT of the aborted transaction with a rollback, and the write's error is kept.
@@ -395,6 +460,7 @@ mod tests {
             expected,
             events,
             intents: vec![("i".to_owned(), "{}".to_owned())],
+            mark: None,
             reply: oneshot::channel().0,
         }
     }

@@ -92,6 +92,8 @@
 //! # Layout
 //!
 //! - `schema`: tables, migrations under an advisory lock, and every statement's SQL.
+//!   Migration 3 adds `instances`, the index of instances, filled from the marks the
+//!   stored events already carry (none, before marks existed).
 //! - `pool`: the connection pool with prepared statements, reconnecting lost ones.
 //! - `append`: the writer task and the pure planning of a group of appends.
 //! - `failure`: which errors may pass ([`Error::Unavailable`]) and which will not.

@@ -7,13 +7,15 @@
 //!
 //! [`PostgresConfig::schema`]: super::PostgresConfig::schema
 
+use std::collections::HashMap;
+
 use tokio_postgres::Client;
 
 use super::{location_error, storage, storage_error};
 use crate::error::Error;
 
 /// The schema version this build creates and understands.
-pub(super) const SCHEMA_VERSION: u32 = 2;
+pub(super) const SCHEMA_VERSION: u32 = 3;
 
 /// The first key of the advisory lock taken while migrating ("keel" in ASCII); the
 /// second is the hash of the schema name, so stores in other schemas do not wait.
@@ -39,7 +41,7 @@ const IDENTIFIER_BYTES_MAX: usize = 63;
 /// Envelopes, intents and JSON documents are stored as the text serde_json wrote, not
 /// as JSONB: the text comes back byte for byte (JSONB rewrites numbers and refuses
 /// `\u0000`), and writing it costs no parse. Cast to `jsonb` to query inside them.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE {s}.keel_meta (
     id smallint PRIMARY KEY CHECK (id = 1),
@@ -112,6 +114,27 @@ CREATE TABLE {s}.keel_writer (
     backend_pid integer NOT NULL,
     holder text NOT NULL
 );
+"#,
+    r#"
+-- The index of instances: one row per stream whose events carry a mark (keelkind,
+-- keelstatus, keelfinished), from its last marked event, set by the append that stores
+-- it. Listing sorts streams in byte order ("C"), as the other backends do, for keyset
+-- paging; the column keeps the collation of events.stream, so that joining the two
+-- by stream can use the events' (stream, version) index.
+CREATE TABLE {s}.instances (
+    stream text PRIMARY KEY,
+    kind text NOT NULL,
+    status text NOT NULL,
+    finished boolean NOT NULL,
+    version bigint NOT NULL,
+    updated_ns bigint NOT NULL,
+    position bigint NOT NULL
+);
+CREATE INDEX instances_by_finished ON {s}.instances (finished, kind, stream COLLATE "C");
+CREATE INDEX instances_by_status ON {s}.instances (kind, status, stream COLLATE "C");
+
+-- Filled from the marks already stored by `backfill_instances`, in Rust: PostgreSQL's
+-- json parsing refuses a \u0000 anywhere in an envelope, which keel stores.
 "#,
 ];
 
@@ -194,6 +217,10 @@ pub(super) struct Sql {
     pub(super) trim_bounds: String,
     pub(super) first_version_from: String,
     pub(super) trim: String,
+    pub(super) read_unfinished: String,
+    pub(super) read_unfinished_kind: String,
+    pub(super) purge_finished: String,
+    pub(super) purge_finished_kind: String,
     pub(super) load_projection: String,
     pub(super) insert_projection: String,
     pub(super) update_projection: String,
@@ -240,6 +267,15 @@ impl Sql {
                      ON CONFLICT (id) DO NOTHING \
                  ), new_head AS ( \
                      UPDATE {s}.keel_head SET position = $10::int8 WHERE id = 1 \
+                 ), new_instances AS ( \
+                     INSERT INTO {s}.instances \
+                         (stream, kind, status, finished, version, updated_ns, position) \
+                     SELECT * FROM unnest($14::text[], $15::text[], $16::text[], \
+                                          $17::bool[], $18::int8[], $19::int8[], $20::int8[]) \
+                     ON CONFLICT (stream) DO UPDATE SET kind = EXCLUDED.kind, \
+                         status = EXCLUDED.status, finished = EXCLUDED.finished, \
+                         version = EXCLUDED.version, updated_ns = EXCLUDED.updated_ns, \
+                         position = EXCLUDED.position \
                  ) \
                  SELECT pg_notify($11::text, $12::text) WHERE $13::bool"
             ),
@@ -289,6 +325,10 @@ impl Sql {
                  INSERT INTO {s}.trimmed_event_ids (id, stream, version, position) \
                  SELECT id, stream, version, position FROM moved"
             ),
+            read_unfinished: read_unfinished(&s, ""),
+            read_unfinished_kind: read_unfinished(&s, "AND i.kind = $3::text"),
+            purge_finished: purge_finished(&s, ""),
+            purge_finished_kind: purge_finished(&s, "AND kind = $3::text"),
             load_projection: format!(
                 "SELECT checkpoint, model FROM {s}.projections WHERE name = $1::text"
             ),
@@ -323,6 +363,64 @@ impl Sql {
             ),
         }
     }
+}
+
+/// The events of unfinished instances from a position (`$1`), in position order, at
+/// most `$2`, with `kind` (`$3`) as an extra condition on the index row.
+///
+/// The lateral subquery reads, for each unfinished row of `instances`, only its own
+/// stream's events (through the `events (stream, version)` index), and at most `$2` of
+/// them, its first from `$1` on (a stream's positions grow with its versions, so those
+/// are the only ones of it that can be among the first `$2` overall). The events of
+/// finished streams are never read, whatever the planner's statistics say.
+fn read_unfinished(s: &str, kind: &str) -> String {
+    format!(
+        "SELECT e.stream, e.version, e.position, e.envelope FROM {s}.instances i \
+         CROSS JOIN LATERAL ( \
+             SELECT x.stream, x.version, x.position, x.envelope FROM {s}.events x \
+             WHERE x.stream = i.stream AND x.position >= $1::int8 \
+             ORDER BY x.version LIMIT $2::int8 \
+         ) e \
+         WHERE NOT i.finished {kind} \
+         ORDER BY e.position LIMIT $2::int8"
+    )
+}
+
+/// Removes up to `$2` finished instances updated before `$1` (ns), smallest streams
+/// first, with `kind` (`$3`) as an extra condition; answers how many.
+///
+/// One statement, so one snapshot and one transaction: events move to
+/// `trimmed_event_ids` as a trim moves them, and the snapshot, metadata and index row
+/// go; `streams` keeps the version.
+///
+/// The chosen rows are locked first, `SKIP LOCKED`: a row an append is changing is
+/// left for a later purge rather than waited for, so a purge never waits for an
+/// append and the two cannot deadlock (an append's group upserts several rows, in no
+/// set order). A row an append changed and committed before the lock is read again
+/// by PostgreSQL, and kept if it is no longer finished.
+fn purge_finished(s: &str, kind: &str) -> String {
+    format!(
+        "WITH chosen AS ( \
+             SELECT stream FROM {s}.instances \
+             WHERE finished AND updated_ns < $1::int8 {kind} \
+             ORDER BY stream COLLATE \"C\" LIMIT $2::int8 \
+             FOR UPDATE SKIP LOCKED \
+         ), gone AS ( \
+             DELETE FROM {s}.instances x USING chosen c WHERE x.stream = c.stream \
+             RETURNING x.stream \
+         ), moved AS ( \
+             DELETE FROM {s}.events e USING gone g WHERE e.stream = g.stream \
+             RETURNING e.id, e.stream, e.version, e.position \
+         ), trimmed AS ( \
+             INSERT INTO {s}.trimmed_event_ids (id, stream, version, position) \
+             SELECT id, stream, version, position FROM moved \
+         ), snapshots AS ( \
+             DELETE FROM {s}.snapshots x USING gone g WHERE x.stream = g.stream \
+         ), metadata AS ( \
+             DELETE FROM {s}.stream_metadata x USING gone g WHERE x.stream = g.stream \
+         ) \
+         SELECT count(*) FROM gone"
+    )
 }
 
 /// Creates the schema if absent and brings it to [`SCHEMA_VERSION`], in one transaction
@@ -395,6 +493,9 @@ pub(super) async fn migrate(
             .batch_execute(&migration.replace("{s}", &quoted))
             .await
             .map_err(|e| storage_error(&format!("run migration {}", index + 1), &e))?;
+        if index + 1 == INSTANCES_MIGRATION {
+            backfill_instances(&transaction, &quoted).await?;
+        }
     }
     let version = i32::try_from(SCHEMA_VERSION).unwrap_or(i32::MAX);
     transaction
@@ -408,6 +509,85 @@ pub(super) async fn migrate(
         .commit()
         .await
         .map_err(storage("commit the migration"))
+}
+
+/// The migration that creates `instances`.
+const INSTANCES_MIGRATION: usize = 3;
+
+/// Events a backfill decodes per round trip.
+const BACKFILL_PAGE: i64 = 1_000;
+
+/// Fills `instances` from the marks already stored: the last marked event of each
+/// stream, read with [`InstanceMark::of`] as an append reads it. Only envelopes naming
+/// the key are read back, a page at a time; stores written before marks existed have
+/// none, so their index starts empty. A mark whose text holds NUL (which the index's
+/// text columns cannot) is left out, as if absent.
+///
+/// [`InstanceMark::of`]: crate::InstanceMark::of
+async fn backfill_instances(
+    transaction: &tokio_postgres::Transaction<'_>,
+    quoted: &str,
+) -> Result<(), Error> {
+    let select = format!(
+        "SELECT stream, version, position, envelope FROM {quoted}.events \
+         WHERE position > $1::int8 AND envelope LIKE '%\"keelfinished\"%' \
+         ORDER BY position LIMIT $2::int8"
+    );
+    let mut last: HashMap<String, (crate::InstanceMark, i64, i64, i64)> = HashMap::new();
+    let mut after = 0_i64;
+    loop {
+        let rows = transaction
+            .query(&select, &[&after, &BACKFILL_PAGE])
+            .await
+            .map_err(storage("read the marked events"))?;
+        for row in &rows {
+            let (stream, version, position): (String, i64, i64) =
+                (row.get(0), row.get(1), row.get(2));
+            after = position;
+            let envelope: keel_core::Envelope =
+                serde_json::from_str(row.get(3)).map_err(|e| Error::Storage {
+                    backend: "postgres",
+                    reason: format!("the event at position {position} does not decode: {e}"),
+                })?;
+            let Some(mark) = crate::InstanceMark::of(&envelope) else {
+                continue;
+            };
+            if mark.kind.contains('\0') || mark.status.contains('\0') {
+                continue;
+            }
+            let updated = envelope.time.unix_nanos();
+            last.insert(stream, (mark, version, updated, position));
+        }
+        if rows.len() < BACKFILL_PAGE as usize {
+            break;
+        }
+    }
+    let insert = format!(
+        "INSERT INTO {quoted}.instances \
+         (stream, kind, status, finished, version, updated_ns, position) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::int8[], \
+                              $6::int8[], $7::int8[])"
+    );
+    let rows: Vec<_> = last.into_iter().collect();
+    for chunk in rows.chunks(BACKFILL_PAGE as usize) {
+        let streams: Vec<&str> = chunk.iter().map(|(s, _)| s.as_str()).collect();
+        let kinds: Vec<&str> = chunk.iter().map(|(_, m)| m.0.kind.as_str()).collect();
+        let statuses: Vec<&str> = chunk.iter().map(|(_, m)| m.0.status.as_str()).collect();
+        let finished: Vec<bool> = chunk.iter().map(|(_, m)| m.0.finished).collect();
+        let versions: Vec<i64> = chunk.iter().map(|(_, m)| m.1).collect();
+        let updated: Vec<i64> = chunk.iter().map(|(_, m)| m.2).collect();
+        let positions: Vec<i64> = chunk.iter().map(|(_, m)| m.3).collect();
+        transaction
+            .execute(
+                &insert,
+                &[
+                    &streams, &kinds, &statuses, &finished, &versions, &updated, &positions,
+                ],
+            )
+            .await
+            .map_err(storage("fill the index of instances"))?;
+    }
+    Ok(())
 }
 
 async fn stored_version(
@@ -547,6 +727,65 @@ mod tests {
             since: keel_core::Timestamp::UNIX_EPOCH,
         };
         drop(store.lock_writer(&holder).await.unwrap());
+        store.drop_schema().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_version_2_schema_gets_an_index_filled_from_its_marked_events() {
+        let Some(url) = url() else { return };
+        let config = unique_config();
+        let quoted = format!("\"{}\"", config.schema);
+        let client = raw_client(&url).await;
+        let mark = crate::InstanceMark::new("saga", "needs_intervention", false);
+        let mut marked = super::super::testing::event(2);
+        marked.time = keel_core::Timestamp::from_unix_nanos(1_700_000_000_123_456_000);
+        mark.apply(&mut marked);
+        let rows = [
+            ("a", 1_i64, super::super::testing::event(1)),
+            ("b", 1, marked),
+            ("b", 2, super::super::testing::event(3)),
+        ];
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {quoted}; {} {} \
+                 UPDATE {quoted}.keel_meta SET schema_version = 2; \
+                 UPDATE {quoted}.keel_head SET position = 3; \
+                 INSERT INTO {quoted}.streams VALUES ('a', 1), ('b', 2);",
+                MIGRATIONS[0].replace("{s}", &quoted),
+                MIGRATIONS[1].replace("{s}", &quoted),
+            ))
+            .await
+            .unwrap();
+        for (position, (stream, version, envelope)) in (1_i64..).zip(&rows) {
+            let text = serde_json::to_string(envelope).unwrap();
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {quoted}.events VALUES \
+                         ($1::int8, $2::text, $3::int8, $4::text::uuid, $5::text)"
+                    ),
+                    &[&position, stream, version, &envelope.id.to_string(), &text],
+                )
+                .await
+                .unwrap();
+        }
+        let store = PostgresStore::connect(&url, config.clone()).await.unwrap();
+        let index = store.instances(&crate::InstanceQuery::all()).await.unwrap();
+        assert_eq!(index.len(), 1, "{index:?}");
+        let row = &index[0];
+        assert_eq!(
+            (row.stream.as_str(), row.status.as_str()),
+            ("b", "needs_intervention")
+        );
+        assert_eq!((row.version, row.position, row.finished), (1, 2, false));
+        assert_eq!(row.updated, rows[1].2.time);
+        let unfinished = store.read_unfinished(None, 1, 10).await.unwrap();
+        let positions: Vec<u64> = unfinished.iter().map(|e| e.position).collect();
+        assert_eq!(positions, [2, 3]);
+        assert_eq!(
+            unfinished[0].envelope, rows[1].2,
+            "events are kept as they were"
+        );
         store.drop_schema().await.unwrap();
     }
 

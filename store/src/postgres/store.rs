@@ -1,15 +1,16 @@
 //! [`EventStore`] for [`PostgresStore`]: appends go to the writer task (see
 //! [`append`](super::append)); everything else runs on a pooled connection.
 
-use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId};
+use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, watch};
 use tokio_postgres::Row;
 
-use super::append::Request;
+use super::append::{MarkRow, Request};
 use super::{PostgresStore, clamp_i64, from_i64, storage, to_i64};
 use crate::error::Error;
+use crate::index::{InstanceEntry, InstanceQuery, last_mark};
 use crate::{
     Appended, EventStore, LockHolder, ProjectionState, READ_LIMIT_MAX, RecordedEvent, StoreFuture,
     StoredSnapshot, Trim, WriterLock, check_append,
@@ -26,6 +27,7 @@ impl EventStore for PostgresStore {
         Box::pin(async move {
             check_append(events, intents)?;
             writable_stream(stream)?;
+            let envelopes = events;
             // Encoding here, in the caller's task, keeps the single writer free for I/O.
             let events = events
                 .iter()
@@ -35,12 +37,29 @@ impl EventStore for PostgresStore {
                 .iter()
                 .map(|intent| Ok((intent.id.to_string(), encode(intent, "an intent")?)))
                 .collect::<Result<Vec<_>, Error>>()?;
+            let mark = last_mark(envelopes)
+                .map(|(offset, mark)| {
+                    // The index's columns are text, which cannot hold NUL (the
+                    // envelope's JSON escapes it).
+                    if mark.kind.contains('\0') || mark.status.contains('\0') {
+                        return Err(nul_error("instance kinds and statuses"));
+                    }
+                    Ok(MarkRow {
+                        offset: offset as u64,
+                        kind: mark.kind,
+                        status: mark.status,
+                        finished: mark.finished,
+                        time_ns: envelopes[offset].time.unix_nanos(),
+                    })
+                })
+                .transpose()?;
             let (reply, answer) = oneshot::channel();
             let request = Request {
                 stream: stream.clone(),
                 expected,
                 events,
                 intents,
+                mark,
                 reply,
             };
             self.inner
@@ -325,6 +344,129 @@ impl EventStore for PostgresStore {
         })
     }
 
+    fn instances<'a>(&'a self, query: &'a InstanceQuery) -> StoreFuture<'a, Vec<InstanceEntry>> {
+        Box::pin(async move {
+            let limit = query.capped_limit();
+            let texts = [&query.kind, &query.status];
+            let after = query.after.as_ref().map(StreamId::as_str);
+            // Nothing stored holds NUL, and PostgreSQL text could not carry it.
+            if limit == 0
+                || texts
+                    .iter()
+                    .any(|t| t.as_ref().is_some_and(|t| t.contains('\0')))
+                || after.is_some_and(|after| after.contains('\0'))
+            {
+                return Ok(Vec::new());
+            }
+            let mut sql = format!(
+                "SELECT stream, kind, status, finished, version, updated_ns, position \
+                 FROM {}.instances WHERE true",
+                self.inner.schema.quoted()
+            );
+            let limit = clamp_i64(limit as u64);
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+            if let Some(finished) = &query.finished {
+                params.push(finished);
+                sql.push_str(&format!(" AND finished = ${}::bool", params.len()));
+            }
+            for (column, value) in [("kind", &query.kind), ("status", &query.status)] {
+                if let Some(value) = value {
+                    params.push(value);
+                    sql.push_str(&format!(" AND {column} = ${}::text", params.len()));
+                }
+            }
+            if let Some(after) = &after {
+                params.push(after);
+                sql.push_str(&format!(
+                    " AND stream COLLATE \"C\" > ${}::text",
+                    params.len()
+                ));
+            }
+            params.push(&limit);
+            let order = " ORDER BY stream COLLATE \"C\" LIMIT";
+            sql.push_str(&format!("{order} ${}::int8", params.len()));
+            let rows = {
+                let mut checkout = self.inner.pool.checkout().await?;
+                let conn = checkout.conn();
+                conn.client
+                    .query(&sql, &params)
+                    .await
+                    .map_err(storage("list instances"))?
+            };
+            rows.iter().map(instance_entry).collect()
+        })
+    }
+
+    fn read_unfinished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        from: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<RecordedEvent>> {
+        Box::pin(async move {
+            let limit = limit.min(READ_LIMIT_MAX);
+            if limit == 0 || kind.is_some_and(|kind| kind.contains('\0')) {
+                return Ok(Vec::new());
+            }
+            let (from, limit) = (clamp_i64(from), clamp_i64(limit as u64));
+            let rows = {
+                let mut checkout = self.inner.pool.checkout().await?;
+                let conn = checkout.conn();
+                let statements = &conn.statements;
+                match kind {
+                    Some(kind) => {
+                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                            [&from, &limit, &kind];
+                        conn.client
+                            .query(&statements.read_unfinished_kind, &params)
+                            .await
+                    }
+                    None => {
+                        conn.client
+                            .query(&statements.read_unfinished, &[&from, &limit])
+                            .await
+                    }
+                }
+                .map_err(storage("read the unfinished instances"))?
+            };
+            rows.iter().map(recorded_event).collect()
+        })
+    }
+
+    fn purge_finished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        updated_before: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let limit = limit.min(READ_LIMIT_MAX);
+            if limit == 0 || kind.is_some_and(|kind| kind.contains('\0')) {
+                return Ok(0);
+            }
+            let (before, limit) = (updated_before.unix_nanos(), clamp_i64(limit as u64));
+            let mut checkout = self.inner.pool.checkout().await?;
+            let conn = checkout.conn();
+            let statements = &conn.statements;
+            let row = match kind {
+                Some(kind) => {
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                        [&before, &limit, &kind];
+                    conn.client
+                        .query_one(&statements.purge_finished_kind, &params)
+                        .await
+                }
+                None => {
+                    conn.client
+                        .query_one(&statements.purge_finished, &[&before, &limit])
+                        .await
+                }
+            }
+            .map_err(storage("purge finished instances"))?;
+            from_i64(row.get(0), "count of purged instances")
+        })
+    }
+
     fn load_projection<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<ProjectionState>> {
         Box::pin(async move {
             if name.contains('\0') {
@@ -448,6 +590,20 @@ fn recorded_event(row: &Row) -> Result<RecordedEvent, Error> {
         version: from_i64(row.get(1), "event version")?,
         position,
         envelope: decode_event(row.get(3), position)?,
+    })
+}
+
+/// A row of `instances`, in the column order `instances` selects.
+fn instance_entry(row: &Row) -> Result<InstanceEntry, Error> {
+    let stream: String = row.get(0);
+    Ok(InstanceEntry {
+        stream: StreamId::from(stream),
+        kind: row.get(1),
+        status: row.get(2),
+        finished: row.get(3),
+        version: from_i64(row.get(4), "instance version")?,
+        updated: Timestamp::from_unix_nanos(row.get(5)),
+        position: from_i64(row.get(6), "instance position")?,
     })
 }
 
@@ -728,6 +884,102 @@ mod tests {
             left.iter().map(|e| e.version).collect::<Vec<_>>(),
             [LONG_TRIM_EVENTS as u64 + 1]
         );
+        store.drop_schema().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn reading_the_unfinished_streams_reads_only_their_events() {
+        let Some((store, url, config)) = fresh_store().await else {
+            return;
+        };
+        let (done, running) = (
+            crate::InstanceMark::new("saga", "completed", true),
+            crate::InstanceMark::new("saga", "running", false),
+        );
+        // Many finished streams, a few unfinished ones: the plan must not touch the
+        // former's events, whatever the statistics.
+        for stream in 0..200_u128 {
+            let mut batch: Vec<Envelope> = (0..10).map(|n| event(stream * 100 + n)).collect();
+            let mark = if stream % 50 == 0 { &running } else { &done };
+            mark.apply(&mut batch[9]);
+            let stream = StreamId::from(format!("s{stream:03}"));
+            store
+                .append(&stream, ExpectedVersion::NoStream, &batch)
+                .await
+                .unwrap();
+        }
+        let client = raw_client(&url).await;
+        let schema = format!("\"{}\"", config.schema);
+        client
+            .batch_execute(&format!(
+                "ANALYZE {schema}.events; ANALYZE {schema}.instances"
+            ))
+            .await
+            .unwrap();
+        let sql = &store.inner.sql;
+        let from = 1_i64;
+        let limit = 100_i64;
+        for (text, kind) in [
+            (&sql.read_unfinished, None),
+            (&sql.read_unfinished_kind, Some("saga")),
+        ] {
+            let explain = format!("EXPLAIN {text}");
+            let rows = match kind {
+                Some(kind) => client.query(&explain, &[&from, &limit, &kind]).await,
+                None => client.query(&explain, &[&from, &limit]).await,
+            }
+            .unwrap();
+            let plan: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+            let plan = plan.join("\n");
+            assert!(
+                !plan.contains("Seq Scan on events"),
+                "no scan of the events:\n{plan}"
+            );
+            assert!(
+                plan.contains("Index Scan using events_stream_version_key on events x"),
+                "each unfinished stream's events through its index:\n{plan}"
+            );
+        }
+        let read = store.read_unfinished(None, 1, 100).await.unwrap();
+        let streams: Vec<&str> = read.iter().map(|e| e.stream.as_str()).collect();
+        assert_eq!(streams.len(), 40, "four streams of ten events: {streams:?}");
+        store.drop_schema().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_purge_skips_an_instance_an_append_is_changing_instead_of_waiting() {
+        let Some((store, url, config)) = fresh_store().await else {
+            return;
+        };
+        let done = crate::InstanceMark::new("saga", "completed", true);
+        for (id, stream) in [(1, "a"), (2, "b")] {
+            let mut envelope = event(id);
+            done.apply(&mut envelope);
+            store
+                .append(
+                    &StreamId::from(stream),
+                    ExpectedVersion::NoStream,
+                    &[envelope],
+                )
+                .await
+                .unwrap();
+        }
+        // Another session holds `a`'s row, as an append's transaction would.
+        let mut blocker = raw_client(&url).await;
+        let blocking = blocker.transaction().await.unwrap();
+        let lock = format!(
+            "SELECT * FROM \"{}\".instances WHERE stream = 'a' FOR UPDATE",
+            config.schema
+        );
+        blocking.query(&lock, &[]).await.unwrap();
+        let forever = keel_core::Timestamp::from_unix_nanos(i64::MAX);
+        let purge = store.purge_finished(None, forever, 10);
+        let purged = tokio::time::timeout(std::time::Duration::from_secs(5), purge)
+            .await
+            .expect("the purge does not wait for the locked row");
+        assert_eq!(purged.unwrap(), 1, "only `b` goes");
+        blocking.rollback().await.unwrap();
+        assert_eq!(store.purge_finished(None, forever, 10).await.unwrap(), 1);
         store.drop_schema().await.unwrap();
     }
 }

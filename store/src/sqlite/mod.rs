@@ -78,6 +78,20 @@
 //! | `outbox` | pending intents in insertion order, unique by intent id; completing deletes |
 //! | `snapshots` | the latest snapshot per stream |
 //! | `projections` | each projection's checkpoint and read model |
+//! | `instances` | the index of instances: each marked stream's kind, status, finished, and its last marked event's version, time (ns) and position; indexed by (finished, kind, stream) and (kind, status, stream) |
+//!
+//! Schema version 2 added `instances`. A version-1 file is migrated when opened, in one
+//! transaction: the table is created and filled from the marks its events already
+//! carry (none, for a store written before marks existed: its streams stay out of the
+//! index until a marked event is appended). An older keel refuses the migrated file
+//! with [`Error::SchemaTooNew`].
+//!
+//! [`EventStore::read_unfinished`] takes the unfinished rows of `instances` first and,
+//! for each, its own stream's entries of the `events (stream, version)` index (which
+//! hold the position too): finished streams' events are never read, and only the
+//! events returned are read from the table (the query plan is asserted in a test).
+//! Each page reads the unfinished streams' index entries again, so page with large
+//! limits.
 //!
 //! Envelope fields are columns rather than one JSON document: ids take 16 bytes instead
 //! of 36 characters, a column read costs less than finding and parsing the field in
@@ -110,9 +124,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId};
+use keel_core::{Envelope, ExpectedVersion, Intent, IntentId, StreamId, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::index::{InstanceEntry, InstanceQuery};
 use super::{
     Appended, EventStore, LockHolder, ProjectionState, RecordedEvent, StoreFuture, StoredSnapshot,
     Trim, WriterLock, check_append,
@@ -378,6 +393,45 @@ impl EventStore for SqliteStore {
             let op = Op::Trim {
                 stream: stream.as_str().to_owned(),
                 trim,
+            };
+            self.write(op).await?.removed()
+        })
+    }
+
+    fn instances<'a>(&'a self, query: &'a InstanceQuery) -> StoreFuture<'a, Vec<InstanceEntry>> {
+        let query = query.clone();
+        Box::pin(
+            self.inner
+                .readers
+                .run(move |reader| reader.instances(&query)),
+        )
+    }
+
+    fn read_unfinished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        from: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<RecordedEvent>> {
+        let kind = kind.map(str::to_owned);
+        Box::pin(
+            self.inner
+                .readers
+                .run(move |reader| reader.read_unfinished(kind.as_deref(), from, limit)),
+        )
+    }
+
+    fn purge_finished<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+        updated_before: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let op = Op::PurgeFinished {
+                kind: kind.map(str::to_owned),
+                before_ns: updated_before.unix_nanos(),
+                limit,
             };
             self.write(op).await?.removed()
         })

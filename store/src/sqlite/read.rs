@@ -6,13 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use keel_core::{Intent, StreamId};
+use keel_core::{Intent, StreamId, Timestamp};
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Semaphore;
 
 use super::row::{self, envelope_columns};
 use super::{schema, sql_bound, sqlite, storage};
 use crate::error::Error;
+use crate::index::{InstanceEntry, InstanceQuery};
 use crate::{ProjectionState, READ_LIMIT_MAX, RecordedEvent, StoredSnapshot};
 
 const READ_STREAM: &str = concat!(
@@ -25,6 +27,31 @@ const READ_ALL: &str = concat!(
     "SELECT position, stream, version, ",
     envelope_columns!(),
     " FROM events WHERE position >= ?1 ORDER BY position LIMIT ?2"
+);
+
+/// The events of unfinished instances from a position, in position order. The inner
+/// query picks the positions: `CROSS JOIN` makes SQLite take the unfinished rows of
+/// `instances` first (through `instances_by_finished`) and, for each, only its own
+/// stream's entries of the `events (stream, version)` index, which hold the position
+/// (the rowid) too, so the candidates are found without reading an event row or any
+/// finished stream. The outer query then reads the `limit` rows chosen by position.
+pub(crate) const READ_UNFINISHED: &str = concat!(
+    "SELECT position, stream, version, ",
+    envelope_columns!(),
+    " FROM events WHERE position IN (",
+    "SELECT e.position FROM instances AS i CROSS JOIN events AS e ON e.stream = i.stream ",
+    "WHERE i.finished = 0 AND e.position >= ?1 ORDER BY e.position LIMIT ?2",
+    ") ORDER BY position"
+);
+
+/// [`READ_UNFINISHED`] of one kind.
+pub(crate) const READ_UNFINISHED_KIND: &str = concat!(
+    "SELECT position, stream, version, ",
+    envelope_columns!(),
+    " FROM events WHERE position IN (",
+    "SELECT e.position FROM instances AS i CROSS JOIN events AS e ON e.stream = i.stream ",
+    "WHERE i.finished = 0 AND i.kind = ?3 AND e.position >= ?1 ORDER BY e.position LIMIT ?2",
+    ") ORDER BY position"
 );
 
 /// The read-only connections, and a permit per connection so that a read waits for a
@@ -147,6 +174,78 @@ impl Reader<'_> {
         Ok(events)
     }
 
+    pub(crate) fn instances(&self, query: &InstanceQuery) -> Result<Vec<InstanceEntry>, Error> {
+        let limit = query.capped_limit();
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // At most 16 shapes of statement, each cached once.
+        let mut sql = String::from(
+            "SELECT stream, kind, status, finished, version, updated_ns, position \
+             FROM instances WHERE 1",
+        );
+        let mut values: Vec<Value> = Vec::with_capacity(5);
+        let filters = [
+            (
+                "finished =",
+                query.finished.map(|f| Value::Integer(i64::from(f))),
+            ),
+            ("kind =", query.kind.clone().map(Value::Text)),
+            ("status =", query.status.clone().map(Value::Text)),
+            (
+                "stream >",
+                query
+                    .after
+                    .as_ref()
+                    .map(|s| Value::Text(s.as_str().to_owned())),
+            ),
+        ];
+        for (condition, value) in filters {
+            if let Some(value) = value {
+                values.push(value);
+                sql.push_str(&format!(" AND {condition} ?{}", values.len()));
+            }
+        }
+        values.push(Value::Integer(limit as i64));
+        sql.push_str(&format!(" ORDER BY stream LIMIT ?{}", values.len()));
+        let mut statement = self.0.prepare_cached(&sql).map_err(sqlite)?;
+        let mut rows = statement
+            .query(rusqlite::params_from_iter(values))
+            .map_err(sqlite)?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite)? {
+            entries.push(instance_entry(row)?);
+        }
+        Ok(entries)
+    }
+
+    pub(crate) fn read_unfinished(
+        &self,
+        kind: Option<&str>,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let limit = limit.min(READ_LIMIT_MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (from, limit) = (sql_bound(from), limit as i64);
+        let mut statement = self
+            .0
+            .prepare_cached(kind.map_or(READ_UNFINISHED, |_| READ_UNFINISHED_KIND))
+            .map_err(sqlite)?;
+        let mut rows = match kind {
+            Some(kind) => statement.query(params![from, limit, kind]),
+            None => statement.query(params![from, limit]),
+        }
+        .map_err(sqlite)?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite)? {
+            events.push(row::decode(row, None)?);
+        }
+        Ok(events)
+    }
+
     pub(crate) fn stream_version(&self, stream: &StreamId) -> Result<u64, Error> {
         let version: Option<i64> = self
             .0
@@ -228,6 +327,21 @@ impl Reader<'_> {
             model: json(&model, "projection model")?,
         }))
     }
+}
+
+/// A row of `instances`, in the column order `Reader::instances` selects.
+fn instance_entry(row: &rusqlite::Row<'_>) -> Result<InstanceEntry, Error> {
+    let stream: String = row.get(0).map_err(sqlite)?;
+    let finished: i64 = row.get(3).map_err(sqlite)?;
+    Ok(InstanceEntry {
+        stream: StreamId::from(stream),
+        kind: row.get(1).map_err(sqlite)?,
+        status: row.get(2).map_err(sqlite)?,
+        finished: finished != 0,
+        version: unsigned(row.get(4).map_err(sqlite)?, "instance version")?,
+        updated: Timestamp::from_unix_nanos(row.get(5).map_err(sqlite)?),
+        position: unsigned(row.get(6).map_err(sqlite)?, "instance position")?,
+    })
 }
 
 fn unsigned(value: i64, what: &str) -> Result<u64, Error> {

@@ -17,7 +17,11 @@ use crate::error::Error;
 ///
 /// Stored in the file's `user_version`; a file with a larger one is refused with
 /// [`Error::SchemaTooNew`] rather than misread.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: the first layout.
+/// - 2: adds `instances`, the index of instances (see [`crate::index`]); a version-1
+///   file is migrated when opened, its marks indexed.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// SQLite's `application_id` of a keel store: "keel" in ASCII.
 pub(crate) const APPLICATION_ID: i32 = 0x6B65_656C;
@@ -26,8 +30,9 @@ pub(crate) const APPLICATION_ID: i32 = 0x6B65_656C;
 /// file, or a checkpoint) before the operation fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The tables of schema version 1; created in one transaction with the version stamp.
-const SCHEMA: &str = "
+/// The tables of schema version 1, as keel wrote them before the index; a new file gets
+/// these and [`INSTANCES`], in one transaction with the version stamp.
+pub(crate) const SCHEMA_V1: &str = "
 CREATE TABLE keel_meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -90,7 +95,41 @@ CREATE TABLE projections (
 );
 ";
 
-/// The tables a version-1 store must have.
+/// The index of instances (schema version 2): one row per stream whose events carry an
+/// [`InstanceMark`](crate::InstanceMark), from its last marked event. The first index
+/// serves recovery and listing by whether finished (and kind), the second listing by
+/// status; both end with the stream, so a page ordered by stream needs no sort.
+const INSTANCES: &str = "
+CREATE TABLE instances (
+    stream     TEXT    PRIMARY KEY,
+    kind       TEXT    NOT NULL,
+    status     TEXT    NOT NULL,
+    finished   INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    position   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX instances_by_finished ON instances (finished, kind, stream);
+CREATE INDEX instances_by_status ON instances (kind, status, stream);
+";
+
+/// Migration from version 1: the index, filled from the marks already stored (the last
+/// marked event of each stream; SQLite takes a bare column's value from the row that
+/// `max()` picked). Stores written before marks existed have none, so their index
+/// starts empty.
+pub(crate) const MIGRATE_1_TO_2: &str = "
+INSERT INTO instances (stream, kind, status, finished, version, updated_ns, position)
+SELECT stream, json_extract(metadata, '$.keelkind'), json_extract(metadata, '$.keelstatus'),
+       json_extract(metadata, '$.keelfinished'), version, time_ns, max(position)
+FROM events
+WHERE metadata IS NOT NULL
+  AND json_type(metadata, '$.keelkind') = 'text'
+  AND json_type(metadata, '$.keelstatus') = 'text'
+  AND json_type(metadata, '$.keelfinished') IN ('true', 'false')
+GROUP BY stream;
+";
+
+/// The tables every keel store has (version 1 on).
 const TABLES: [&str; 8] = [
     "keel_meta",
     "events",
@@ -109,6 +148,8 @@ enum Found {
     Empty,
     /// A keel store of this build's schema.
     Current,
+    /// A keel store of an older schema this build migrates.
+    Older(u32),
 }
 
 /// Every connection reads the file with `read()` calls, never through a memory map: with
@@ -128,8 +169,10 @@ const SYNCHRONOUS_NORMAL: i64 = 1;
 pub(crate) fn open_writer(path: &Path, synchronous_full: bool) -> Result<Connection, Error> {
     let mut connection = Connection::open(path).map_err(|e| open_error(path, e))?;
     connection.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
-    if inspect(&connection, path)? == Found::Empty {
-        create(&mut connection, path)?;
+    match inspect(&connection, path)? {
+        Found::Empty => create(&mut connection, path)?,
+        Found::Older(_) => migrate(&mut connection, path)?,
+        Found::Current => {}
     }
     // Only now, with the file known to be keel's, change its journal mode.
     let mode: String = connection
@@ -228,19 +271,25 @@ fn inspect(connection: &Connection, path: &Path) -> Result<Found, Error> {
             supported: SCHEMA_VERSION,
         });
     }
-    if found < SCHEMA_VERSION {
+    if found == 0 {
         // Version 1 is the first; an older stamp with keel's id was never written.
         return Err(not_a_store(format!(
             "its schema version {found} is not one keel writes"
         )));
     }
+    let since_2 = (found >= 2).then_some("instances");
     if let Some(missing) = TABLES
         .iter()
-        .find(|table| !tables.iter().any(|t| t == *table))
+        .copied()
+        .chain(since_2)
+        .find(|table| !tables.iter().any(|t| t == table))
     {
         return Err(not_a_store(format!(
             "it is marked as a keel store but has no `{missing}` table: it is damaged"
         )));
+    }
+    if found < SCHEMA_VERSION {
+        return Ok(Found::Older(found));
     }
     Ok(Found::Current)
 }
@@ -251,12 +300,42 @@ fn create(connection: &mut Connection, path: &Path) -> Result<(), Error> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| open_error(path, e))?;
-    if inspect(&transaction, path)? == Found::Current {
-        return Ok(());
+    match inspect(&transaction, path)? {
+        Found::Current => return Ok(()),
+        Found::Older(_) => {
+            // An older keel created it meanwhile: migrate what it made.
+            drop(transaction);
+            return migrate(connection, path);
+        }
+        Found::Empty => {}
     }
-    transaction.execute_batch(SCHEMA).map_err(sqlite)?;
+    transaction.execute_batch(SCHEMA_V1).map_err(sqlite)?;
+    transaction.execute_batch(INSTANCES).map_err(sqlite)?;
     transaction
         .pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(sqlite)?;
+    transaction
+        .pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(sqlite)?;
+    transaction.commit().map_err(sqlite)
+}
+
+/// Brings an older store to [`SCHEMA_VERSION`] in one transaction, re-checking inside
+/// it (another process may have migrated it meanwhile). A failure leaves the file as
+/// it was.
+fn migrate(connection: &mut Connection, path: &Path) -> Result<(), Error> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| open_error(path, e))?;
+    let from = match inspect(&transaction, path)? {
+        Found::Older(from) => from,
+        // Migrated meanwhile, or emptied (which `inspect` before this never saw).
+        Found::Current | Found::Empty => return Ok(()),
+    };
+    debug_assert_eq!(from, 1, "version 1 is the only one older than 2");
+    transaction
+        .execute_batch(INSTANCES)
+        .and_then(|()| transaction.execute_batch(MIGRATE_1_TO_2))
         .map_err(sqlite)?;
     transaction
         .pragma_update(None, "user_version", SCHEMA_VERSION)

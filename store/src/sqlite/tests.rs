@@ -863,3 +863,152 @@ fn a_full_disk_fails_an_append_as_unavailable_until_there_is_room() {
     let answer = transaction.apply_isolated(&op).unwrap().unwrap();
     assert_eq!(transaction.commit().unwrap(), 20, "{answer:?}");
 }
+
+/// Stores `events` in a version-1 file as the writer of that version did: their rows,
+/// the streams' versions and the head, but no index.
+fn write_version_1(path: &std::path::Path, events: &[(&str, Envelope)]) {
+    let connection = rusqlite::Connection::open(path).unwrap();
+    connection.execute_batch(schema::SCHEMA_V1).unwrap();
+    connection
+        .pragma_update(None, "application_id", schema::APPLICATION_ID)
+        .unwrap();
+    connection.pragma_update(None, "user_version", 1).unwrap();
+    let mut versions = std::collections::HashMap::new();
+    for (position, (stream, envelope)) in (1_i64..).zip(events) {
+        let version = versions.entry(*stream).or_insert(0_i64);
+        *version += 1;
+        let row = super::row::EventRow::encode(envelope).unwrap();
+        let place: [&dyn rusqlite::ToSql; 3] = [&position, stream, &*version];
+        connection
+            .execute(
+                "INSERT INTO events (position, stream, version, id, event_type, source, \
+                 target, time_ns, correlation_id, causation_id, subject, sequence, \
+                 schema_version, priority, metadata, payload) VALUES (?1, ?2, ?3, ?4, ?5, \
+                 ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                rusqlite::params_from_iter(place.into_iter().chain(row.envelope_params())),
+            )
+            .unwrap();
+        connection
+            .execute(
+                "INSERT INTO streams (stream, version) VALUES (?1, ?2) \
+                 ON CONFLICT (stream) DO UPDATE SET version = excluded.version",
+                rusqlite::params![stream, *version],
+            )
+            .unwrap();
+    }
+    connection
+        .execute(
+            "UPDATE keel_meta SET value = ?1 WHERE key = 'head'",
+            [events.len() as i64],
+        )
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_version_1_file_is_migrated_keeping_its_events_and_indexing_their_marks() {
+    use crate::{InstanceMark, InstanceQuery};
+    let dir = TempDir::new();
+    let marked = |id: u128, status: &str, finished: bool| {
+        let mut envelope = full_event(id);
+        envelope.time = Timestamp::from_unix_nanos(1_000 + id as i64);
+        InstanceMark::new("saga", status, finished).apply(&mut envelope);
+        envelope
+    };
+    // An older keel wrote no marks (`a`); `b`'s marks stand for a writer that marked
+    // before upgrading its store: the last marked event of each stream counts.
+    let events = [
+        ("a", full_event(1)),
+        ("b", marked(2, "running", false)),
+        ("a", event(3)),
+        ("b", marked(4, "completed", true)),
+        ("b", event(5)),
+    ];
+    write_version_1(&dir.file(), &events);
+
+    let store = open(&dir);
+    let stored: Vec<_> = store.read_all(1, 10).await.unwrap();
+    let envelopes: Vec<&Envelope> = stored.iter().map(|e| &e.envelope).collect();
+    let written: Vec<&Envelope> = events.iter().map(|(_, e)| e).collect();
+    assert_eq!(envelopes, written, "every event is kept as it was");
+    let rows = store.instances(&InstanceQuery::all()).await.unwrap();
+    assert_eq!(rows.len(), 1, "unmarked streams have no row: {rows:?}");
+    let row = &rows[0];
+    assert_eq!(
+        (row.stream.as_str(), row.status.as_str(), row.finished),
+        ("b", "completed", true)
+    );
+    assert_eq!((row.version, row.position), (2, 4));
+    assert_eq!(row.updated, Timestamp::from_unix_nanos(1_004));
+    assert!(store.read_unfinished(None, 1, 10).await.unwrap().is_empty());
+    // The migrated store goes on as any other: numbering, and the index.
+    let next = store
+        .append(
+            &"a".into(),
+            ExpectedVersion::Exact(2),
+            &[marked(6, "running", false)],
+        )
+        .await
+        .unwrap();
+    assert_eq!((next.first_version, next.first_position), (3, 6));
+    let unfinished = store.read_unfinished(None, 1, 10).await.unwrap();
+    assert_eq!(ids(&unfinished), [(1, 1), (2, 3), (3, 6)]);
+    drop(store);
+
+    let connection = rusqlite::Connection::open(dir.file()).unwrap();
+    let version: u32 = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[tokio::test]
+async fn reading_the_unfinished_streams_never_scans_the_events() {
+    let dir = TempDir::new();
+    let store = open(&dir);
+    let mark = crate::InstanceMark::new("saga", "running", false);
+    for id in 1..=20 {
+        let mut envelope = event(id);
+        mark.apply(&mut envelope);
+        let stream = StreamId::from(format!("s{id}"));
+        store
+            .append(&stream, ExpectedVersion::Any, &[envelope])
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let connection = rusqlite::Connection::open(dir.file()).unwrap();
+    for (sql, kind) in [
+        (super::read::READ_UNFINISHED, None),
+        (super::read::READ_UNFINISHED_KIND, Some("saga")),
+    ] {
+        let mut explain = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let mut rows = match kind {
+            Some(kind) => explain.query(rusqlite::params![1, 10, kind]),
+            None => explain.query(rusqlite::params![1, 10]),
+        }
+        .unwrap();
+        let mut plan = String::new();
+        while let Some(row) = rows.next().unwrap() {
+            plan.push_str(&row.get::<_, String>(3).unwrap());
+            plan.push('\n');
+        }
+        // The index rows come first, then each one's own stream's index entries, and
+        // the chosen events by position: no `SCAN` of `events`, ever.
+        assert!(
+            plan.contains("instances_by_finished"),
+            "the index of unfinished rows is used:\n{plan}"
+        );
+        assert!(
+            plan.contains("SEARCH e USING COVERING INDEX sqlite_autoindex_events_2"),
+            "each stream's events are found through its index entries:\n{plan}"
+        );
+        assert!(
+            !plan
+                .lines()
+                .any(|line| line.contains("SCAN e") || line.contains("SCAN events")),
+            "no event is read but the chosen ones:\n{plan}"
+        );
+    }
+}

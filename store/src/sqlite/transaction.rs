@@ -24,7 +24,16 @@ use super::writer::{Answer, Append, Op};
 use super::{sql_bound, sql_int, sqlite, storage};
 use crate::error::Error;
 use crate::repeat::{self, Held};
-use crate::{Appended, Trim, check_expected};
+use crate::{Appended, READ_LIMIT_MAX, Trim, check_expected};
+
+/// The finished instances a purge removes, smallest stream ids first (through
+/// `instances_by_finished`).
+const PURGE_CHOOSE: &str = "SELECT stream FROM instances \
+     WHERE finished = 1 AND updated_ns < ?1 ORDER BY stream LIMIT ?2";
+
+/// [`PURGE_CHOOSE`] of one kind.
+const PURGE_CHOOSE_KIND: &str = "SELECT stream FROM instances \
+     WHERE finished = 1 AND kind = ?3 AND updated_ns < ?1 ORDER BY stream LIMIT ?2";
 
 /// The statements of every append, prepared once for the writer thread's life.
 ///
@@ -36,6 +45,7 @@ pub(crate) struct Statements<'c> {
     stream_version: Statement<'c>,
     set_stream_version: Statement<'c>,
     insert_intent: Statement<'c>,
+    set_instance: Statement<'c>,
 }
 
 impl<'c> Statements<'c> {
@@ -57,6 +67,14 @@ impl<'c> Statements<'c> {
             )?,
             insert_intent: prepare(
                 "INSERT OR IGNORE INTO outbox (intent_id, intent) VALUES (?1, ?2)",
+            )?,
+            set_instance: prepare(
+                "INSERT INTO instances (stream, kind, status, finished, version, updated_ns, \
+                 position) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (stream) DO UPDATE SET kind = excluded.kind, \
+                 status = excluded.status, finished = excluded.finished, \
+                 version = excluded.version, updated_ns = excluded.updated_ns, \
+                 position = excluded.position",
             )?,
         })
     }
@@ -220,6 +238,11 @@ impl<'t, 'c> Transaction<'t, 'c> {
                 Ok(Answer::Done)
             }
             Op::Trim { stream, trim } => self.trim(stream, *trim),
+            Op::PurgeFinished {
+                kind,
+                before_ns,
+                limit,
+            } => self.purge_finished(kind.as_deref(), *before_ns, *limit),
             Op::SaveProjection {
                 name,
                 expected,
@@ -301,6 +324,20 @@ impl<'t, 'c> Transaction<'t, 'c> {
             self.statements
                 .set_stream_version
                 .execute(params![append.stream.as_str(), last_version])?;
+            // One upsert per marked append, whatever the batch's size: only the last
+            // marked event counts. It cannot be refused (no constraint it could break),
+            // so it needs no savepoint of its own.
+            if let Some(mark) = &append.mark {
+                self.statements.set_instance.execute(params![
+                    append.stream.as_str(),
+                    mark.kind,
+                    mark.status,
+                    mark.finished,
+                    first_version_sql + mark.offset,
+                    mark.time_ns,
+                    first_position_sql + mark.offset,
+                ])?;
+            }
         }
         for (id, intent) in &append.intents {
             self.statements.insert_intent.execute([id, intent])?;
@@ -458,6 +495,57 @@ impl<'t, 'c> Transaction<'t, 'c> {
             self.trimmed_any = true;
         }
         Ok(Answer::Removed(removed as u64))
+    }
+
+    /// Removes up to `limit` finished instances updated before `before_ns`: their
+    /// events (ids kept in `trimmed_ids`, as a trim keeps them), snapshot, metadata and
+    /// index row. Their `streams` rows stay, so versions never go back.
+    fn purge_finished(
+        &mut self,
+        kind: Option<&str>,
+        before_ns: i64,
+        limit: usize,
+    ) -> Result<Answer, Refusal> {
+        let limit = limit.min(READ_LIMIT_MAX) as i64;
+        let streams: Vec<String> = {
+            let (sql, kind) = match kind {
+                Some(kind) => (PURGE_CHOOSE_KIND, Some(kind)),
+                None => (PURGE_CHOOSE, None),
+            };
+            let mut statement = self.connection.prepare_cached(sql)?;
+            let mut rows = match kind {
+                Some(kind) => statement.query(params![before_ns, limit, kind]),
+                None => statement.query(params![before_ns, limit]),
+            }?;
+            let mut streams = Vec::new();
+            while let Some(row) = rows.next()? {
+                streams.push(row.get(0)?);
+            }
+            streams
+        };
+        for stream in &streams {
+            self.connection
+                .prepare_cached(
+                    "INSERT INTO trimmed_ids (id, stream, version, position) \
+                     SELECT id, stream, version, position FROM events WHERE stream = ?1",
+                )?
+                .execute([stream])?;
+            let removed = self
+                .connection
+                .prepare_cached("DELETE FROM events WHERE stream = ?1")?
+                .execute([stream])?;
+            if removed > 0 {
+                self.trimmed_any = true;
+            }
+            for sql in [
+                "DELETE FROM snapshots WHERE stream = ?1",
+                "DELETE FROM stream_metadata WHERE stream = ?1",
+                "DELETE FROM instances WHERE stream = ?1",
+            ] {
+                self.connection.prepare_cached(sql)?.execute([stream])?;
+            }
+        }
+        Ok(Answer::Removed(streams.len() as u64))
     }
 
     /// Stores the head and commits; the head after the commit.

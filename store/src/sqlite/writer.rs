@@ -20,6 +20,7 @@ use super::row::EventRow;
 use super::transaction::{Statements, Transaction};
 use super::{sql_int, storage};
 use crate::error::Error;
+use crate::index::last_mark;
 use crate::{Appended, ProjectionState, StoredSnapshot, Trim};
 
 /// A group stops draining the queue once it holds this many events, so that one group
@@ -59,6 +60,11 @@ pub(crate) enum Op {
         checkpoint: i64,
         model: String,
     },
+    PurgeFinished {
+        kind: Option<String>,
+        before_ns: i64,
+        limit: usize,
+    },
 }
 
 /// An append, ready to bind.
@@ -69,6 +75,19 @@ pub(crate) struct Append {
     pub(crate) events: Vec<EventRow>,
     /// Each intent's id as text (the outbox key) and the intent as JSON.
     pub(crate) intents: Vec<(String, String)>,
+    /// The index row the append sets, from its last marked event.
+    pub(crate) mark: Option<MarkRow>,
+}
+
+/// What an append's last marked event writes to `instances`.
+#[derive(Debug)]
+pub(crate) struct MarkRow {
+    /// The event's offset in the batch: its version and position follow from it.
+    pub(crate) offset: i64,
+    pub(crate) kind: String,
+    pub(crate) status: String,
+    pub(crate) finished: bool,
+    pub(crate) time_ns: i64,
 }
 
 /// What a write came to.
@@ -86,7 +105,7 @@ impl Op {
         events: &[Envelope],
         intents: &[Intent],
     ) -> Result<Self, Error> {
-        let events = events
+        let rows = events
             .iter()
             .map(EventRow::encode)
             .collect::<Result<_, _>>()?;
@@ -99,11 +118,20 @@ impl Op {
                 Ok((intent.id.to_string(), json))
             })
             .collect::<Result<_, Error>>()?;
+        let mark = last_mark(events).map(|(offset, mark)| MarkRow {
+            // Below APPEND_EVENTS_MAX, checked before: it fits.
+            offset: offset as i64,
+            kind: mark.kind,
+            status: mark.status,
+            finished: mark.finished,
+            time_ns: events[offset].time.unix_nanos(),
+        });
         Ok(Self::Append(Append {
             stream: stream.clone(),
             expected,
-            events,
+            events: rows,
             intents,
+            mark,
         }))
     }
 

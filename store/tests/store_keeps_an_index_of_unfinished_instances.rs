@@ -1,0 +1,389 @@
+//! Every backend keeps an index of instances from the marks on the events it stores:
+//! the last marked event of an append sets its stream's row (kind, status, finished,
+//! version, time, position) in the append's own transaction, so a refused append
+//! changes no row. `instances` filters and pages the rows; `read_unfinished` reads the
+//! events of the unfinished streams only, in position order; `purge_finished` removes
+//! old finished instances as a trim would (their ids stay taken, their version stays).
+
+use crate::common::stores;
+
+use keel_core::{Envelope, EventId, EventType, ExpectedVersion, Payload, StreamId, Timestamp};
+use keel_store::{
+    Error, EventStore, InstanceEntry, InstanceMark, InstanceQuery, RecordedEvent, StoredSnapshot,
+};
+use serde_json::json;
+use stores::Backend;
+
+/// An event at `second` seconds past a fixed time, marked if `mark` is given.
+fn event(second: i64, mark: Option<&InstanceMark>) -> Envelope {
+    let mut envelope = Envelope::builder(
+        EventId::new(uuid::Uuid::new_v4()),
+        EventType::from_static("test.happened"),
+        "keel-tests",
+        Timestamp::from_unix_millis(1_700_000_000_000 + second * 1000),
+    )
+    .payload(Payload::Json(json!({ "at": second })))
+    .build()
+    .expect("a valid test envelope");
+    if let Some(mark) = mark {
+        mark.apply(&mut envelope);
+    }
+    envelope
+}
+
+fn at(second: i64) -> Timestamp {
+    Timestamp::from_unix_millis(1_700_000_000_000 + second * 1000)
+}
+
+fn running(kind: &str) -> InstanceMark {
+    InstanceMark::new(kind, "running", false)
+}
+
+fn completed(kind: &str) -> InstanceMark {
+    InstanceMark::new(kind, "completed", true)
+}
+
+fn positions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.position).collect()
+}
+
+fn streams(entries: &[InstanceEntry]) -> Vec<&str> {
+    entries.iter().map(|e| e.stream.as_str()).collect()
+}
+
+async fn append(store: &dyn EventStore, stream: &str, events: &[Envelope]) {
+    store
+        .append(
+            &StreamId::from(stream.to_owned()),
+            ExpectedVersion::Any,
+            events,
+        )
+        .await
+        .expect("an append");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_marked_event_of_an_append_sets_its_streams_row() {
+    for backend in Backend::available().await {
+        let mut test = backend.open().await;
+        let name = test.name;
+        let store = test.store.as_ref();
+        let s = StreamId::from("saga-1");
+        append(store, "other", &[event(0, None)]).await;
+        // Marked, then the last marked one wins over an earlier one of the same batch;
+        // an unmarked event after it does not move the row.
+        let batch = [
+            event(1, Some(&running("saga"))),
+            event(2, Some(&InstanceMark::new("saga", "compensating", false))),
+            event(3, None),
+        ];
+        append(store, "saga-1", &batch).await;
+        let rows = store.instances(&InstanceQuery::all()).await.expect("rows");
+        let want = InstanceEntry {
+            stream: s.clone(),
+            kind: "saga".to_owned(),
+            status: "compensating".to_owned(),
+            finished: false,
+            version: 2,
+            updated: at(2),
+            position: 3,
+        };
+        assert_eq!(
+            rows,
+            std::slice::from_ref(&want),
+            "[{name}] one row, from the last mark"
+        );
+
+        // An append without marks leaves the row alone.
+        append(store, "saga-1", &[event(4, None)]).await;
+        let rows = store.instances(&InstanceQuery::all()).await.expect("rows");
+        assert_eq!(
+            rows,
+            std::slice::from_ref(&want),
+            "[{name}] unmarked appends change nothing"
+        );
+
+        // A refused append (wrong version) changes no row, nor does a repeat.
+        let refused = store
+            .append(
+                &s,
+                ExpectedVersion::Exact(1),
+                &[event(5, Some(&completed("saga")))],
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(Error::VersionConflict { actual: 4, .. })),
+            "[{name}] {refused:?}"
+        );
+        let repeat = store.append(&s, ExpectedVersion::Any, &batch).await;
+        assert!(repeat.is_ok_and(|a| a.deduplicated), "[{name}] a repeat");
+        // A batch that reuses an id is refused whole, and its mark with it.
+        let reused = [event(6, Some(&completed("saga"))), batch[0].clone()];
+        let error = store.append(&s, ExpectedVersion::Any, &reused).await;
+        assert!(
+            matches!(error, Err(Error::DuplicateEventId { .. })),
+            "[{name}] {error:?}"
+        );
+        let rows = store.instances(&InstanceQuery::all()).await.expect("rows");
+        assert_eq!(rows, [want], "[{name}] refused appends change no row");
+
+        // Finishing: the latest mark wins, with its version and position.
+        append(store, "saga-1", &[event(7, Some(&completed("saga")))]).await;
+        for pass in ["before", "after"] {
+            let rows = test.store.instances(&InstanceQuery::all()).await;
+            let row = rows.expect("rows").pop().expect("a row");
+            assert_eq!(
+                (row.status.as_str(), row.finished, row.version, row.position),
+                ("completed", true, 5, 6),
+                "[{name}] {pass} a restart"
+            );
+            assert_eq!(row.updated, at(7), "[{name}] {pass} a restart");
+            test.restart().await;
+        }
+        test.cleanup().await;
+    }
+}
+
+/// Five instances: `e1` (equipment, running), `s1` (saga, completed), `s2` (saga,
+/// needs_intervention), `s3` (saga, running), `s4` (saga, completed), and an unmarked
+/// stream `log`, appended interleaved so that positions mix the streams.
+async fn five_instances(store: &dyn EventStore) {
+    let stuck = InstanceMark::new("saga", "needs_intervention", false);
+    append(store, "s1", &[event(1, Some(&running("saga")))]).await;
+    append(store, "log", &[event(2, None)]).await;
+    append(store, "s2", &[event(3, Some(&running("saga")))]).await;
+    append(store, "e1", &[event(4, Some(&running("equipment")))]).await;
+    append(store, "s1", &[event(5, Some(&completed("saga")))]).await;
+    append(
+        store,
+        "s3",
+        &[event(6, Some(&running("saga"))), event(7, None)],
+    )
+    .await;
+    append(store, "s2", &[event(8, None), event(9, Some(&stuck))]).await;
+    append(store, "s4", &[event(10, Some(&running("saga")))]).await;
+    append(store, "log", &[event(11, None)]).await;
+    append(store, "s4", &[event(12, Some(&completed("saga")))]).await;
+    append(store, "e1", &[event(13, None)]).await;
+    // Positions: s1 1, 5; log 2, 11; s2 3, 8, 9; e1 4, 13; s3 6, 7; s4 10, 12.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_are_filtered_by_kind_status_and_finished_and_paged_by_stream() {
+    for backend in Backend::available().await {
+        let test = backend.open().await;
+        let name = test.name;
+        let store = test.store.as_ref();
+        five_instances(store).await;
+        let cases = [
+            (InstanceQuery::all(), vec!["e1", "s1", "s2", "s3", "s4"]),
+            (InstanceQuery::unfinished(), vec!["e1", "s2", "s3"]),
+            (InstanceQuery::finished(), vec!["s1", "s4"]),
+            (InstanceQuery::unfinished().kind("saga"), vec!["s2", "s3"]),
+            (InstanceQuery::all().kind("equipment"), vec!["e1"]),
+            (InstanceQuery::all().status("completed"), vec!["s1", "s4"]),
+            (
+                InstanceQuery::all()
+                    .kind("saga")
+                    .status("needs_intervention"),
+                vec!["s2"],
+            ),
+            (InstanceQuery::all().kind("robot"), vec![]),
+            (InstanceQuery::all().after("s1").limit(2), vec!["s2", "s3"]),
+            (InstanceQuery::unfinished().after("s3"), vec![]),
+            (InstanceQuery::all().limit(0), vec![]),
+        ];
+        for (query, want) in cases {
+            let rows = store.instances(&query).await.expect("rows");
+            assert_eq!(streams(&rows), want, "[{name}] {query:?}");
+        }
+        // Keyset paging walks every row once.
+        let mut seen = Vec::new();
+        let mut query = InstanceQuery::all().limit(2);
+        loop {
+            let page = store.instances(&query).await.expect("a page");
+            let Some(last) = page.last() else { break };
+            query = query.after(last.stream.clone());
+            seen.extend(page.into_iter().map(|row| row.stream));
+        }
+        let seen: Vec<&str> = seen.iter().map(StreamId::as_str).collect();
+        assert_eq!(seen, ["e1", "s1", "s2", "s3", "s4"], "[{name}] pages");
+        let s2 = store
+            .instances(&InstanceQuery::all().status("needs_intervention"))
+            .await;
+        let s2 = s2.expect("rows").pop().expect("s2");
+        assert_eq!(
+            (s2.version, s2.position, s2.updated),
+            (3, 9, at(9)),
+            "[{name}]"
+        );
+        test.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_unfinished_returns_the_unfinished_streams_events_in_position_order() {
+    for backend in Backend::available().await {
+        let test = backend.open().await;
+        let name = test.name;
+        let store = test.store.as_ref();
+        five_instances(store).await;
+        // e1, s2 and s3 are unfinished: every event of theirs, nothing of s1, s4, log.
+        let all = store.read_unfinished(None, 1, 100).await.expect("a read");
+        assert_eq!(positions(&all), [3, 4, 6, 7, 8, 9, 13], "[{name}]");
+        let by_read_all = store.read_all(1, 100).await.expect("read_all");
+        let wanted: Vec<&RecordedEvent> = by_read_all
+            .iter()
+            .filter(|e| ["e1", "s2", "s3"].contains(&e.stream.as_str()))
+            .collect();
+        assert_eq!(all.iter().collect::<Vec<_>>(), wanted, "[{name}] as stored");
+        let sagas = store
+            .read_unfinished(Some("saga"), 1, 100)
+            .await
+            .expect("sagas");
+        assert_eq!(positions(&sagas), [3, 6, 7, 8, 9], "[{name}] of one kind");
+        let none = store
+            .read_unfinished(Some("robot"), 1, 100)
+            .await
+            .expect("none");
+        assert!(none.is_empty(), "[{name}] {none:?}");
+
+        // Paging by `from`: the last position + 1 each time.
+        let mut paged = Vec::new();
+        let mut from = 1;
+        loop {
+            let page = store.read_unfinished(None, from, 2).await.expect("a page");
+            assert!(page.len() <= 2, "[{name}] the limit holds");
+            let Some(last) = page.last() else { break };
+            from = last.position + 1;
+            paged.extend(positions(&page));
+        }
+        assert_eq!(paged, [3, 4, 6, 7, 8, 9, 13], "[{name}] pages");
+        let tail = store.read_unfinished(None, 8, 100).await.expect("a tail");
+        assert_eq!(positions(&tail), [8, 9, 13], "[{name}] from 8");
+        assert!(
+            store
+                .read_unfinished(None, 1, 0)
+                .await
+                .expect("zero")
+                .is_empty()
+        );
+
+        // Finishing s3 takes it out; marking s1 running again brings it back whole.
+        append(store, "s3", &[event(20, Some(&completed("saga")))]).await;
+        append(store, "s1", &[event(21, Some(&running("saga")))]).await;
+        let after = store.read_unfinished(None, 1, 100).await.expect("a read");
+        assert_eq!(positions(&after), [1, 3, 4, 5, 8, 9, 13, 15], "[{name}]");
+        test.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_removes_old_finished_instances_only_and_keeps_their_ids_taken() {
+    for backend in Backend::available().await {
+        let mut test = backend.open().await;
+        let name = test.name;
+        let store = test.store.as_ref();
+        five_instances(store).await;
+        // A late finished instance (updated at 30 s) and a finished equipment.
+        let done_late = [event(30, Some(&completed("saga")))];
+        append(store, "s5", &done_late).await;
+        append(store, "e1", &[event(14, Some(&completed("equipment")))]).await;
+        let s1 = StreamId::from("s1");
+        let s1_events = store.read_stream(&s1, 1, 10).await.expect("s1");
+        let snapshot = StoredSnapshot {
+            stream: s1.clone(),
+            version: 2,
+            state: json!({ "done": true }),
+        };
+        store.save_snapshot(&snapshot).await.expect("a snapshot");
+        store
+            .set_metadata(&s1, &json!({ "owner": "x" }))
+            .await
+            .expect("metadata");
+
+        // Of one kind, with a limit: s1 goes (smallest stream first), s4 stays.
+        let purged = store.purge_finished(Some("saga"), at(20), 1).await;
+        assert_eq!(purged.ok(), Some(1), "[{name}] the limit holds");
+        let finished = store
+            .instances(&InstanceQuery::finished())
+            .await
+            .expect("rows");
+        assert_eq!(streams(&finished), ["e1", "s4", "s5"], "[{name}]");
+        assert!(store.read_stream(&s1, 1, 10).await.expect("s1").is_empty());
+        assert_eq!(store.load_snapshot(&s1).await.ok(), Some(None), "[{name}]");
+        assert_eq!(store.metadata(&s1).await.ok(), Some(None), "[{name}]");
+        assert_eq!(
+            store.stream_version(&s1).await.ok(),
+            Some(2),
+            "[{name}] kept"
+        );
+
+        // The rest of the old ones: s4 and e1, not s5 (too recent), nor unfinished s2.
+        let purged = store.purge_finished(None, at(20), 100).await;
+        assert_eq!(purged.ok(), Some(2), "[{name}]");
+        let left = store.instances(&InstanceQuery::all()).await.expect("rows");
+        assert_eq!(streams(&left), ["s2", "s3", "s5"], "[{name}]");
+        let all = store.read_all(1, 100).await.expect("read_all");
+        let kept: Vec<&str> = all.iter().map(|e| e.stream.as_str()).collect();
+        assert!(
+            kept.iter().all(|s| ["log", "s2", "s3", "s5"].contains(s)),
+            "[{name}] {kept:?}"
+        );
+        assert_eq!(
+            all.len(),
+            2 + 3 + 2 + 1,
+            "[{name}] log, s2, s3, s5 stay whole"
+        );
+        assert_eq!(store.purge_finished(None, at(20), 100).await.ok(), Some(0));
+
+        for pass in ["before", "after"] {
+            let store = test.store.as_ref();
+            let what = format!("[{name}] {pass} a restart");
+            // A purged event's id stays taken: its repeat is answered as before, its
+            // use elsewhere refused; the version does not go back.
+            let again = store
+                .append(
+                    &s1,
+                    ExpectedVersion::NoStream,
+                    &[s1_events[0].envelope.clone()],
+                )
+                .await;
+            assert!(again.is_ok_and(|a| a.deduplicated), "{what}");
+            let elsewhere = store
+                .append(
+                    &"s9".into(),
+                    ExpectedVersion::Any,
+                    &[s1_events[1].envelope.clone()],
+                )
+                .await;
+            assert!(
+                matches!(elsewhere, Err(Error::DuplicateEventId { .. })),
+                "{what}: {elsewhere:?}"
+            );
+            let fresh = store
+                .append(&s1, ExpectedVersion::NoStream, &[event(40, None)])
+                .await;
+            assert!(
+                matches!(fresh, Err(Error::VersionConflict { actual: 2, .. })),
+                "{what}: {fresh:?}"
+            );
+            test.restart().await;
+        }
+        let store = test.store.as_ref();
+        let next = store
+            .append(
+                &s1,
+                ExpectedVersion::Exact(2),
+                &[event(41, Some(&running("saga")))],
+            )
+            .await
+            .expect("numbering goes on");
+        assert_eq!(next.first_version, 3, "[{name}]");
+        let s1_now = store
+            .read_unfinished(Some("saga"), next.first_position, 10)
+            .await;
+        assert_eq!(positions(&s1_now.expect("a read")), [next.first_position]);
+        test.cleanup().await;
+    }
+}
