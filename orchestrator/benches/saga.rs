@@ -227,6 +227,9 @@ impl EventStore for NullStore {
     ) -> keel_store::StoreFuture<'a, Vec<keel_store::RecordedEvent>> {
         ready(Vec::new())
     }
+    fn unindexed_head(&self) -> keel_store::StoreFuture<'_, u64> {
+        ready(0)
+    }
     fn purge_finished<'a>(
         &'a self,
         _: Option<&'a str>,

@@ -37,72 +37,12 @@
 //! [`EventStore::read_unfinished`]: crate::EventStore::read_unfinished
 //! [`EventStore::read_all`]: crate::EventStore::read_all
 
-use keel_core::{Envelope, EnvelopeBuilder, MetaValue, StreamId, Timestamp};
+use keel_core::{Envelope, StreamId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::READ_LIMIT_MAX;
 
-/// The metadata key of an instance's kind (`saga`, `equipment`).
-pub const KIND_KEY: &str = "keelkind";
-/// The metadata key of an instance's status (`running`, `needs_intervention`).
-pub const STATUS_KEY: &str = "keelstatus";
-/// The metadata key of whether an instance has ended.
-pub const FINISHED_KEY: &str = "keelfinished";
-
-/// What an event says of the instance its stream holds.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct InstanceMark {
-    /// The kind of instance: `saga`, `equipment`.
-    pub kind: String,
-    /// A status finer than finished or not: `running`, `compensating`, `completed`.
-    pub status: String,
-    /// Whether the instance has ended: finished instances are left out of
-    /// [`EventStore::read_unfinished`](crate::EventStore::read_unfinished) and may be
-    /// purged.
-    pub finished: bool,
-}
-
-impl InstanceMark {
-    /// A mark of `kind` in `status`.
-    pub fn new(kind: impl Into<String>, status: impl Into<String>, finished: bool) -> Self {
-        Self {
-            kind: kind.into(),
-            status: status.into(),
-            finished,
-        }
-    }
-
-    /// The mark on `envelope`; `None` unless all three keys are present, with text,
-    /// text and a boolean.
-    pub fn of<P>(envelope: &Envelope<P>) -> Option<Self> {
-        let metadata = &envelope.metadata;
-        let (Some(MetaValue::Text(kind)), Some(MetaValue::Text(status))) =
-            (metadata.get(KIND_KEY), metadata.get(STATUS_KEY))
-        else {
-            return None;
-        };
-        let Some(MetaValue::Bool(finished)) = metadata.get(FINISHED_KEY) else {
-            return None;
-        };
-        Some(Self::new(kind.clone(), status.clone(), *finished))
-    }
-
-    /// Puts the mark on `envelope`, replacing any mark it had.
-    pub fn apply<P>(&self, envelope: &mut Envelope<P>) {
-        let metadata = &mut envelope.metadata;
-        metadata.insert(KIND_KEY.to_owned(), MetaValue::Text(self.kind.clone()));
-        metadata.insert(STATUS_KEY.to_owned(), MetaValue::Text(self.status.clone()));
-        metadata.insert(FINISHED_KEY.to_owned(), MetaValue::Bool(self.finished));
-    }
-
-    /// `builder` with the mark on the envelope it builds.
-    pub fn on<P>(&self, builder: EnvelopeBuilder<P>) -> EnvelopeBuilder<P> {
-        builder
-            .meta(KIND_KEY, self.kind.as_str())
-            .meta(STATUS_KEY, self.status.as_str())
-            .meta(FINISHED_KEY, self.finished)
-    }
-}
+pub use keel_core::mark::{FINISHED_KEY, InstanceMark, KIND_KEY, STATUS_KEY};
 
 /// The last marked event of an append's `events`: its offset in the batch and its mark.
 /// Only that one counts: the index keeps where an instance stands after the append.
@@ -251,42 +191,6 @@ mod tests {
         )
         .build()
         .unwrap()
-    }
-
-    #[test]
-    fn a_mark_put_on_an_envelope_reads_back_and_passes_validation() {
-        let mark = InstanceMark::new("saga", "needs_intervention", false);
-        let mut envelope = event(1);
-        mark.apply(&mut envelope);
-        assert_eq!(InstanceMark::of(&envelope), Some(mark.clone()));
-        // The keys must be valid CloudEvents extension names in keel-core's rules.
-        envelope.validate().unwrap();
-        let built = mark.on(Envelope::builder(
-            EventId::from_u128(2),
-            EventType::from_static("a.b"),
-            "test",
-            Timestamp::UNIX_EPOCH,
-        ));
-        assert_eq!(InstanceMark::of(&built.build().unwrap()), Some(mark));
-    }
-
-    #[test]
-    fn a_mark_missing_a_key_or_of_the_wrong_type_is_no_mark() {
-        let mut envelope = event(1);
-        InstanceMark::new("saga", "running", true).apply(&mut envelope);
-        let mut wrong = envelope.clone();
-        wrong
-            .metadata
-            .insert(FINISHED_KEY.to_owned(), MetaValue::Text("true".to_owned()));
-        assert_eq!(InstanceMark::of(&wrong), None);
-        let mut missing = envelope.clone();
-        missing.metadata.remove(STATUS_KEY);
-        assert_eq!(InstanceMark::of(&missing), None);
-        let mut number = envelope;
-        number
-            .metadata
-            .insert(KIND_KEY.to_owned(), MetaValue::Integer(1));
-        assert_eq!(InstanceMark::of(&number), None);
     }
 
     #[test]

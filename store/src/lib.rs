@@ -211,6 +211,13 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> StoreFuture<'a, Vec<RecordedEvent>>;
 
+    /// The head the store had when it began keeping its index of instances: events up
+    /// to this position may carry no mark (an older keel wrote them), so their streams
+    /// may be missing from the index. 0 for a store that kept the index from its first
+    /// event. While it is above 0, a reader that must see every instance (recovery,
+    /// listing) reads the whole history with [`EventStore::read_all`] instead.
+    fn unindexed_head(&self) -> StoreFuture<'_, u64>;
+
     /// Retention: removes up to `limit` (capped at [`READ_LIMIT_MAX`]) finished
     /// instances (of `kind`, if given) whose index row was last updated before
     /// `updated_before`; returns how many it removed.

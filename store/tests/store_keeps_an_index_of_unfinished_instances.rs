@@ -69,6 +69,8 @@ async fn the_last_marked_event_of_an_append_sets_its_streams_row() {
         let name = test.name;
         let store = test.store.as_ref();
         let s = StreamId::from("saga-1");
+        // A store created by this keel keeps the index from its first event.
+        assert_eq!(store.unindexed_head().await.unwrap(), 0, "{name}");
         append(store, "other", &[event(0, None)]).await;
         // Marked, then the last marked one wins over an earlier one of the same batch;
         // an unmarked event after it does not move the row.

@@ -486,6 +486,10 @@ impl EventStore for ReportingSaves {
         self.0.read_unfinished(kind, from, limit)
     }
 
+    fn unindexed_head(&self) -> StoreFuture<'_, u64> {
+        self.0.unindexed_head()
+    }
+
     fn purge_finished<'a>(
         &'a self,
         kind: Option<&'a str>,

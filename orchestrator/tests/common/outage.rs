@@ -162,6 +162,10 @@ impl EventStore for Outage {
         guarded!(self, self.inner.read_unfinished(kind, from, limit))
     }
 
+    fn unindexed_head(&self) -> StoreFuture<'_, u64> {
+        guarded!(self, self.inner.unindexed_head())
+    }
+
     fn purge_finished<'a>(
         &'a self,
         kind: Option<&'a str>,

@@ -46,6 +46,7 @@ pub(super) struct Conn {
 pub(super) struct Statements {
     pub(super) lock_head: Statement,
     pub(super) head: Statement,
+    pub(super) unindexed_head: Statement,
     pub(super) find_ids: Statement,
     pub(super) stream_versions: Statement,
     pub(super) write: Statement,
@@ -100,6 +101,7 @@ impl Conn {
         let statements = Statements {
             lock_head: prepare(&sql.lock_head).await?,
             head: prepare(&sql.head).await?,
+            unindexed_head: prepare(&sql.unindexed_head).await?,
             find_ids: prepare(&sql.find_ids).await?,
             stream_versions: prepare(&sql.stream_versions).await?,
             write: prepare(&sql.write).await?,

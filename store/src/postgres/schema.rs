@@ -135,6 +135,14 @@ CREATE INDEX instances_by_status ON {s}.instances (kind, status, stream COLLATE 
 
 -- Filled from the marks already stored by `backfill_instances`, in Rust: PostgreSQL's
 -- json parsing refuses a \u0000 anywhere in an envelope, which keel stores.
+
+-- The head when the index began: events up to it may carry no mark (an older keel
+-- wrote them). 0 for a schema created with the index (migration 1 just set the head).
+CREATE TABLE {s}.keel_unindexed (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    position bigint NOT NULL
+);
+INSERT INTO {s}.keel_unindexed (id, position) SELECT 1, position FROM {s}.keel_head;
 "#,
 ];
 
@@ -202,6 +210,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 pub(super) struct Sql {
     pub(super) lock_head: String,
     pub(super) head: String,
+    pub(super) unindexed_head: String,
     pub(super) find_ids: String,
     pub(super) stream_versions: String,
     pub(super) write: String,
@@ -236,6 +245,7 @@ impl Sql {
         Self {
             lock_head: format!("SELECT position FROM {s}.keel_head WHERE id = 1 FOR UPDATE"),
             head: format!("SELECT position FROM {s}.keel_head WHERE id = 1"),
+            unindexed_head: format!("SELECT position FROM {s}.keel_unindexed WHERE id = 1"),
             // The envelope too, to tell a repeat from a conflict: only ids already
             // stored have rows, so an append of new events reads none back.
             find_ids: format!(
@@ -720,6 +730,11 @@ mod tests {
             .unwrap();
         assert_eq!(row.get::<_, i32>(0) as u32, SCHEMA_VERSION);
         assert_eq!(store.head().await.unwrap(), 1);
+        assert_eq!(
+            store.unindexed_head().await.unwrap(),
+            1,
+            "its events may be unmarked"
+        );
         assert_eq!(store.stream_version(&"a".into()).await.unwrap(), 1);
         let holder = LockHolder {
             pid: 1,
@@ -779,6 +794,7 @@ mod tests {
         );
         assert_eq!((row.version, row.position, row.finished), (1, 2, false));
         assert_eq!(row.updated, rows[1].2.time);
+        assert_eq!(store.unindexed_head().await.unwrap(), 3);
         let unfinished = store.read_unfinished(None, 1, 10).await.unwrap();
         let positions: Vec<u64> = unfinished.iter().map(|e| e.position).collect();
         assert_eq!(positions, [2, 3]);

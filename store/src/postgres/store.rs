@@ -156,6 +156,19 @@ impl EventStore for PostgresStore {
         })
     }
 
+    fn unindexed_head(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let mut checkout = self.inner.pool.checkout().await?;
+            let conn = checkout.conn();
+            let row = conn
+                .client
+                .query_one(&conn.statements.unindexed_head, &[])
+                .await
+                .map_err(storage("read the unindexed head"))?;
+            from_i64(row.get(0), "unindexed head")
+        })
+    }
+
     fn watch_head(&self) -> watch::Receiver<u64> {
         self.inner.head.subscribe()
     }

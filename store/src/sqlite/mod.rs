@@ -421,6 +421,10 @@ impl EventStore for SqliteStore {
         )
     }
 
+    fn unindexed_head(&self) -> StoreFuture<'_, u64> {
+        Box::pin(self.inner.readers.run(|reader| reader.unindexed_head()))
+    }
+
     fn purge_finished<'a>(
         &'a self,
         kind: Option<&'a str>,

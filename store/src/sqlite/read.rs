@@ -259,6 +259,10 @@ impl Reader<'_> {
         schema::head(self.0)
     }
 
+    pub(crate) fn unindexed_head(&self) -> Result<u64, Error> {
+        schema::unindexed_head(self.0)
+    }
+
     pub(crate) fn pending_intents(&self, limit: usize) -> Result<Vec<Intent>, Error> {
         let limit = limit.min(READ_LIMIT_MAX);
         if limit == 0 {

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::failure::sqlite_with;
 use super::{sqlite, storage};
@@ -116,8 +116,11 @@ CREATE INDEX instances_by_status ON instances (kind, status, stream);
 /// Migration from version 1: the index, filled from the marks already stored (the last
 /// marked event of each stream; SQLite takes a bare column's value from the row that
 /// `max()` picked). Stores written before marks existed have none, so their index
-/// starts empty.
+/// starts empty, and `unindexed_head` keeps the head from before the index, so that
+/// readers know the events up to there may be unmarked.
 pub(crate) const MIGRATE_1_TO_2: &str = "
+INSERT OR REPLACE INTO keel_meta (key, value)
+SELECT 'unindexed_head', value FROM keel_meta WHERE key = 'head';
 INSERT INTO instances (stream, kind, status, finished, version, updated_ns, position)
 SELECT stream, json_extract(metadata, '$.keelkind'), json_extract(metadata, '$.keelstatus'),
        json_extract(metadata, '$.keelfinished'), version, time_ns, max(position)
@@ -235,6 +238,18 @@ pub(crate) fn head(connection: &Connection) -> Result<u64, Error> {
         .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
         .map_err(sqlite)?;
     u64::try_from(head).map_err(|_| storage(format!("the stored head {head} is below 0")))
+}
+
+/// The head the file had when it was migrated to the index of instances; 0 if it was
+/// created with the index.
+pub(crate) fn unindexed_head(connection: &Connection) -> Result<u64, Error> {
+    let head: Option<i64> = connection
+        .prepare_cached("SELECT value FROM keel_meta WHERE key = 'unindexed_head'")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+        .optional()
+        .map_err(sqlite)?;
+    let head = head.unwrap_or(0);
+    u64::try_from(head).map_err(|_| storage(format!("the stored unindexed head {head} is below 0")))
 }
 
 /// Tells what the file is, writing nothing.

@@ -940,6 +940,8 @@ async fn a_version_1_file_is_migrated_keeping_its_events_and_indexing_their_mark
     assert_eq!((row.version, row.position), (2, 4));
     assert_eq!(row.updated, Timestamp::from_unix_nanos(1_004));
     assert!(store.read_unfinished(None, 1, 10).await.unwrap().is_empty());
+    // Readers learn that the events up to the old head may be unmarked.
+    assert_eq!(store.unindexed_head().await.unwrap(), 5);
     // The migrated store goes on as any other: numbering, and the index.
     let next = store
         .append(
