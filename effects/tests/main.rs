@@ -18,6 +18,7 @@ mod bus_request_reply_matches_the_reply_by_correlation_and_causation;
 mod bus_request_reply_times_out;
 mod bus_routes_by_topic_pattern;
 mod bus_stops_delivery_after_unsubscribe;
+mod durable_recovery_reads_only_the_unfinished_instances;
 mod durable_refuses_a_taken_id_and_survives_a_panicking_handler;
 mod http_caps_the_response_body;
 mod http_classifies_failures_for_the_retry_policy;

@@ -16,7 +16,10 @@
 //!
 //! On [`start`](DurableBuilder::start), every unfinished instance of the reducer is
 //! rebuilt from its log, and what was in flight is performed again, under the same
-//! intent ids: handlers see one idempotency key per effect across restarts.
+//! intent ids: handlers see one idempotency key per effect across restarts. The store's
+//! index of instances says which logs those are, so a restart reads no finished
+//! instance's log and takes a time that follows the unfinished ones, however long the
+//! history (a store migrated from before the index is read whole, as it always was).
 //!
 //! ```
 //! # use std::sync::Arc;

@@ -37,8 +37,9 @@ pub struct Recovered {
     pub resumed: usize,
     /// Of those, how many are parked for an operator.
     pub parked: usize,
-    /// Instances whose log shows they finished.
-    pub finished: usize,
+    /// Records read to rebuild them: the logs of unfinished instances only, unless the
+    /// store's history predates its index.
+    pub records: usize,
     /// Intents performed again: they were in flight when the last run stopped.
     pub intents_resent: usize,
     /// Timers re-armed, for the times they were set for.
@@ -124,16 +125,28 @@ where
         }
     }
 
-    /// Rebuilds every unfinished instance from the store, in one pass over its history,
-    /// and performs what they had in flight.
+    /// Rebuilds every unfinished instance from the store, in one pass over the logs of
+    /// the unfinished instances of this reducer's kind (found through the store's index),
+    /// and performs what they had in flight. A store whose history predates the index is
+    /// read whole instead.
     pub(crate) async fn recover(&mut self) -> Result<Recovered, Error> {
         let mut recovered = Recovered::default();
         let mut failed: BTreeMap<InstanceId, keel_core::Error> = BTreeMap::new();
+        let indexed = self.store.unindexed_head().await? == 0;
+        let kind = self.driver.reducer().kind().to_owned();
         let mut from = 1;
         loop {
-            let page = self.store.read_all(from, READ_LIMIT_MAX).await?;
+            let page = if indexed {
+                let kind = Some(kind.as_str());
+                self.store
+                    .read_unfinished(kind, from, READ_LIMIT_MAX)
+                    .await?
+            } else {
+                self.store.read_all(from, READ_LIMIT_MAX).await?
+            };
             let Some(last) = page.last() else { break };
             from = last.position + 1;
+            recovered.records += page.len();
             for event in &page {
                 if event.envelope.event_type.as_str() != RECORD_TYPE {
                     continue;
@@ -148,10 +161,6 @@ where
                     .driver
                     .restore_record(&id, event.version, &event.envelope)
                 {
-                    // Finished, and over once nothing of it is in flight.
-                    Ok(Status::Finished) if self.driver.status(&id).is_none() => {
-                        recovered.finished += 1;
-                    }
                     Ok(_) => {}
                     Err(e) => {
                         tracing::error!(instance = %id, error = %e, "an instance's log does not replay; it is not run");
