@@ -149,7 +149,9 @@ impl Stats {
 pub struct Recovered {
     /// Sagas rebuilt and resumed (they had not finished).
     pub resumed: usize,
-    /// Records read from the store.
+    /// Saga records read from the store: those of the unfinished sagas only, found
+    /// through the store's index of instances (the whole history for a store that
+    /// predates the index).
     pub records: u64,
     /// Sagas that could not be rebuilt, with why (an unregistered type, a corrupt
     /// record). They are left in the store untouched.
@@ -391,9 +393,124 @@ fn shard_of(id: &SagaId, count: usize) -> usize {
     (id.correlation().uuid().as_u128() % count as u128) as usize
 }
 
-/// Reads the whole store once, rebuilding each saga in the shard that owns it, then
-/// resumes every shard.
+/// Reads the logs of every unfinished saga once, in commit order, rebuilding each saga
+/// in the shard that owns it, then resumes every shard.
+///
+/// The store's index of instances says which logs those are, so finished sagas are not
+/// read at all. A store whose history predates the index, or one that cannot read a
+/// record of an unfinished saga, is read whole instead: that path passes over records
+/// it cannot read and reports their sagas.
 async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recovered, Error> {
+    if store.unindexed_head().await? == 0 {
+        match fold_unfinished(store, drivers).await {
+            Ok(recovered) => return Ok(recovered),
+            // The store is away: recovery fails, and the start with it.
+            Err(e) if crate::commit::is_unavailable(&e) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "a record of an unfinished saga cannot be read; recovery reads the whole store instead");
+                for driver in drivers.iter_mut() {
+                    for (id, _) in driver.held_versions() {
+                        driver.forget(&id);
+                    }
+                }
+            }
+        }
+    }
+    recover_from_all(store, drivers).await
+}
+
+/// Recovery through the store's index: folds the unfinished sagas' records, then
+/// resumes. Any read error is returned as it is, for the caller to fall back on.
+async fn fold_unfinished(
+    store: &dyn EventStore,
+    drivers: &mut [Driver],
+) -> Result<Recovered, keel_store::Error> {
+    let mut recovered = Recovered::default();
+    let mut failed: foldhash::HashMap<SagaId, (Error, Option<SagaStatus>)> =
+        foldhash::HashMap::default();
+    let mut order = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = store
+            .read_unfinished(None, from, keel_store::READ_LIMIT_MAX)
+            .await?;
+        let Some(last) = page.last() else { break };
+        from = last.position + 1;
+        for event in &page {
+            fold_record(event, drivers, &mut recovered, &mut failed, &mut order);
+        }
+    }
+    Ok(finish_recovery(drivers, recovered, failed, order).await)
+}
+
+/// Folds one record of the store into the shard that owns its saga, if it is a saga
+/// record; a saga whose log does not replay is set aside in `failed` (with the status
+/// its last record gave), in the order found.
+fn fold_record(
+    event: &keel_store::RecordedEvent,
+    drivers: &mut [Driver],
+    recovered: &mut Recovered,
+    failed: &mut foldhash::HashMap<SagaId, (Error, Option<SagaStatus>)>,
+    order: &mut Vec<SagaId>,
+) {
+    if event.envelope.event_type.as_str() != crate::log::RECORD_TYPE {
+        return;
+    }
+    let Some(id) = SagaId::from_stream(&event.stream) else {
+        return;
+    };
+    recovered.records += 1;
+    if let Some((_, status)) = failed.get_mut(&id) {
+        *status = crate::log::decode(&id, event.version, &event.envelope)
+            .ok()
+            .map(|r| r.status);
+        return;
+    }
+    let shard = shard_of(&id, drivers.len());
+    if let Err(e) = drivers[shard].restore_record(&id, event.version, &event.envelope) {
+        let status = crate::log::decode(&id, event.version, &event.envelope)
+            .ok()
+            .map(|r| r.status);
+        order.push(id.clone());
+        failed.insert(id, (e, status));
+    }
+}
+
+/// Reports the sagas that could not be rebuilt (unless their log says they finished
+/// anyway) and resumes every shard.
+async fn finish_recovery(
+    drivers: &mut [Driver],
+    mut recovered: Recovered,
+    mut failed: foldhash::HashMap<SagaId, (Error, Option<SagaStatus>)>,
+    order: Vec<SagaId>,
+) -> Recovered {
+    for id in order {
+        if let Some((error, status)) = failed.remove(&id) {
+            if status.as_ref().is_some_and(SagaStatus::is_finished) {
+                continue;
+            }
+            tracing::error!(saga = %id, error = %error, "a saga cannot be recovered; it is left as it is in the store");
+            recovered.failed.push((id, error));
+        }
+    }
+    for driver in drivers.iter_mut() {
+        recovered.resumed += driver.resume().await;
+    }
+    tracing::info!(
+        resumed = recovered.resumed,
+        records = recovered.records,
+        failed = recovered.failed.len(),
+        "sagas recovered"
+    );
+    recovered
+}
+
+/// Recovery from the whole store, once, in commit order: for a store whose history
+/// predates the index, and when a record of an unfinished saga cannot be read.
+async fn recover_from_all(
+    store: &dyn EventStore,
+    drivers: &mut [Driver],
+) -> Result<Recovered, Error> {
     let mut recovered = Recovered::default();
     // Sagas that could not be rebuilt, with the error and the status their log last
     // recorded: one that finished anyway is no loss (a saga type retired after its
@@ -428,27 +545,7 @@ async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recov
         };
         from = last.position + 1;
         for event in &page {
-            if event.envelope.event_type.as_str() != crate::log::RECORD_TYPE {
-                continue;
-            }
-            let Some(id) = SagaId::from_stream(&event.stream) else {
-                continue;
-            };
-            recovered.records += 1;
-            if let Some((_, status)) = failed.get_mut(&id) {
-                *status = crate::log::decode(&id, event.version, &event.envelope)
-                    .ok()
-                    .map(|r| r.status);
-                continue;
-            }
-            let shard = shard_of(&id, drivers.len());
-            if let Err(e) = drivers[shard].restore_record(&id, event.version, &event.envelope) {
-                let status = crate::log::decode(&id, event.version, &event.envelope)
-                    .ok()
-                    .map(|r| r.status);
-                order.push(id.clone());
-                failed.insert(id, (e, status));
-            }
+            fold_record(event, drivers, &mut recovered, &mut failed, &mut order);
         }
     }
     if !unreadable.is_empty() {
@@ -474,25 +571,7 @@ async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recov
             }
         }
     }
-    for id in order {
-        if let Some((error, status)) = failed.remove(&id) {
-            if status.as_ref().is_some_and(SagaStatus::is_finished) {
-                continue;
-            }
-            tracing::error!(saga = %id, error = %error, "a saga cannot be recovered; it is left as it is in the store");
-            recovered.failed.push((id, error));
-        }
-    }
-    for driver in drivers.iter_mut() {
-        recovered.resumed += driver.resume().await;
-    }
-    tracing::info!(
-        resumed = recovered.resumed,
-        records = recovered.records,
-        failed = recovered.failed.len(),
-        "sagas recovered"
-    );
-    Ok(recovered)
+    Ok(finish_recovery(drivers, recovered, failed, order).await)
 }
 
 /// Reads past records the store cannot read: after `read_all` from `from` failed with
