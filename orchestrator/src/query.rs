@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use keel_core::Timestamp;
-use keel_store::{EventStore, READ_LIMIT_MAX, RecordedEvent};
+use keel_store::{EventStore, InstanceQuery, READ_LIMIT_MAX, RecordedEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -165,9 +165,87 @@ pub async fn timeline(store: &dyn EventStore, id: &SagaId) -> Result<Timeline, E
     })
 }
 
-/// Every saga in `store` that `filter` admits, by id. Reads the whole store: meant for
-/// operators and tools, not for a hot path.
+/// Every saga in `store` that `filter` admits, by id: meant for operators and tools, not
+/// for a hot path.
+///
+/// The store's index of instances finds the sagas (by type and status, when the filter
+/// names them), and each one found costs a read of its first and last records; a store
+/// whose history predates the index is read whole instead.
 pub async fn list(store: &dyn EventStore, filter: &SagaFilter) -> Result<Vec<SagaSummary>, Error> {
+    if store.unindexed_head().await? > 0 {
+        return list_from_all(store, filter).await;
+    }
+    let mut query = InstanceQuery::all();
+    query.kind = filter.saga_type.as_ref().map(|t| t.as_str().to_owned());
+    query.status.clone_from(&filter.status);
+    let mut sagas = Vec::new();
+    loop {
+        let page = store.instances(&query).await?;
+        let Some(last) = page.last() else { break };
+        query.after = Some(last.stream.clone());
+        for entry in &page {
+            let Some(id) = SagaId::from_stream(&entry.stream) else {
+                continue;
+            };
+            if let Some(summary) = summarise(store, &id, entry.version).await? {
+                if filter.admits(&summary) {
+                    sagas.push(summary);
+                }
+            }
+        }
+    }
+    Ok(sagas)
+}
+
+/// Saga `id` at a glance from its first record and the records from `marked` (the
+/// version of its last marked record, which holds its status) to its end; `None` if the
+/// stream holds no saga log (or one whose start was trimmed away).
+async fn summarise(
+    store: &dyn EventStore,
+    id: &SagaId,
+    marked: u64,
+) -> Result<Option<SagaSummary>, Error> {
+    let stream = id.stream();
+    let first = store.read_stream(&stream, 1, 1).await?;
+    let Some(first) = first.first() else {
+        return Ok(None);
+    };
+    if first.envelope.event_type.as_str() != RECORD_TYPE {
+        return Ok(None);
+    }
+    let Ok(saga_type) = log::saga_type_of(id, &first.envelope) else {
+        return Ok(None);
+    };
+    let mut last = None;
+    let mut from = marked.max(1);
+    loop {
+        let page = store.read_stream(&stream, from, READ_LIMIT_MAX).await?;
+        let full = page.len() == READ_LIMIT_MAX;
+        if let Some(event) = page.into_iter().last() {
+            from = event.version + 1;
+            last = Some(event);
+        }
+        if !full {
+            break;
+        }
+    }
+    let last = last.unwrap_or_else(|| first.clone());
+    let record = log::decode(id, last.version, &last.envelope)?;
+    Ok(Some(SagaSummary {
+        id: id.clone(),
+        saga_type,
+        status: record.status,
+        started_at: first.envelope.time,
+        updated_at: last.envelope.time,
+        records: last.version,
+    }))
+}
+
+/// [`list`] by reading the whole store, for a store whose history predates the index.
+async fn list_from_all(
+    store: &dyn EventStore,
+    filter: &SagaFilter,
+) -> Result<Vec<SagaSummary>, Error> {
     let mut sagas: BTreeMap<SagaId, SagaSummary> = BTreeMap::new();
     let mut from = 1;
     loop {
