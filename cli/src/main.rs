@@ -50,7 +50,7 @@ use keel_orchestrator::requests::{self, Request};
 use keel_orchestrator::{OperatorCommand, SagaId, SagaStatus, SagaType};
 use keel_store::postgres::{PostgresConfig, PostgresStore, describe_url};
 use keel_store::sqlite::{SqliteConfig, SqliteStore};
-use keel_store::{EventStore, READ_LIMIT_MAX, RecordedEvent};
+use keel_store::{EventStore, InstanceQuery, READ_LIMIT_MAX, RecordedEvent};
 use serde_json::{Value, json};
 
 use table::Table;
@@ -94,6 +94,9 @@ enum Command {
     /// Sagas that stopped for an operator.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLetters),
+    /// Instances of every kind (sagas and durable reducers), from the store's index.
+    #[command(subcommand)]
+    Instances(Instances),
     /// Draws a saga definition (with its compensation edges) or a state machine.
     Diagram {
         /// `order_fulfillment`, `equipment_commissioning`, `deployment_governance` or `traffic_light`.
@@ -186,6 +189,41 @@ enum Streams {
 }
 
 #[derive(Debug, Subcommand)]
+enum Instances {
+    /// Instances from the store's index: kind, status, whether ended, last change.
+    List {
+        /// Only instances of this kind (a saga type, or a durable reducer's kind).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only instances in this status (`running`, `parked`, `needs_intervention`...).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only instances that have not ended.
+        #[arg(long, conflicts_with = "finished")]
+        unfinished: bool,
+        /// Only instances that have ended.
+        #[arg(long)]
+        finished: bool,
+        /// List at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Deletes the logs of instances that ended longer ago than `--older-than`
+    /// (retention). Their ids stay taken: starting one again is refused.
+    Purge {
+        /// How long an ended instance is kept: `30d`, `12h`, `90m`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Only instances of this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Purge at most this many instances.
+        #[arg(long, default_value_t = 100_000)]
+        limit: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum DeadLetters {
     /// Every dead letter.
     List,
@@ -246,6 +284,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::DeadLetters(DeadLetters::List) => dead_letters(store.as_ref(), json).await,
         Command::DeadLetters(DeadLetters::Replay { id }) => replay(store.as_ref(), id).await,
+        Command::Instances(command) => instances(store.as_ref(), command, json).await,
         Command::Diagram { .. } => Ok(()),
     }
 }
@@ -377,6 +416,85 @@ async fn sagas(store: &dyn EventStore, command: Sagas, json: bool) -> Result<(),
             .await
         }
         Sagas::Cancel { id, reason } => steer(store, &id, Request::Cancel { reason }).await,
+    }
+}
+
+async fn instances(store: &dyn EventStore, command: Instances, json: bool) -> Result<(), Failure> {
+    let unindexed = store.unindexed_head().await?;
+    if unindexed > 0 {
+        eprintln!(
+            "note: this store's events up to position {unindexed} were written before it kept an \
+             index of instances; the instances they alone hold are not listed or purged"
+        );
+    }
+    match command {
+        Instances::List {
+            kind,
+            status,
+            unfinished,
+            finished,
+            limit,
+        } => {
+            let mut query = InstanceQuery::all();
+            query.kind = kind;
+            query.status = status;
+            query.finished = (unfinished || finished).then_some(finished);
+            let mut entries = Vec::new();
+            while entries.len() < limit {
+                query.limit = (limit - entries.len()).min(READ_LIMIT_MAX);
+                let page = store.instances(&query).await?;
+                let Some(last) = page.last() else { break };
+                query.after = Some(last.stream.clone());
+                entries.extend(page);
+            }
+            if json {
+                return print_json(&entries);
+            }
+            let mut table = Table::new(["STREAM", "KIND", "STATUS", "ENDED", "VERSION", "UPDATED"]);
+            for entry in &entries {
+                table.row([
+                    entry.stream.to_string(),
+                    entry.kind.clone(),
+                    entry.status.clone(),
+                    if entry.finished { "yes" } else { "no" }.to_owned(),
+                    entry.version.to_string(),
+                    time(entry.updated),
+                ]);
+            }
+            say_raw!("{table}");
+            say!("{} instances", entries.len());
+            Ok(())
+        }
+        Instances::Purge {
+            older_than,
+            kind,
+            limit,
+        } => {
+            let older = i64::try_from(older_than.as_nanos()).unwrap_or(i64::MAX);
+            let before = Timestamp::from_unix_nanos(now().unix_nanos().saturating_sub(older));
+            let mut purged = 0;
+            while purged < limit {
+                let batch = usize::try_from(limit - purged)
+                    .unwrap_or(usize::MAX)
+                    .min(READ_LIMIT_MAX);
+                let removed = store.purge_finished(kind.as_deref(), before, batch).await?;
+                if removed == 0 {
+                    break;
+                }
+                purged += removed;
+                if !json {
+                    eprintln!("purged {purged} instances so far");
+                }
+            }
+            if json {
+                return print_json(&json!({ "purged": purged, "before": before.to_string() }));
+            }
+            say!(
+                "purged {purged} instances that ended before {}",
+                time(before)
+            );
+            Ok(())
+        }
     }
 }
 

@@ -187,10 +187,10 @@ pub async fn list(store: &dyn EventStore, filter: &SagaFilter) -> Result<Vec<Sag
             let Some(id) = SagaId::from_stream(&entry.stream) else {
                 continue;
             };
-            if let Some(summary) = summarise(store, &id, entry.version).await? {
-                if filter.admits(&summary) {
-                    sagas.push(summary);
-                }
+            if let Some(summary) = summarise(store, &id, entry.version).await?
+                && filter.admits(&summary)
+            {
+                sagas.push(summary);
             }
         }
     }
