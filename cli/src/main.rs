@@ -44,7 +44,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use keel_core::{Payload, StreamId, Timestamp, TopicPattern};
+use keel_core::driver::{self, AsOf, Record, RecordStep};
+use keel_core::{InstanceId, OutcomeResult, Payload, StreamId, Timestamp, TopicPattern};
 use keel_orchestrator::query::{self, STATUS_NAMES, SagaFilter};
 use keel_orchestrator::requests::{self, Request};
 use keel_orchestrator::{OperatorCommand, SagaId, SagaStatus, SagaType};
@@ -207,6 +208,19 @@ enum Instances {
         /// List at most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// One durable reducer instance's log, as of a record or a time: its steps, and
+    /// what it held then (rebuilt for the example's `equipment`; otherwise the latest
+    /// snapshot up to there, since a rebuild needs the reducer's code).
+    Show {
+        /// The instance's stream, like `equipment-eq-3`.
+        stream: String,
+        /// Up to and including this record.
+        #[arg(long, conflicts_with = "at")]
+        as_of: Option<u64>,
+        /// Up to the last record written at or before this time (RFC 3339).
+        #[arg(long)]
+        at: Option<Timestamp>,
     },
     /// Deletes the logs of instances that ended longer ago than `--older-than`
     /// (retention). Their ids stay taken: starting one again is refused.
@@ -495,7 +509,149 @@ async fn instances(store: &dyn EventStore, command: Instances, json: bool) -> Re
             );
             Ok(())
         }
+        Instances::Show { stream, as_of, at } => {
+            let as_of = match (as_of, at) {
+                (Some(version), _) => AsOf::Version(version),
+                (None, Some(time)) => AsOf::Time(time),
+                (None, None) => AsOf::Latest,
+            };
+            instance_show(store, &StreamId::from(stream), as_of, json).await
+        }
     }
+}
+
+/// `keel instances show`: the records of a durable reducer instance up to `as_of`, and
+/// what it held then.
+async fn instance_show(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    as_of: AsOf,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut records = Vec::new();
+    loop {
+        let page = store
+            .read_stream(stream, records.len() as u64 + 1, READ_LIMIT_MAX)
+            .await?;
+        let full = page.len() == READ_LIMIT_MAX;
+        records.extend(page);
+        if !full {
+            break;
+        }
+    }
+    let Some(first) = records.first() else {
+        return Err(Failure(format!("no stream {stream} in this store")));
+    };
+    if first.envelope.event_type.as_str() != driver::RECORD_TYPE {
+        return Err(Failure(format!(
+            "{stream} is not a durable reducer's log (its first event is a `{}`); for a saga \
+             use `keel sagas show`",
+            first.envelope.event_type
+        )));
+    }
+    records.retain(|event| match as_of {
+        AsOf::Latest => true,
+        AsOf::Version(last) => event.version <= last,
+        AsOf::Time(last) => event.envelope.time <= last,
+    });
+    let Some(last) = records.last() else {
+        return Err(Failure(format!("{stream} has no record that old")));
+    };
+    let id = InstanceId::from(last.envelope.subject.clone().unwrap_or_default());
+    let version = last.version;
+    let mut decoded = Vec::with_capacity(records.len());
+    for event in &records {
+        decoded.push(Record::<Value, Value>::decode(
+            &id,
+            event.version,
+            &event.envelope,
+        )?);
+    }
+    let kind = decoded[0].kind.clone().unwrap_or_default();
+    // The example's reducer is known here, so its instances are rebuilt; any other's
+    // state is shown from its latest snapshot up to there.
+    let rebuilt = if kind == keel_demo::monitoring::KIND {
+        let monitor = keel_demo::monitoring::Monitor::example("http://127.0.0.1".into());
+        let rebuilt = keel_effects::durable::rebuild(store, monitor, &id, AsOf::Version(version));
+        Some(serde_json::to_value(rebuilt.await?.instance)?)
+    } else {
+        None
+    };
+    let snapshot = decoded
+        .iter()
+        .zip(&records)
+        .rev()
+        .find_map(|(record, event)| Some((event.version, record.snapshot.as_ref()?)));
+    let status = decoded[decoded.len() - 1].status.clone();
+    if json {
+        let steps: Vec<Value> = decoded
+            .iter()
+            .zip(&records)
+            .map(|(record, event)| {
+                json!({
+                    "version": event.version,
+                    "time": event.envelope.time.to_string(),
+                    "step": record.step,
+                    "intents": record.intents,
+                    "status": record.status,
+                })
+            })
+            .collect();
+        return print_json(&json!({
+            "stream": stream.as_str(),
+            "kind": kind,
+            "version": version,
+            "status": status,
+            "steps": steps,
+            "rebuilt": rebuilt,
+            "snapshot": snapshot.map(|(v, s)| json!({ "version": v, "instance": s })),
+        }));
+    }
+    let mut table = Table::new(["RECORD", "TIME", "STEP", "INTENTS", "STATUS"]);
+    for (record, event) in decoded.iter().zip(&records) {
+        let step = match &record.step {
+            RecordStep::Event(event) => format!("event {event}"),
+            RecordStep::Outcome(outcome) => match &outcome.result {
+                OutcomeResult::Succeeded { value } => format!("succeeded: {value}"),
+                OutcomeResult::Failed(failure) => format!("failed: {failure}"),
+                OutcomeResult::TimedOut => "timed out".to_owned(),
+                OutcomeResult::TimerFired { timer } => format!("timer `{timer}` fired"),
+                other => format!("{other:?}"),
+            },
+        };
+        table.row([
+            event.version.to_string(),
+            time(event.envelope.time),
+            step.chars().take(80).collect(),
+            record.intents.to_string(),
+            record.status.name().to_owned(),
+        ]);
+    }
+    say_raw!("{table}");
+    say!(
+        "{stream} ({kind}) as of record {version}: {}",
+        status.name()
+    );
+    match (rebuilt, snapshot) {
+        (Some(instance), _) => say!("rebuilt: {instance}"),
+        (None, Some((at, instance))) if at == version => {
+            say!(
+                "snapshot at this record: {}",
+                serde_json::to_value(instance)?
+            );
+        }
+        (None, Some((at, instance))) => say!(
+            "latest snapshot, at record {at} ({} steps before this one; replaying them needs \
+             the reducer: keel_effects::durable::rebuild): {}",
+            version - at,
+            serde_json::to_value(instance)?
+        ),
+        (None, None) => say!(
+            "no snapshot up to here: rebuilding the state needs the reducer \
+             (keel_effects::durable::rebuild)"
+        ),
+    }
+    Ok(())
 }
 
 /// Appends a request for saga `id`, after checking that its status allows it.

@@ -126,6 +126,22 @@ const CHECK: TimerId = TimerId::from_static("check");
 const RETRY: TimerId = TimerId::from_static("retry");
 
 impl Monitor {
+    /// The monitor the `equipment_monitoring` example runs, calling the service at
+    /// `base`: a check every 20 ms, released after 3 good ones, a failing call tried 6
+    /// times from 20 ms up to 500 ms apart. Tools that replay the example's logs (the
+    /// `keel` CLI's point-in-time view) build the same one.
+    pub fn example(base: String) -> Self {
+        Self {
+            base,
+            check_every: Duration::from_millis(20),
+            checks: 3,
+            retry: RetryPolicy::exponential()
+                .attempts(6)
+                .first_delay(Duration::from_millis(20))
+                .max_delay(Duration::from_millis(500)),
+        }
+    }
+
     /// Emits the current call's request.
     fn send(&self, equipment: &Equipment, out: &mut Emitter<'_>) {
         let correlation: CorrelationId = out.cause().correlation;

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use keel_core::InstanceId;
 use keel_core::driver::{RECORD_TYPE, Record, Status};
-use keel_core::retry::RetryPolicy;
 use keel_effects::durable::DurableRuntime;
 use keel_effects::http::{HttpConfig, HttpHandler};
 use keel_store::sqlite::{SqliteConfig, SqliteStore};
@@ -95,15 +94,7 @@ pub async fn run(args: Args) -> Result<ExitCode, String> {
         ..HttpConfig::default()
     })
     .map_err(|e| format!("the HTTP handler: {e}"))?;
-    let monitor = Monitor {
-        base: services.base.clone(),
-        check_every: Duration::from_millis(20),
-        checks: 3,
-        retry: RetryPolicy::exponential()
-            .attempts(6)
-            .first_delay(Duration::from_millis(20))
-            .max_delay(Duration::from_millis(500)),
-    };
+    let monitor = Monitor::example(services.base.clone());
     let (runtime, recovered) = DurableRuntime::builder(monitor, Arc::clone(&store))
         .http(Arc::new(http))
         .start()

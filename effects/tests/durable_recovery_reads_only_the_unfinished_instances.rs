@@ -1,15 +1,16 @@
 //! The durable shell's recovery follows what is unfinished, not all history: on every
 //! store backend, a restart over many finished instances and a few unfinished ones reads
 //! the unfinished ones' records only (through the store's index of instances), resumes
-//! each, and still refuses the finished ids.
+//! each, and still refuses the finished ids; any instance can be rebuilt from its log as
+//! of a record or a time.
 
 use crate::common::stores::Backend;
 
 use std::sync::Arc;
 
-use keel_core::driver::{Durable, Status};
+use keel_core::driver::{AsOf, Durable, Status};
 use keel_core::{EventType, Input, Intent, IntentKind, Outcome, Reducer};
-use keel_effects::durable::DurableRuntime;
+use keel_effects::durable::{DurableRuntime, rebuild};
 use keel_effects::{Call, HandlerFuture};
 use serde::{Deserialize, Serialize};
 
@@ -126,6 +127,33 @@ async fn a_restart_reads_the_logs_of_unfinished_instances_only() {
             "[{name}] {again:?}"
         );
         runtime.shutdown().await;
+
+        // Point in time: `done-3` waited after its first record, and ended after its
+        // second; a rebuild reads its log without running it.
+        let id = "done-3".into();
+        let then = rebuild(test.store.as_ref(), Job, &id, AsOf::Version(1)).await;
+        let then = then.expect("a rebuild as of record 1");
+        assert_eq!((then.instance.state, then.status), (false, Status::Running));
+        assert_eq!(
+            then.instance.in_flight.len(),
+            1,
+            "[{name}] its call was out"
+        );
+        let now = rebuild(test.store.as_ref(), Job, &id, AsOf::Latest).await;
+        let now = now.expect("a rebuild as of now");
+        assert_eq!((now.instance.state, now.version), (true, 2));
+        let at = rebuild(test.store.as_ref(), Job, &id, AsOf::Time(then.time)).await;
+        assert_eq!(at.expect("a rebuild as of a time").version, 1);
+        let never = rebuild(test.store.as_ref(), Job, &"never".into(), AsOf::Latest).await;
+        assert!(
+            matches!(
+                never,
+                Err(keel_effects::Error::Core(
+                    keel_core::Error::UnknownInstance { .. }
+                ))
+            ),
+            "[{name}] {never:?}"
+        );
         test.cleanup().await;
     }
 }

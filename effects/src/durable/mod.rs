@@ -473,3 +473,50 @@ where
         let _ = self.ask(|reply| Command::Stop { reply }).await;
     }
 }
+
+/// Rebuilds instance `id` of `reducer`'s kind from its log in `store`, as of a record or
+/// a time, without running it: point-in-time reconstruction (what the instance held
+/// then: state, intents in flight, pending timers, status). Every record up to there is
+/// replayed from record 1, snapshots not trusted, so it also checks the log against the
+/// reducer. Reads the store only; a running shell may hold the instance meanwhile.
+///
+/// # Errors
+///
+/// [`Error::Store`] if the store cannot be read; [`Error::Core`] with
+/// [`UnknownInstance`](keel_core::Error::UnknownInstance) if there is no record that
+/// old, [`Diverged`](keel_core::Error::Diverged) or
+/// [`RecordDecode`](keel_core::Error::RecordDecode) if the log does not replay.
+pub async fn rebuild<R: Durable>(
+    store: &dyn EventStore,
+    reducer: R,
+    id: &InstanceId,
+    as_of: keel_core::driver::AsOf,
+) -> Result<keel_core::driver::Rebuilt<R::State>, Error> {
+    let mut driver = Driver::new(reducer)?;
+    let stream = driver.stream(id);
+    let mut records = Vec::new();
+    loop {
+        let from = records.len() as u64 + 1;
+        let page = store
+            .read_stream(&stream, from, keel_store::READ_LIMIT_MAX)
+            .await?;
+        let full = page.len() == keel_store::READ_LIMIT_MAX;
+        // Far enough once the last record read is the one asked for, or past it.
+        let done = page.last().is_some_and(|event| match as_of {
+            keel_core::driver::AsOf::Latest => false,
+            keel_core::driver::AsOf::Version(last) => event.version >= last,
+            keel_core::driver::AsOf::Time(last) => event.envelope.time > last,
+        });
+        records.extend(
+            page.into_iter()
+                .map(|event| (event.version, event.envelope)),
+        );
+        if !full || done {
+            break;
+        }
+    }
+    let log = records
+        .iter()
+        .map(|(version, envelope)| (*version, envelope));
+    Ok(driver.rebuild(id, log, as_of)?)
+}
