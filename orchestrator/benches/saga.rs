@@ -222,7 +222,7 @@ impl EventStore for NullStore {
     fn read_unfinished<'a>(
         &'a self,
         _: Option<&'a str>,
-        _: u64,
+        _: Option<(&'a keel_core::StreamId, u64)>,
         _: usize,
     ) -> keel_store::StoreFuture<'a, Vec<keel_store::RecordedEvent>> {
         ready(Vec::new())

@@ -193,21 +193,24 @@ pub trait EventStore: Send + Sync + 'static {
     /// index) have no row.
     fn instances<'a>(&'a self, query: &'a InstanceQuery) -> StoreFuture<'a, Vec<InstanceEntry>>;
 
-    /// Up to `limit` events (capped at [`READ_LIMIT_MAX`]) from position `from`
-    /// (inclusive), in position order, of the streams whose index row says they are not
-    /// finished (and are of `kind`, if given): [`EventStore::read_all`] restricted to
-    /// the unfinished instances, for recovery to fold in one pass. Page on with the
-    /// last position + 1.
+    /// Up to `limit` events (capped at [`READ_LIMIT_MAX`]) of the streams whose index
+    /// row says they are not finished (and are of `kind`, if given), ordered by stream
+    /// (byte order) and, within a stream, by version, after `after` (a stream and a
+    /// version: the last event of the previous page; `None` for the first page). What
+    /// recovery reads instead of [`EventStore::read_all`]: every unfinished instance's
+    /// whole log, one instance after the other, in pages.
     ///
-    /// What every backend guarantees: the events and the index rows are read from one
-    /// committed state, so an event is returned if and only if its stream was
-    /// unfinished in that state; streams with no row (no marked event) are not
-    /// unfinished and never returned. The durable backends answer from the index, joined
-    /// to the events by stream: the events of finished streams are not read at all.
+    /// What every backend guarantees: each page is read from one committed state, and
+    /// holds an event if and only if its stream was unfinished in that state; streams
+    /// with no row (no marked event) are not unfinished and never returned. The durable
+    /// backends walk the unfinished rows of the index in stream order and read each
+    /// one's events through the `(stream, version)` index: a page costs what it returns,
+    /// and the events of finished streams are not read at all. (Paging by position
+    /// instead would make every page merge all unfinished streams.)
     fn read_unfinished<'a>(
         &'a self,
         kind: Option<&'a str>,
-        from: u64,
+        after: Option<(&'a StreamId, u64)>,
         limit: usize,
     ) -> StoreFuture<'a, Vec<RecordedEvent>>;
 

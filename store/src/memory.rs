@@ -241,21 +241,37 @@ impl Log {
             .collect()
     }
 
-    fn read_unfinished(&self, kind: Option<&str>, from: u64, limit: usize) -> Vec<RecordedEvent> {
-        let unfinished = |stream: &StreamId| {
-            self.instances
-                .get(stream)
-                .is_some_and(|row| !row.finished && kind.is_none_or(|kind| row.kind == kind))
-        };
-        // The reference answer, not a fast one: the durable backends read the index
-        // first and never touch the finished streams' events.
-        self.events
-            .range(from..)
-            .map(|(_, event)| event)
-            .filter(|event| unfinished(&event.stream))
-            .take(limit.min(READ_LIMIT_MAX))
-            .cloned()
-            .collect()
+    fn read_unfinished(
+        &self,
+        kind: Option<&str>,
+        after: Option<(&StreamId, u64)>,
+        limit: usize,
+    ) -> Vec<RecordedEvent> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |(stream, _)| Bound::Included(stream));
+        let rows = self
+            .instances
+            .range::<StreamId, _>((start, Bound::Unbounded));
+        let mut page = Vec::new();
+        let limit = limit.min(READ_LIMIT_MAX);
+        for (stream, row) in rows {
+            if page.len() == limit {
+                break;
+            }
+            if row.finished || kind.is_some_and(|kind| row.kind != kind) {
+                continue;
+            }
+            let past = after
+                .filter(|(last, _)| *last == stream)
+                .map_or(0, |(_, v)| v);
+            let Some(entry) = self.streams.get(stream) else {
+                continue;
+            };
+            let events = entry.positions.iter().filter_map(|p| self.events.get(p));
+            let events = events.filter(|event| event.version > past);
+            page.extend(events.take(limit - page.len()).cloned());
+        }
+        page
     }
 
     fn purge_finished(&mut self, kind: Option<&str>, before: Timestamp, limit: usize) -> u64 {
@@ -411,11 +427,11 @@ impl EventStore for MemoryStore {
     fn read_unfinished<'a>(
         &'a self,
         kind: Option<&'a str>,
-        from: u64,
+        after: Option<(&'a StreamId, u64)>,
         limit: usize,
     ) -> StoreFuture<'a, Vec<RecordedEvent>> {
         Self::ready(Ok(
-            self.with_log(|log| log.read_unfinished(kind, from, limit))
+            self.with_log(|log| log.read_unfinished(kind, after, limit))
         ))
     }
 

@@ -223,59 +223,89 @@ async fn instances_are_filtered_by_kind_status_and_finished_and_paged_by_stream(
     }
 }
 
+/// The events of `streams`, as `read_all` has them, ordered by stream then version.
+async fn by_stream(store: &dyn EventStore, streams: &[&str]) -> Vec<RecordedEvent> {
+    let mut events: Vec<RecordedEvent> = store
+        .read_all(1, 100)
+        .await
+        .expect("read_all")
+        .into_iter()
+        .filter(|e| streams.contains(&e.stream.as_str()))
+        .collect();
+    events.sort_by(|a, b| (&a.stream, a.version).cmp(&(&b.stream, b.version)));
+    events
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_unfinished_returns_the_unfinished_streams_events_in_position_order() {
+async fn read_unfinished_returns_the_unfinished_streams_events_by_stream_then_version() {
     for backend in Backend::available().await {
         let test = backend.open().await;
         let name = test.name;
         let store = test.store.as_ref();
         five_instances(store).await;
-        // e1, s2 and s3 are unfinished: every event of theirs, nothing of s1, s4, log.
-        let all = store.read_unfinished(None, 1, 100).await.expect("a read");
-        assert_eq!(positions(&all), [3, 4, 6, 7, 8, 9, 13], "[{name}]");
-        let by_read_all = store.read_all(1, 100).await.expect("read_all");
-        let wanted: Vec<&RecordedEvent> = by_read_all
-            .iter()
-            .filter(|e| ["e1", "s2", "s3"].contains(&e.stream.as_str()))
-            .collect();
-        assert_eq!(all.iter().collect::<Vec<_>>(), wanted, "[{name}] as stored");
+        // e1, s2 and s3 are unfinished: every event of theirs, one stream after the
+        // other, nothing of s1, s4 or log.
+        let all = store
+            .read_unfinished(None, None, 100)
+            .await
+            .expect("a read");
+        assert_eq!(positions(&all), [4, 13, 3, 8, 9, 6, 7], "[{name}]");
+        let wanted = by_stream(store, &["e1", "s2", "s3"]).await;
+        assert_eq!(all, wanted, "[{name}] as stored");
         let sagas = store
-            .read_unfinished(Some("saga"), 1, 100)
+            .read_unfinished(Some("saga"), None, 100)
             .await
             .expect("sagas");
-        assert_eq!(positions(&sagas), [3, 6, 7, 8, 9], "[{name}] of one kind");
+        assert_eq!(positions(&sagas), [3, 8, 9, 6, 7], "[{name}] of one kind");
         let none = store
-            .read_unfinished(Some("robot"), 1, 100)
+            .read_unfinished(Some("robot"), None, 100)
             .await
             .expect("none");
         assert!(none.is_empty(), "[{name}] {none:?}");
 
-        // Paging by `from`: the last position + 1 each time.
-        let mut paged = Vec::new();
-        let mut from = 1;
-        loop {
-            let page = store.read_unfinished(None, from, 2).await.expect("a page");
-            assert!(page.len() <= 2, "[{name}] the limit holds");
-            let Some(last) = page.last() else { break };
-            from = last.position + 1;
-            paged.extend(positions(&page));
+        // Paging by the last event's stream and version, across and within streams.
+        for limit in [1, 2, 3] {
+            let mut paged = Vec::new();
+            let mut after: Option<(StreamId, u64)> = None;
+            loop {
+                let cursor = after.as_ref().map(|(s, v)| (s, *v));
+                let page = store
+                    .read_unfinished(None, cursor, limit)
+                    .await
+                    .expect("a page");
+                assert!(page.len() <= limit, "[{name}] the limit holds");
+                let Some(last) = page.last() else { break };
+                after = Some((last.stream.clone(), last.version));
+                paged.extend(positions(&page));
+            }
+            assert_eq!(paged, [4, 13, 3, 8, 9, 6, 7], "[{name}] pages of {limit}");
         }
-        assert_eq!(paged, [3, 4, 6, 7, 8, 9, 13], "[{name}] pages");
-        let tail = store.read_unfinished(None, 8, 100).await.expect("a tail");
-        assert_eq!(positions(&tail), [8, 9, 13], "[{name}] from 8");
-        assert!(
-            store
-                .read_unfinished(None, 1, 0)
-                .await
-                .expect("zero")
-                .is_empty()
+        let s2 = StreamId::from("s2");
+        let tail = store.read_unfinished(None, Some((&s2, 1)), 100).await;
+        assert_eq!(
+            positions(&tail.expect("a tail")),
+            [8, 9, 6, 7],
+            "[{name}] after s2@1"
         );
+        // After a finished stream: its rest is not read, the next streams are.
+        let s1 = StreamId::from("s1");
+        let on = store.read_unfinished(None, Some((&s1, 1)), 100).await;
+        assert_eq!(
+            positions(&on.expect("a read")),
+            [3, 8, 9, 6, 7],
+            "[{name}] after s1"
+        );
+        let zero = store.read_unfinished(None, None, 0).await.expect("zero");
+        assert!(zero.is_empty());
 
         // Finishing s3 takes it out; marking s1 running again brings it back whole.
         append(store, "s3", &[event(20, Some(&completed("saga")))]).await;
         append(store, "s1", &[event(21, Some(&running("saga")))]).await;
-        let after = store.read_unfinished(None, 1, 100).await.expect("a read");
-        assert_eq!(positions(&after), [1, 3, 4, 5, 8, 9, 13, 15], "[{name}]");
+        let after = store
+            .read_unfinished(None, None, 100)
+            .await
+            .expect("a read");
+        assert_eq!(positions(&after), [4, 13, 1, 5, 15, 3, 8, 9], "[{name}]");
         test.cleanup().await;
     }
 }
@@ -382,10 +412,15 @@ async fn purging_removes_old_finished_instances_only_and_keeps_their_ids_taken()
             .await
             .expect("numbering goes on");
         assert_eq!(next.first_version, 3, "[{name}]");
-        let s1_now = store
-            .read_unfinished(Some("saga"), next.first_position, 10)
-            .await;
-        assert_eq!(positions(&s1_now.expect("a read")), [next.first_position]);
+        let sagas = store.read_unfinished(Some("saga"), None, 10).await;
+        let sagas = sagas.expect("a read");
+        let s1_now: Vec<&RecordedEvent> = sagas.iter().filter(|e| e.stream == s1).collect();
+        assert_eq!(
+            s1_now.len(),
+            1,
+            "[{name}] only the new event of the purged stream"
+        );
+        assert_eq!(s1_now[0].position, next.first_position);
         test.cleanup().await;
     }
 }

@@ -593,19 +593,38 @@ impl Model {
             .collect()
     }
 
-    fn read_unfinished(&self, kind: Option<&str>, from: u64, limit: usize) -> Vec<RecordedEvent> {
+    /// The events of unfinished streams (of `kind`) ordered by stream then version,
+    /// after the cursor `after`, at most `limit`.
+    fn read_unfinished(
+        &self,
+        kind: Option<&str>,
+        after: (&StreamId, u64),
+        limit: usize,
+    ) -> Vec<RecordedEvent> {
         let unfinished = |stream: &StreamId| {
             self.instances
                 .get(stream)
                 .is_some_and(|(_, row)| !row.finished && kind.is_none_or(|kind| kind == row.kind))
         };
-        self.events
-            .range(from..)
-            .map(|(_, event)| event)
+        let mut events: Vec<&RecordedEvent> = self
+            .events
+            .values()
             .filter(|event| unfinished(&event.stream))
-            .take(limit)
-            .cloned()
-            .collect()
+            .filter(|event| (&event.stream, event.version) > (after.0, after.1))
+            .collect();
+        events.sort_by(|a, b| (&a.stream, a.version).cmp(&(&b.stream, b.version)));
+        events.into_iter().take(limit).cloned().collect()
+    }
+
+    /// This case's stored events by stream then version: the cursors a page may use.
+    fn cursors(&self) -> Vec<(StreamId, u64)> {
+        let mut cursors: Vec<(StreamId, u64)> = self
+            .events
+            .values()
+            .map(|event| (event.stream.clone(), event.version))
+            .collect();
+        cursors.sort();
+        cursors
     }
 
     /// Removes the first `limit` finished instances (by stream) updated before
@@ -1363,14 +1382,20 @@ impl Case {
             }
             Op::ReadUnfinished { kind, from, limit } => {
                 let kind = kind.map(|k| KINDS[k]);
-                // Positions before this case's own belong to earlier cases.
-                let from = if self.model.base == 0 {
-                    *from
+                // A cursor: before every stream of this case (earlier cases' streams
+                // sort before its prefix), or one of its events picked by `from`.
+                let cursors = self.model.cursors();
+                let pick = usize::try_from(*from).unwrap_or(0) % (cursors.len() + 1);
+                let prefix = (StreamId::from(self.prefix.clone()), 0);
+                let (stream, version) = if pick == 0 {
+                    prefix
                 } else {
-                    self.model.base + (*from).max(1)
+                    cursors[pick - 1].clone()
                 };
-                let want = self.model.read_unfinished(kind, from, *limit);
-                let got = store.read_unfinished(kind, from, *limit).await;
+                let want = self.model.read_unfinished(kind, (&stream, version), *limit);
+                let got = store
+                    .read_unfinished(kind, Some((&stream, version)), *limit)
+                    .await;
                 same("read_unfinished", got, Ok(want))
             }
             Op::Purge {
@@ -1531,12 +1556,11 @@ async fn run_case(
     let got = case.store.instances(&every_row).await;
     let want = case.model.instances(&every_row);
     same("final instances", got, Ok(want)).map_err(|e| format!("[{backend}] {e}"))?;
-    let unfinished = case
-        .model
-        .read_unfinished(None, case.model.base + 1, usize::MAX);
+    let prefix = StreamId::from(case.prefix.clone());
+    let unfinished = case.model.read_unfinished(None, (&prefix, 0), usize::MAX);
     let got = case
         .store
-        .read_unfinished(None, case.model.base + 1, 10_000)
+        .read_unfinished(None, Some((&prefix, 0)), 10_000)
         .await;
     same("final read_unfinished", got, Ok(unfinished)).map_err(|e| format!("[{backend}] {e}"))
 }

@@ -480,10 +480,10 @@ impl EventStore for ReportingSaves {
     fn read_unfinished<'a>(
         &'a self,
         kind: Option<&'a str>,
-        from: u64,
+        after: Option<(&'a StreamId, u64)>,
         limit: usize,
     ) -> StoreFuture<'a, Vec<RecordedEvent>> {
-        self.0.read_unfinished(kind, from, limit)
+        self.0.read_unfinished(kind, after, limit)
     }
 
     fn unindexed_head(&self) -> StoreFuture<'_, u64> {

@@ -134,18 +134,19 @@ where
         let mut failed: BTreeMap<InstanceId, keel_core::Error> = BTreeMap::new();
         let indexed = self.store.unindexed_head().await? == 0;
         let kind = self.driver.reducer().kind().to_owned();
-        let mut from = 1;
+        let (mut from, mut after) = (1, None);
         loop {
             let page = if indexed {
-                let kind = Some(kind.as_str());
+                let (kind, after) = (Some(kind.as_str()), after.as_ref().map(|(s, v)| (s, *v)));
                 self.store
-                    .read_unfinished(kind, from, READ_LIMIT_MAX)
+                    .read_unfinished(kind, after, READ_LIMIT_MAX)
                     .await?
             } else {
                 self.store.read_all(from, READ_LIMIT_MAX).await?
             };
             let Some(last) = page.last() else { break };
             from = last.position + 1;
+            after = Some((last.stream.clone(), last.version));
             recovered.records += page.len();
             for event in &page {
                 if event.envelope.event_type.as_str() != RECORD_TYPE {

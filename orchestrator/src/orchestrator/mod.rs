@@ -393,8 +393,8 @@ fn shard_of(id: &SagaId, count: usize) -> usize {
     (id.correlation().uuid().as_u128() % count as u128) as usize
 }
 
-/// Reads the logs of every unfinished saga once, in commit order, rebuilding each saga
-/// in the shard that owns it, then resumes every shard.
+/// Reads the logs of every unfinished saga once (one saga's log after the other),
+/// rebuilding each saga in the shard that owns it, then resumes every shard.
 ///
 /// The store's index of instances says which logs those are, so finished sagas are not
 /// read at all. A store whose history predates the index, or one that cannot read a
@@ -429,13 +429,14 @@ async fn fold_unfinished(
     let mut failed: foldhash::HashMap<SagaId, (Error, Option<SagaStatus>)> =
         foldhash::HashMap::default();
     let mut order = Vec::new();
-    let mut from = 1;
+    let mut after: Option<(keel_core::StreamId, u64)> = None;
     loop {
+        let cursor = after.as_ref().map(|(stream, version)| (stream, *version));
         let page = store
-            .read_unfinished(None, from, keel_store::READ_LIMIT_MAX)
+            .read_unfinished(None, cursor, keel_store::READ_LIMIT_MAX)
             .await?;
         let Some(last) = page.last() else { break };
-        from = last.position + 1;
+        after = Some((last.stream.clone(), last.version));
         for event in &page {
             fold_record(event, drivers, &mut recovered, &mut failed, &mut order);
         }

@@ -156,10 +156,10 @@ impl EventStore for Outage {
     fn read_unfinished<'a>(
         &'a self,
         kind: Option<&'a str>,
-        from: u64,
+        after: Option<(&'a keel_core::StreamId, u64)>,
         limit: usize,
     ) -> StoreFuture<'a, Vec<RecordedEvent>> {
-        guarded!(self, self.inner.read_unfinished(kind, from, limit))
+        guarded!(self, self.inner.read_unfinished(kind, after, limit))
     }
 
     fn unindexed_head(&self) -> StoreFuture<'_, u64> {

@@ -132,6 +132,8 @@ CREATE TABLE {s}.instances (
 );
 CREATE INDEX instances_by_finished ON {s}.instances (finished, kind, stream COLLATE "C");
 CREATE INDEX instances_by_status ON {s}.instances (kind, status, stream COLLATE "C");
+-- The unfinished streams only, in byte order: what recovery walks.
+CREATE INDEX instances_unfinished ON {s}.instances (stream COLLATE "C") WHERE NOT finished;
 
 -- Filled from the marks already stored by `backfill_instances`, in Rust: PostgreSQL's
 -- json parsing refuses a \u0000 anywhere in an envelope, which keel stores.
@@ -226,8 +228,8 @@ pub(super) struct Sql {
     pub(super) trim_bounds: String,
     pub(super) first_version_from: String,
     pub(super) trim: String,
-    pub(super) read_unfinished: String,
-    pub(super) read_unfinished_kind: String,
+    pub(super) read_unfinished_rest: String,
+    pub(super) read_unfinished_next: String,
     pub(super) purge_finished: String,
     pub(super) purge_finished_kind: String,
     pub(super) load_projection: String,
@@ -335,8 +337,8 @@ impl Sql {
                  INSERT INTO {s}.trimmed_event_ids (id, stream, version, position) \
                  SELECT id, stream, version, position FROM moved"
             ),
-            read_unfinished: read_unfinished(&s, ""),
-            read_unfinished_kind: read_unfinished(&s, "AND i.kind = $3::text"),
+            read_unfinished_rest: read_unfinished_rest(&s),
+            read_unfinished_next: read_unfinished_next(&s),
             purge_finished: purge_finished(&s, ""),
             purge_finished_kind: purge_finished(&s, "AND kind = $3::text"),
             load_projection: format!(
@@ -375,24 +377,36 @@ impl Sql {
     }
 }
 
-/// The events of unfinished instances from a position (`$1`), in position order, at
-/// most `$2`, with `kind` (`$3`) as an extra condition on the index row.
-///
-/// The lateral subquery reads, for each unfinished row of `instances`, only its own
-/// stream's events (through the `events (stream, version)` index), and at most `$2` of
-/// them, its first from `$1` on (a stream's positions grow with its versions, so those
-/// are the only ones of it that can be among the first `$2` overall). The events of
-/// finished streams are never read, whatever the planner's statistics say.
-fn read_unfinished(s: &str, kind: &str) -> String {
+/// The rest of one unfinished stream's events after a version (`$1` stream, `$2`
+/// version, `$3` limit, `$4` kind or NULL): the stream a page of
+/// [`EventStore::read_unfinished`](crate::EventStore::read_unfinished) stopped in.
+fn read_unfinished_rest(s: &str) -> String {
     format!(
-        "SELECT e.stream, e.version, e.position, e.envelope FROM {s}.instances i \
-         CROSS JOIN LATERAL ( \
+        "SELECT e.stream, e.version, e.position, e.envelope FROM {s}.events e \
+         WHERE e.stream = $1::text AND e.version > $2::int8 AND EXISTS ( \
+             SELECT 1 FROM {s}.instances i WHERE i.stream = $1::text AND NOT i.finished \
+             AND ($4::text IS NULL OR i.kind = $4::text)) \
+         ORDER BY e.version LIMIT $3::int8"
+    )
+}
+
+/// The events of the unfinished streams after a stream (`$1`, byte order), by stream
+/// then version (`$2` limit, `$3` kind or NULL). The subquery walks the partial index
+/// of unfinished rows in stream order and stops after `$2` streams (each holds an event
+/// at least); the lateral one reads only those streams' events, through the
+/// `events (stream, version)` index. Finished streams are never read.
+fn read_unfinished_next(s: &str) -> String {
+    format!(
+        "SELECT e.stream, e.version, e.position, e.envelope FROM ( \
+             SELECT stream FROM {s}.instances \
+             WHERE NOT finished AND stream COLLATE \"C\" > $1::text COLLATE \"C\" \
+             AND ($3::text IS NULL OR kind = $3::text) \
+             ORDER BY stream COLLATE \"C\" LIMIT $2::int8 \
+         ) i CROSS JOIN LATERAL ( \
              SELECT x.stream, x.version, x.position, x.envelope FROM {s}.events x \
-             WHERE x.stream = i.stream AND x.position >= $1::int8 \
-             ORDER BY x.version LIMIT $2::int8 \
+             WHERE x.stream = i.stream ORDER BY x.version LIMIT $2::int8 \
          ) e \
-         WHERE NOT i.finished {kind} \
-         ORDER BY e.position LIMIT $2::int8"
+         ORDER BY i.stream COLLATE \"C\", e.version LIMIT $2::int8"
     )
 }
 
@@ -795,7 +809,7 @@ mod tests {
         assert_eq!((row.version, row.position, row.finished), (1, 2, false));
         assert_eq!(row.updated, rows[1].2.time);
         assert_eq!(store.unindexed_head().await.unwrap(), 3);
-        let unfinished = store.read_unfinished(None, 1, 10).await.unwrap();
+        let unfinished = store.read_unfinished(None, None, 10).await.unwrap();
         let positions: Vec<u64> = unfinished.iter().map(|e| e.position).collect();
         assert_eq!(positions, [2, 3]);
         assert_eq!(

@@ -413,7 +413,7 @@ impl EventStore for PostgresStore {
     fn read_unfinished<'a>(
         &'a self,
         kind: Option<&'a str>,
-        from: u64,
+        after: Option<(&'a StreamId, u64)>,
         limit: usize,
     ) -> StoreFuture<'a, Vec<RecordedEvent>> {
         Box::pin(async move {
@@ -421,27 +421,32 @@ impl EventStore for PostgresStore {
             if limit == 0 || kind.is_some_and(|kind| kind.contains('\0')) {
                 return Ok(Vec::new());
             }
-            let (from, limit) = (clamp_i64(from), clamp_i64(limit as u64));
-            let rows = {
-                let mut checkout = self.inner.pool.checkout().await?;
-                let conn = checkout.conn();
-                let statements = &conn.statements;
-                match kind {
-                    Some(kind) => {
-                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-                            [&from, &limit, &kind];
-                        conn.client
-                            .query(&statements.read_unfinished_kind, &params)
-                            .await
-                    }
-                    None => {
-                        conn.client
-                            .query(&statements.read_unfinished, &[&from, &limit])
-                            .await
-                    }
-                }
-                .map_err(storage("read the unfinished instances"))?
-            };
+            let mut checkout = self.inner.pool.checkout().await?;
+            let conn = checkout.conn();
+            let statements = &conn.statements;
+            let mut rows = Vec::new();
+            if let Some((stream, version)) = after {
+                let (version, limit) = (clamp_i64(version), clamp_i64(limit as u64));
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                    [&stream.as_str(), &version, &limit, &kind];
+                rows = conn
+                    .client
+                    .query(&statements.read_unfinished_rest, &params)
+                    .await
+                    .map_err(storage("read the unfinished instances"))?;
+            }
+            let left = limit - rows.len();
+            if left > 0 {
+                let last = after.map_or("", |(stream, _)| stream.as_str());
+                let left = clamp_i64(left as u64);
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&last, &left, &kind];
+                let next = conn
+                    .client
+                    .query(&statements.read_unfinished_next, &params)
+                    .await
+                    .map_err(storage("read the unfinished instances"))?;
+                rows.extend(next);
+            }
             rows.iter().map(recorded_event).collect()
         })
     }
@@ -930,30 +935,27 @@ mod tests {
             .await
             .unwrap();
         let sql = &store.inner.sql;
-        let from = 1_i64;
         let limit = 100_i64;
-        for (text, kind) in [
-            (&sql.read_unfinished, None),
-            (&sql.read_unfinished_kind, Some("saga")),
-        ] {
-            let explain = format!("EXPLAIN {text}");
-            let rows = match kind {
-                Some(kind) => client.query(&explain, &[&from, &limit, &kind]).await,
-                None => client.query(&explain, &[&from, &limit]).await,
+        let version = 1_i64;
+        for kind in [None, Some("saga")] {
+            let rest = format!("EXPLAIN {}", sql.read_unfinished_rest);
+            let rest = client.query(&rest, &[&"s1", &version, &limit, &kind]).await;
+            let next = format!("EXPLAIN {}", sql.read_unfinished_next);
+            let next = client.query(&next, &[&"s1", &limit, &kind]).await;
+            for rows in [rest.unwrap(), next.unwrap()] {
+                let plan: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+                let plan = plan.join("\n");
+                assert!(
+                    !plan.contains("Seq Scan on events"),
+                    "no scan of the events:\n{plan}"
+                );
+                assert!(
+                    plan.contains("using events_stream_version_key on events"),
+                    "each unfinished stream's events through its index:\n{plan}"
+                );
             }
-            .unwrap();
-            let plan: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
-            let plan = plan.join("\n");
-            assert!(
-                !plan.contains("Seq Scan on events"),
-                "no scan of the events:\n{plan}"
-            );
-            assert!(
-                plan.contains("Index Scan using events_stream_version_key on events x"),
-                "each unfinished stream's events through its index:\n{plan}"
-            );
         }
-        let read = store.read_unfinished(None, 1, 100).await.unwrap();
+        let read = store.read_unfinished(None, None, 100).await.unwrap();
         let streams: Vec<&str> = read.iter().map(|e| e.stream.as_str()).collect();
         assert_eq!(streams.len(), 40, "four streams of ten events: {streams:?}");
         store.drop_schema().await.unwrap();

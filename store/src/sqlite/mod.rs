@@ -86,12 +86,11 @@
 //! index until a marked event is appended). An older keel refuses the migrated file
 //! with [`Error::SchemaTooNew`].
 //!
-//! [`EventStore::read_unfinished`] takes the unfinished rows of `instances` first and,
-//! for each, its own stream's entries of the `events (stream, version)` index (which
-//! hold the position too): finished streams' events are never read, and only the
-//! events returned are read from the table (the query plan is asserted in a test).
-//! Each page reads the unfinished streams' index entries again, so page with large
-//! limits.
+//! [`EventStore::read_unfinished`] walks a partial index of the unfinished rows of
+//! `instances` in stream order from the page's cursor and, for each, reads its own
+//! stream's events through the `events (stream, version)` index: finished streams'
+//! rows and events are never read, and a page stops once it is full (the query plan is
+//! asserted in a test).
 //!
 //! Envelope fields are columns rather than one JSON document: ids take 16 bytes instead
 //! of 36 characters, a column read costs less than finding and parsing the field in
@@ -410,15 +409,15 @@ impl EventStore for SqliteStore {
     fn read_unfinished<'a>(
         &'a self,
         kind: Option<&'a str>,
-        from: u64,
+        after: Option<(&'a StreamId, u64)>,
         limit: usize,
     ) -> StoreFuture<'a, Vec<RecordedEvent>> {
         let kind = kind.map(str::to_owned);
-        Box::pin(
-            self.inner
-                .readers
-                .run(move |reader| reader.read_unfinished(kind.as_deref(), from, limit)),
-        )
+        let after = after.map(|(stream, version)| (stream.as_str().to_owned(), version));
+        Box::pin(self.inner.readers.run(move |reader| {
+            let after = after.as_ref().map(|(s, v)| (s.as_str(), *v));
+            reader.read_unfinished(kind.as_deref(), after, limit)
+        }))
     }
 
     fn unindexed_head(&self) -> StoreFuture<'_, u64> {

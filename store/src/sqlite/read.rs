@@ -29,29 +29,29 @@ const READ_ALL: &str = concat!(
     " FROM events WHERE position >= ?1 ORDER BY position LIMIT ?2"
 );
 
-/// The events of unfinished instances from a position, in position order. The inner
-/// query picks the positions: `CROSS JOIN` makes SQLite take the unfinished rows of
-/// `instances` first (through `instances_by_finished`) and, for each, only its own
-/// stream's entries of the `events (stream, version)` index, which hold the position
-/// (the rowid) too, so the candidates are found without reading an event row or any
-/// finished stream. The outer query then reads the `limit` rows chosen by position.
-pub(crate) const READ_UNFINISHED: &str = concat!(
+/// The rest of one unfinished stream's events after a version (`?1` stream, `?2`
+/// version, `?3` limit, `?4` kind or NULL): the stream a page of
+/// [`EventStore::read_unfinished`](crate::EventStore::read_unfinished) stopped in.
+pub(crate) const READ_UNFINISHED_REST: &str = concat!(
     "SELECT position, stream, version, ",
     envelope_columns!(),
-    " FROM events WHERE position IN (",
-    "SELECT e.position FROM instances AS i CROSS JOIN events AS e ON e.stream = i.stream ",
-    "WHERE i.finished = 0 AND e.position >= ?1 ORDER BY e.position LIMIT ?2",
-    ") ORDER BY position"
+    " FROM events WHERE stream = ?1 AND version > ?2 AND EXISTS (",
+    "SELECT 1 FROM instances AS i WHERE i.stream = ?1 AND i.finished = 0 ",
+    "AND (?4 IS NULL OR i.kind = ?4)) ORDER BY version LIMIT ?3"
 );
 
-/// [`READ_UNFINISHED`] of one kind.
-pub(crate) const READ_UNFINISHED_KIND: &str = concat!(
-    "SELECT position, stream, version, ",
-    envelope_columns!(),
-    " FROM events WHERE position IN (",
-    "SELECT e.position FROM instances AS i CROSS JOIN events AS e ON e.stream = i.stream ",
-    "WHERE i.finished = 0 AND i.kind = ?3 AND e.position >= ?1 ORDER BY e.position LIMIT ?2",
-    ") ORDER BY position"
+/// The events of the unfinished streams after a stream (`?1`), by stream then version
+/// (`?2` limit, `?3` kind or NULL). `CROSS JOIN` makes SQLite walk the partial index of
+/// unfinished rows (`instances_unfinished`) in stream order first, then read each
+/// one's events through the `events (stream, version)` index: the finished streams'
+/// rows and events are not touched, and the walk stops once the page is full.
+pub(crate) const READ_UNFINISHED_NEXT: &str = concat!(
+    "SELECT e.position, e.stream, e.version, e.id, e.event_type, e.source, e.target, ",
+    "e.time_ns, e.correlation_id, e.causation_id, e.subject, e.sequence, ",
+    "e.schema_version, e.priority, e.metadata, e.payload ",
+    "FROM instances AS i INDEXED BY instances_unfinished CROSS JOIN events AS e ",
+    "ON e.stream = i.stream WHERE i.finished = 0 AND i.stream > ?1 ",
+    "AND (?3 IS NULL OR i.kind = ?3) ORDER BY i.stream, e.version LIMIT ?2"
 );
 
 /// The read-only connections, and a permit per connection so that a read waits for a
@@ -222,24 +222,37 @@ impl Reader<'_> {
     pub(crate) fn read_unfinished(
         &self,
         kind: Option<&str>,
-        from: u64,
+        after: Option<(&str, u64)>,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, Error> {
         let limit = limit.min(READ_LIMIT_MAX);
+        let mut events = Vec::new();
         if limit == 0 {
-            return Ok(Vec::new());
+            return Ok(events);
         }
-        let (from, limit) = (sql_bound(from), limit as i64);
+        if let Some((stream, version)) = after {
+            let mut statement = self
+                .0
+                .prepare_cached(READ_UNFINISHED_REST)
+                .map_err(sqlite)?;
+            let params = params![stream, sql_bound(version), limit as i64, kind];
+            let mut rows = statement.query(params).map_err(sqlite)?;
+            while let Some(row) = rows.next().map_err(sqlite)? {
+                events.push(row::decode(row, None)?);
+            }
+        }
+        let left = limit - events.len();
+        if left == 0 {
+            return Ok(events);
+        }
+        let last = after.map_or("", |(stream, _)| stream);
         let mut statement = self
             .0
-            .prepare_cached(kind.map_or(READ_UNFINISHED, |_| READ_UNFINISHED_KIND))
+            .prepare_cached(READ_UNFINISHED_NEXT)
             .map_err(sqlite)?;
-        let mut rows = match kind {
-            Some(kind) => statement.query(params![from, limit, kind]),
-            None => statement.query(params![from, limit]),
-        }
-        .map_err(sqlite)?;
-        let mut events = Vec::new();
+        let mut rows = statement
+            .query(params![last, left as i64, kind])
+            .map_err(sqlite)?;
         while let Some(row) = rows.next().map_err(sqlite)? {
             events.push(row::decode(row, None)?);
         }

@@ -97,8 +97,9 @@ CREATE TABLE projections (
 
 /// The index of instances (schema version 2): one row per stream whose events carry an
 /// [`InstanceMark`](crate::InstanceMark), from its last marked event. The first index
-/// serves recovery and listing by whether finished (and kind), the second listing by
-/// status; both end with the stream, so a page ordered by stream needs no sort.
+/// serves listing by whether finished (and kind), the second listing by status; both
+/// end with the stream, so a page ordered by stream needs no sort. The third, partial,
+/// holds the unfinished streams only, in stream order: what recovery walks.
 const INSTANCES: &str = "
 CREATE TABLE instances (
     stream     TEXT    PRIMARY KEY,
@@ -111,6 +112,7 @@ CREATE TABLE instances (
 ) WITHOUT ROWID;
 CREATE INDEX instances_by_finished ON instances (finished, kind, stream);
 CREATE INDEX instances_by_status ON instances (kind, status, stream);
+CREATE INDEX instances_unfinished ON instances (stream) WHERE finished = 0;
 ";
 
 /// Migration from version 1: the index, filled from the marks already stored (the last
