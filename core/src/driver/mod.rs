@@ -69,7 +69,9 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use record::{RECORD_SCHEMA, RECORD_SOURCE, RECORD_TYPE, Record, RecordStep, Snapshot};
+pub use record::{
+    RECORD_SCHEMA, RECORD_SCHEMA_MIN, RECORD_SOURCE, RECORD_TYPE, Record, RecordStep, Snapshot,
+};
 
 use crate::envelope::Envelope;
 use crate::error::Error;
@@ -259,6 +261,15 @@ impl<S: Clone> Live<S> {
     /// restart performs them again; their outcomes are recorded but not reduced.
     fn ended(&self) -> bool {
         self.status.is_finished() && self.in_flight.is_empty()
+    }
+
+    /// After a record of schema version 1 that finished the instance: that keel dropped
+    /// it there, with whatever was in flight, and so does a replay of its log.
+    fn end_if_legacy(&mut self, schema: u32) {
+        if schema < 2 && self.status.is_finished() {
+            self.in_flight.clear();
+            self.timers.clear();
+        }
     }
 
     fn new(state: S, correlation: CorrelationId) -> Self {
@@ -733,6 +744,9 @@ impl<R: Durable> Driver<R> {
                 }
             }
         };
+        if let Some(live) = self.live.get_mut(id) {
+            live.end_if_legacy(envelope.schema_version);
+        }
         let ended = self.live.get(id).is_some_and(Live::ended);
         if ended && !self.retain_finished {
             self.live.remove(id);
@@ -823,6 +837,7 @@ impl<R: Durable> Driver<R> {
                 record,
                 &mut self.scratch,
             )?;
+            live.end_if_legacy(envelope.schema_version);
         }
         let (live, time) = rebuilt.ok_or_else(|| Error::UnknownInstance {
             instance: id.to_string(),

@@ -31,9 +31,17 @@ pub const RECORD_TYPE: &str = "keel.instance.record";
 /// The source of every driver record.
 pub const RECORD_SOURCE: &str = "keel/driver";
 
-/// The schema version of records this version of keel writes (and the only one it
-/// reads so far).
-pub const RECORD_SCHEMA: u32 = 1;
+/// The schema version of records this version of keel writes.
+///
+/// Version 2 holds a finished instance until its intents in flight are answered (their
+/// outcomes follow the finishing record). Version 1, the first, dropped an instance at
+/// the record that finished it, with whatever was in flight: a log of version 1 ends
+/// there, and replaying it ends the instance there too, so an upgrade does not perform
+/// the last calls of instances that finished long ago.
+pub const RECORD_SCHEMA: u32 = 2;
+
+/// The oldest schema version of records this version of keel reads.
+pub const RECORD_SCHEMA_MIN: u32 = 1;
 
 /// What was reduced at one step of an instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,9 +133,10 @@ impl<S: Serialize + DeserializeOwned, E: Serialize + DeserializeOwned> Record<S,
                 envelope.event_type
             )));
         }
-        if envelope.schema_version != RECORD_SCHEMA {
+        if !(RECORD_SCHEMA_MIN..=RECORD_SCHEMA).contains(&envelope.schema_version) {
             return Err(refuse(format!(
-                "its schema version is {}, and this keel reads version {RECORD_SCHEMA}",
+                "its schema version is {}, and this keel reads versions {RECORD_SCHEMA_MIN} \
+                 to {RECORD_SCHEMA}",
                 envelope.schema_version
             )));
         }

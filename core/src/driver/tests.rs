@@ -606,3 +606,35 @@ fn records_that_start_an_instance_or_change_where_it_stands_carry_its_mark() {
     expected.extend([mark("finishing", false), mark("finished", true)]);
     assert_eq!(marks, expected);
 }
+
+#[test]
+fn a_log_of_schema_1_ends_its_instance_at_the_record_that_finished_it() {
+    // The first keel with this driver dropped a finished instance with its calls in
+    // flight: an upgrade must not perform those calls years later.
+    let mut live = driver();
+    let mut log = Log::default();
+    let id = run_to_a_check_in_flight(&mut live, &mut log);
+    live.handle(&id, Event::Off, at(3_500)).unwrap();
+    log.commit(&live.take_batch());
+    for envelope in log.records.get_mut(&id).unwrap() {
+        envelope.schema_version = 1;
+    }
+    for retain in [false, true] {
+        let mut restored = driver();
+        restored.set_retain_finished(retain);
+        assert_eq!(restored.restore(&id, log.of(&id)), Ok(Status::Finished));
+        assert_eq!(restored.status(&id).is_some(), retain);
+        restored.resume();
+        assert!(restored.take_batch().is_empty(), "retain {retain}");
+    }
+    let rebuilt = driver().rebuild(&id, log.of(&id), AsOf::Latest).unwrap();
+    assert!(rebuilt.instance.in_flight.is_empty() && rebuilt.instance.timers.is_empty());
+    // A schema this keel does not know is refused, not misread.
+    let mut future = log.records[&id][0].clone();
+    future.schema_version = RECORD_SCHEMA + 1;
+    let refused = driver().restore(&id, [(1, &future)]);
+    assert!(
+        matches!(refused, Err(Error::RecordDecode { .. })),
+        "{refused:?}"
+    );
+}
