@@ -116,12 +116,12 @@ fn history(sizes: &Sizes, scratch: &Scratch, failures: &mut Vec<String>) -> Opti
                 let seconds = answer["seconds"].as_f64().unwrap_or(f64::NAN);
                 level.records = answer["records"].as_u64().unwrap_or(0);
                 level.resumed = answer["resumed"].as_u64().unwrap_or(0);
+                let (resumed, records) = (level.resumed, level.records);
                 eprintln!(
-                    "[recovery] long history, restart {}/{}: {} resumed from {} records in {seconds:.3} s",
+                    "[recovery] long history, restart {}/{}: {resumed} resumed from {records} \
+                     records in {seconds:.3} s",
                     run + 1,
                     sizes.runs,
-                    level.resumed,
-                    level.records,
                 );
                 level.seconds.push(seconds);
             }

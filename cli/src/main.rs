@@ -5,8 +5,14 @@
 //! keel --store postgres://postgres@127.0.0.1:5432/test sagas show order-17
 //! keel --store keel.db sagas retry order-17
 //! keel --store keel.db events tail --types 'keel.saga.**' --follow
+//! keel --store keel.db instances list --unfinished
+//! keel --store keel.db instances show equipment-eq-3 --as-of 4
+//! keel --store keel.db instances purge --older-than 30d
 //! keel diagram order_fulfillment --format dot
 //! ```
+//!
+//! Opening a store written by an older keel migrates it to this keel's schema (an older
+//! keel then refuses it), even for a command that only reads.
 //!
 //! Tables on a terminal, `--json` for scripts. Commands that steer a saga (retry, skip,
 //! resolve, cancel, replaying a dead letter) append a durable request that a running
@@ -196,7 +202,8 @@ enum Instances {
         /// Only instances of this kind (a saga type, or a durable reducer's kind).
         #[arg(long)]
         kind: Option<String>,
-        /// Only instances in this status (`running`, `parked`, `needs_intervention`...).
+        /// Only instances in this status (a saga's: `running`, `needs_intervention`, ...;
+        /// a durable reducer's: `running`, `parked`, `finishing`, `finished`).
         #[arg(long)]
         status: Option<String>,
         /// Only instances that have not ended.
@@ -228,7 +235,8 @@ enum Instances {
         /// How long an ended instance is kept: `30d`, `12h`, `90m`.
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: std::time::Duration,
-        /// Only instances of this kind.
+        /// Only instances of this kind (a saga type or a durable reducer's kind: they
+        /// share one namespace).
         #[arg(long)]
         kind: Option<String>,
         /// Purge at most this many instances.
@@ -528,11 +536,11 @@ async fn instance_show(
     as_of: AsOf,
     json: bool,
 ) -> Result<(), Failure> {
-    let mut records = Vec::new();
+    let mut records: Vec<RecordedEvent> = Vec::new();
     loop {
-        let page = store
-            .read_stream(stream, records.len() as u64 + 1, READ_LIMIT_MAX)
-            .await?;
+        // From the version after the last one read: a trimmed log starts past 1.
+        let from = records.last().map_or(1, |event| event.version + 1);
+        let page = store.read_stream(stream, from, READ_LIMIT_MAX).await?;
         let full = page.len() == READ_LIMIT_MAX;
         records.extend(page);
         if !full {
@@ -549,11 +557,16 @@ async fn instance_show(
             first.envelope.event_type
         )));
     }
-    records.retain(|event| match as_of {
-        AsOf::Latest => true,
-        AsOf::Version(last) => event.version <= last,
-        AsOf::Time(last) => event.envelope.time <= last,
-    });
+    // Up to the first record past the point, as a rebuild reads them.
+    let keep = records
+        .iter()
+        .take_while(|event| match as_of {
+            AsOf::Latest => true,
+            AsOf::Version(last) => event.version <= last,
+            AsOf::Time(last) => event.envelope.time <= last,
+        })
+        .count();
+    records.truncate(keep);
     let Some(last) = records.last() else {
         return Err(Failure(format!("{stream} has no record that old")));
     };
@@ -568,12 +581,20 @@ async fn instance_show(
         )?);
     }
     let kind = decoded[0].kind.clone().unwrap_or_default();
-    // The example's reducer is known here, so its instances are rebuilt; any other's
-    // state is shown from its latest snapshot up to there.
+    // The example's reducer is known here, so its instances are rebuilt (with the
+    // example's settings; the service address in their calls is a stand-in); any other
+    // reducer's state is shown from its latest snapshot up to there. A log that the
+    // example's reducer does not replay (another reducer of the same kind) falls back.
     let rebuilt = if kind == keel_demo::monitoring::KIND {
         let monitor = keel_demo::monitoring::Monitor::example("http://127.0.0.1".into());
         let rebuilt = keel_effects::durable::rebuild(store, monitor, &id, AsOf::Version(version));
-        Some(serde_json::to_value(rebuilt.await?.instance)?)
+        match rebuilt.await {
+            Ok(rebuilt) => Some(serde_json::to_value(rebuilt.instance)?),
+            Err(e) => {
+                eprintln!("note: not the example's reducer, so not rebuilt ({e})");
+                None
+            }
+        }
     } else {
         None
     };

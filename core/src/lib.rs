@@ -19,6 +19,8 @@
 //! - [`envelope`]: [`Envelope`], the shape every event and command travels in.
 //! - [`driver`]: the one durable driver: many instances of a [`driver::Durable`] reducer,
 //!   each with a log that is its outbox, rebuilt by replay (see the contract below).
+//! - [`mark`]: [`mark::InstanceMark`], what a record says of its instance (type, status,
+//!   ended) for the store's index of instances.
 //! - [`cloudevents`]: lossless mapping of envelopes to and from CloudEvents 1.0 JSON,
 //!   with bounded, validating decoding.
 //! - [`topic`]: [`Topic`] and compiled [`TopicPattern`]s (`*`, `**`).

@@ -108,7 +108,8 @@ pub trait Durable:
     fn kind(&self) -> &str;
 
     /// Where an instance stands: running, parked for an operator with a reason, or
-    /// finished (then the driver drops it from memory; its log stays).
+    /// finished (then the driver drops it from memory once nothing of it is in flight;
+    /// its log stays).
     fn status(&self, state: &Self::State) -> Status;
 
     /// Every how many records one carries a snapshot of the instance (0: never), so a
@@ -130,7 +131,9 @@ pub enum Status {
         /// What the operator is asked to look at.
         reason: String,
     },
-    /// It ended. The driver drops it; later outcomes and events for it are refused.
+    /// It ended. It takes no more events or timers; the driver holds it only until the
+    /// intents it has in flight are answered (recording those outcomes without reducing
+    /// them), then drops it, and later outcomes for it are refused.
     Finished,
 }
 
@@ -636,7 +639,8 @@ impl<R: Durable> Driver<R> {
 
     /// Rebuilds instance `id` from its log records `(version, envelope)`, in order,
     /// starting at record 1 or at a record that carries a snapshot, and holds it unless
-    /// it finished (or finished instances are retained). Returns its status.
+    /// it is over: finished with nothing in flight (or finished instances are retained).
+    /// Returns its status.
     ///
     /// # Errors
     ///

@@ -428,8 +428,8 @@ where
         self.ask(|reply| Command::Send { id, event, reply }).await?
     }
 
-    /// The state, status and log version of instance `id`, if it is held (running or
-    /// parked).
+    /// The state, status and log version of instance `id`, if it is held (running,
+    /// parked, or finished with calls still in flight).
     pub async fn state(&self, id: &InstanceId) -> Result<Option<(R::State, Status, u64)>, Error> {
         let id = id.clone();
         self.ask(|reply| Command::Inspect { id, reply }).await
@@ -494,9 +494,11 @@ pub async fn rebuild<R: Durable>(
 ) -> Result<keel_core::driver::Rebuilt<R::State>, Error> {
     let mut driver = Driver::new(reducer)?;
     let stream = driver.stream(id);
-    let mut records = Vec::new();
+    let mut records: Vec<(u64, keel_core::Envelope)> = Vec::new();
     loop {
-        let from = records.len() as u64 + 1;
+        // From the version after the last one read: a trimmed log starts past 1 (and
+        // is then refused, since a rebuild replays from record 1).
+        let from = records.last().map_or(1, |(version, _)| version + 1);
         let page = store
             .read_stream(&stream, from, keel_store::READ_LIMIT_MAX)
             .await?;

@@ -407,7 +407,11 @@ async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recov
             // The store is away: recovery fails, and the start with it.
             Err(e) if crate::commit::is_unavailable(&e) => return Err(e.into()),
             Err(e) => {
-                tracing::warn!(error = %e, "a record of an unfinished saga cannot be read; recovery reads the whole store instead");
+                tracing::warn!(
+                    error = %e,
+                    "a record of an unfinished saga cannot be read; recovery reads the whole \
+                     store instead"
+                );
                 for driver in drivers.iter_mut() {
                     for (id, _) in driver.held_versions() {
                         driver.forget(&id);
@@ -490,7 +494,11 @@ async fn finish_recovery(
             if status.as_ref().is_some_and(SagaStatus::is_finished) {
                 continue;
             }
-            tracing::error!(saga = %id, error = %error, "a saga cannot be recovered; it is left as it is in the store");
+            tracing::error!(
+                saga = %id,
+                error = %error,
+                "a saga cannot be recovered; it is left as it is in the store"
+            );
             recovered.failed.push((id, error));
         }
     }
@@ -817,7 +825,8 @@ impl Orchestrator {
         query::timeline(self.store.as_ref(), id).await
     }
 
-    /// The sagas in the store that `filter` admits (reads the whole store).
+    /// The sagas in the store that `filter` admits, found through the store's index of
+    /// instances (see [`query::list`]).
     pub async fn list(&self, filter: &SagaFilter) -> Result<Vec<SagaSummary>, Error> {
         query::list(self.store.as_ref(), filter).await
     }

@@ -70,7 +70,7 @@
 //!
 //! | table | holds |
 //! | --- | --- |
-//! | `keel_meta` | the head position (the last one assigned, kept when events are trimmed) |
+//! | `keel_meta` | the head position (the last one assigned, kept when events are trimmed); for a file migrated to version 2, the head it had then (`unindexed_head`) |
 //! | `events` | one row per stored event: position (the rowid), stream, version, and the envelope's fields as columns; the payload is JSON text or a binary blob |
 //! | `trimmed_ids` | the ids, streams, versions and positions of trimmed events, so an id is never reused and a repeated append still deduplicates |
 //! | `streams` | each stream's version (which trimming does not lower) |
@@ -78,7 +78,7 @@
 //! | `outbox` | pending intents in insertion order, unique by intent id; completing deletes |
 //! | `snapshots` | the latest snapshot per stream |
 //! | `projections` | each projection's checkpoint and read model |
-//! | `instances` | the index of instances: each marked stream's kind, status, finished, and its last marked event's version, time (ns) and position; indexed by (finished, kind, stream) and (kind, status, stream) |
+//! | `instances` | the index of instances: each marked stream's kind, status, finished, and its last marked event's version, time (ns) and position; indexed by (finished, kind, stream), (kind, status, stream), and the unfinished streams alone |
 //!
 //! Schema version 2 added `instances`. A version-1 file is migrated when opened, in one
 //! transaction: the table is created and filled from the marks its events already

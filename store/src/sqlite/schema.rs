@@ -117,20 +117,22 @@ CREATE INDEX instances_unfinished ON instances (stream) WHERE finished = 0;
 
 /// Migration from version 1: the index, filled from the marks already stored (the last
 /// marked event of each stream; SQLite takes a bare column's value from the row that
-/// `max()` picked). Stores written before marks existed have none, so their index
-/// starts empty, and `unindexed_head` keeps the head from before the index, so that
-/// readers know the events up to there may be unmarked.
+/// `max()` picked; the end as a JSON boolean or as the text `true` or `false`, as
+/// `InstanceMark::of` reads it). Stores written before marks existed have none, so
+/// their index starts empty, and `unindexed_head` keeps the head from before the index,
+/// so that readers know the events up to there may be unmarked.
 pub(crate) const MIGRATE_1_TO_2: &str = "
 INSERT OR REPLACE INTO keel_meta (key, value)
 SELECT 'unindexed_head', value FROM keel_meta WHERE key = 'head';
 INSERT INTO instances (stream, kind, status, finished, version, updated_ns, position)
 SELECT stream, json_extract(metadata, '$.keelkind'), json_extract(metadata, '$.keelstatus'),
-       json_extract(metadata, '$.keelfinished'), version, time_ns, max(position)
+       json_extract(metadata, '$.keelfinished') IN (1, 'true'), version, time_ns, max(position)
 FROM events
 WHERE metadata IS NOT NULL
   AND json_type(metadata, '$.keelkind') = 'text'
   AND json_type(metadata, '$.keelstatus') = 'text'
-  AND json_type(metadata, '$.keelfinished') IN ('true', 'false')
+  AND (json_type(metadata, '$.keelfinished') IN ('true', 'false')
+       OR json_extract(metadata, '$.keelfinished') IN ('true', 'false'))
 GROUP BY stream;
 ";
 
