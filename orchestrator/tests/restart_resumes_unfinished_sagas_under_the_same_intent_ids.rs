@@ -16,6 +16,8 @@ use crate::common::stores::SqliteFile;
 use crate::common::{Gate, Journal, saga_id, settled, transitions};
 
 const STUCK: usize = 3;
+/// Finished sagas beside `order-done`.
+const FINISHED_BESIDE: usize = 6;
 
 /// reserve, then ship (the service that hangs), then notify.
 fn order() -> SagaDefinition {
@@ -78,6 +80,17 @@ async fn a_new_orchestrator_on_the_same_file_finishes_what_the_old_one_left() {
         .await
         .unwrap();
     assert_eq!(settled(&first, &done).await, SagaStatus::Completed);
+    // A history of finished sagas beside the stuck ones, long enough for recovery to
+    // go through the store's index (see `keel_store::index::recover_through_index`).
+    for n in 0..FINISHED_BESIDE {
+        let id = saga_id(format!("order-done-{n}"));
+        let input = json!({ "hang": false });
+        first
+            .start_saga("shop.order", id.clone(), input)
+            .await
+            .unwrap();
+        assert_eq!(settled(&first, &id).await, SagaStatus::Completed);
+    }
     let stuck: Vec<_> = (0..STUCK).map(|n| saga_id(format!("order-{n}"))).collect();
     for id in &stuck {
         first
@@ -93,7 +106,7 @@ async fn a_new_orchestrator_on_the_same_file_finishes_what_the_old_one_left() {
         .await
         .unwrap()
         .iter()
-        .filter(|summary| summary.id != done)
+        .filter(|summary| summary.status != SagaStatus::Completed)
         .map(|summary| summary.records)
         .sum();
     assert_eq!(first.live_count().await.unwrap(), STUCK);

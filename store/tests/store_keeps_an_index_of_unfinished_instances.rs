@@ -424,3 +424,38 @@ async fn purging_removes_old_finished_instances_only_and_keeps_their_ids_taken()
         test.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_goes_through_the_index_when_the_unfinished_are_few() {
+    use keel_store::index::{HISTORY_PER_UNFINISHED, recover_through_index};
+    for backend in Backend::available().await {
+        let test = backend.open().await;
+        let name = test.name;
+        let store = test.store.as_ref();
+        // Two unfinished instances (s2, s3) and an equipment (e1) in 13 events: three
+        // in 13 is more than one in 8, so a pass over the history is as good.
+        five_instances(store).await;
+        assert!(
+            !recover_through_index(store, None).await.unwrap(),
+            "[{name}]"
+        );
+        // Sagas only: two, still more than one in 8 of 13.
+        assert!(!recover_through_index(store, Some("saga")).await.unwrap());
+        // A longer history of finished ones: now the index is the faster way.
+        for n in 0..(3 * HISTORY_PER_UNFINISHED) {
+            let stream = format!("done-{n}");
+            append(
+                store,
+                &stream,
+                &[event(100 + n as i64, Some(&completed("saga")))],
+            )
+            .await;
+        }
+        assert!(
+            recover_through_index(store, None).await.unwrap(),
+            "[{name}]"
+        );
+        assert!(recover_through_index(store, Some("robot")).await.unwrap());
+        test.cleanup().await;
+    }
+}

@@ -11,6 +11,7 @@ use keel_core::{
     ExpectedVersion, Failure, InstanceId, Intent, IntentId, Outcome, OutcomeResult, TimerId,
     TimerQueue, Timestamp,
 };
+use keel_store::index::recover_through_index;
 use keel_store::{EventStore, READ_LIMIT_MAX, WriterLock};
 use tokio::sync::{mpsc, oneshot};
 
@@ -127,13 +128,14 @@ where
 
     /// Rebuilds every unfinished instance from the store, in one pass over the logs of
     /// the unfinished instances of this reducer's kind (found through the store's index),
-    /// and performs what they had in flight. A store whose history predates the index is
-    /// read whole instead.
+    /// and performs what they had in flight. A store whose history predates the index,
+    /// or whose unfinished instances are a large part of it, is read whole instead (see
+    /// `keel_store::index::recover_through_index`).
     pub(crate) async fn recover(&mut self) -> Result<Recovered, Error> {
         let mut recovered = Recovered::default();
         let mut failed: BTreeMap<InstanceId, keel_core::Error> = BTreeMap::new();
-        let indexed = self.store.unindexed_head().await? == 0;
         let kind = self.driver.reducer().kind().to_owned();
+        let indexed = recover_through_index(self.store.as_ref(), Some(&kind)).await?;
         let (mut from, mut after) = (1, None);
         loop {
             let page = if indexed {

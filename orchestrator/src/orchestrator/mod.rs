@@ -397,11 +397,13 @@ fn shard_of(id: &SagaId, count: usize) -> usize {
 /// rebuilding each saga in the shard that owns it, then resumes every shard.
 ///
 /// The store's index of instances says which logs those are, so finished sagas are not
-/// read at all. A store whose history predates the index, or one that cannot read a
-/// record of an unfinished saga, is read whole instead: that path passes over records
-/// it cannot read and reports their sagas.
+/// read at all. A store whose history predates the index, or one where unfinished
+/// sagas are a large part of the history (a plain pass is then as fast; see
+/// `keel_store::index::recover_through_index`), or one that cannot read a record of an
+/// unfinished saga, is read whole instead: that path passes over records it cannot read
+/// and reports their sagas.
 async fn recover(store: &dyn EventStore, drivers: &mut [Driver]) -> Result<Recovered, Error> {
-    if store.unindexed_head().await? == 0 {
+    if keel_store::index::recover_through_index(store, None).await? {
         match fold_unfinished(store, drivers).await {
             Ok(recovered) => return Ok(recovered),
             // The store is away: recovery fails, and the start with it.
