@@ -24,12 +24,13 @@ pub(crate) fn runtime() -> Result<Runtime, String> {
 
 /// Runs `keel-bench --child args...` and returns what it printed.
 pub(crate) fn spawn(args: &[&str]) -> Result<Value, String> {
+    spawn_within(args, CHILD_LIMIT)
+}
+
+/// [`spawn`] with a time limit of its own, for a child with much to do.
+pub(crate) fn spawn_within(args: &[&str], limit: Duration) -> Result<Value, String> {
     let exe = std::env::current_exe().map_err(|error| error.to_string())?;
-    let done = run(
-        Command::new(exe).arg("--child").args(args),
-        CHILD_LIMIT,
-        false,
-    )?;
+    let done = run(Command::new(exe).arg("--child").args(args), limit, false)?;
     if !done.status.success() {
         return Err(format!(
             "the child `{}` exited with {}",

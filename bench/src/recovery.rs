@@ -98,7 +98,8 @@ fn history(sizes: &Sizes, scratch: &Scratch, failures: &mut Vec<String>) -> Opti
         &unfinished.to_string(),
         &path_text,
     ];
-    let setup = match child::spawn(&args) {
+    // A million sagas take about a minute on an idle machine; give a busy one time.
+    let setup = match child::spawn_within(&args, std::time::Duration::from_secs(1_800)) {
         Ok(answer) => answer,
         Err(error) => {
             failures.push(format!("the long history: {error}"));
