@@ -176,6 +176,15 @@ impl InstanceQuery {
     }
 }
 
+/// The stream a purged event's id is kept under: none (no stream is named so). Its
+/// content is gone, so a repeat of it cannot be told from a reuse of its id, and a
+/// purged instance may not be started again as if it were still there: an append
+/// carrying a purged id is refused with [`Error::DuplicateEventId`], never answered as
+/// a repeat (a trimmed id, in contrast, is judged by its place).
+///
+/// [`Error::DuplicateEventId`]: crate::Error::DuplicateEventId
+pub(crate) const PURGED_STREAM: &str = "";
+
 /// How many events of history each unfinished instance must be set against for
 /// recovery to read through the index: below one in this many, a plain pass over the
 /// history in position order (sequential reads) is as fast as fetching each unfinished

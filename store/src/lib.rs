@@ -227,10 +227,11 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// What every backend guarantees, for each instance removed, in one transaction:
     ///
-    /// - its events are removed as [`EventStore::trim`] removes them: their ids stay
-    ///   taken (an append repeating one is answered as the earlier append was, or
-    ///   refused with [`Error::DuplicateEventId`] elsewhere), and their positions are
-    ///   skipped by [`EventStore::read_all`];
+    /// - its events are removed and their ids stay taken: an append carrying one is
+    ///   refused with [`Error::DuplicateEventId`], even at the same place (its content
+    ///   is gone, so a repeat cannot be told from a writer starting the instance again
+    ///   under the same derived ids), and their positions are skipped by
+    ///   [`EventStore::read_all`];
     /// - its snapshot, its stream metadata and its index row are removed;
     /// - its stream's version stays (the `streams` row is kept): a writer appending
     ///   with [`ExpectedVersion::NoStream`] or `Exact(0)` to a purged stream gets

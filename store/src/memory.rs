@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use keel_core::{Envelope, EventId, ExpectedVersion, Intent, IntentId, StreamId, Timestamp};
 use tokio::sync::watch;
 
-use super::index::{InstanceEntry, InstanceQuery, last_mark};
+use super::index::{InstanceEntry, InstanceQuery, PURGED_STREAM, last_mark};
 use super::repeat::{Held, earlier_append, same_content};
 use super::{
     Appended, EventStore, LockHolder, ProjectionState, READ_LIMIT_MAX, RecordedEvent, StoreFuture,
@@ -284,10 +284,14 @@ impl Log {
             .map(|row| row.stream.clone())
             .collect();
         for stream in &chosen {
-            // Like a trim of every event: the version and the ids stay.
+            // Like a trim of every event: the version and the ids stay, under no stream
+            // (see `PURGED_STREAM`).
             if let Some(entry) = self.streams.get_mut(stream) {
                 for position in entry.positions.drain(..) {
-                    self.events.remove(&position);
+                    if let Some(event) = self.events.remove(&position) {
+                        let kept = (StreamId::from(PURGED_STREAM), event.version, position);
+                        self.ids.insert(event.envelope.id, kept);
+                    }
                 }
             }
             self.snapshots.remove(stream);

@@ -396,6 +396,9 @@ struct StreamState {
     kept: Vec<(u64, u64)>,
 }
 
+/// The stream number a purged event's id is kept under: none.
+const PURGED: usize = usize::MAX;
+
 /// The contract, as plain data.
 #[derive(Debug, Clone, Default)]
 struct Model {
@@ -628,7 +631,8 @@ impl Model {
     }
 
     /// Removes the first `limit` finished instances (by stream) updated before
-    /// `before`: events as a trim removes them, snapshot, metadata, index row.
+    /// `before`: events (their ids kept under no stream, [`PURGED`]), snapshot,
+    /// metadata, index row.
     fn purge(&mut self, kind: Option<&str>, before: Timestamp, limit: usize) -> u64 {
         let chosen: Vec<(StreamId, usize)> = self
             .instances
@@ -641,7 +645,11 @@ impl Model {
         for (stream_id, stream) in &chosen {
             let state = self.streams.entry(*stream).or_default();
             for (_, position) in state.kept.drain(..) {
-                self.events.remove(&position);
+                // Its id stays taken, under no stream: a repeat of it is refused.
+                if let Some(event) = self.events.remove(&position) {
+                    let kept = (PURGED, event.version, position);
+                    self.ids.insert(event.envelope.id, kept);
+                }
             }
             self.snapshots.remove(stream);
             self.metadata.remove(stream);

@@ -378,9 +378,12 @@ impl EventStore for PostgresStore {
             );
             let limit = clamp_i64(limit as u64);
             let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
-            if let Some(finished) = &query.finished {
-                params.push(finished);
-                sql.push_str(&format!(" AND finished = ${}::bool", params.len()));
+            // A literal, so that the planner may use the partial index of unfinished
+            // streams (in stream order: no sort for a page).
+            match query.finished {
+                Some(false) => sql.push_str(" AND NOT finished"),
+                Some(true) => sql.push_str(" AND finished"),
+                None => {}
             }
             for (column, value) in [("kind", &query.kind), ("status", &query.status)] {
                 if let Some(value) = value {

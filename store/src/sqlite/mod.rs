@@ -78,7 +78,7 @@
 //! | `outbox` | pending intents in insertion order, unique by intent id; completing deletes |
 //! | `snapshots` | the latest snapshot per stream |
 //! | `projections` | each projection's checkpoint and read model |
-//! | `instances` | the index of instances: each marked stream's kind, status, finished, and its last marked event's version, time (ns) and position; indexed by (finished, kind, stream), (kind, status, stream), and the unfinished streams alone |
+//! | `instances` | the index of instances: each marked stream's kind, status, finished, and its last marked event's version, time (ns) and position; keyed by stream, with a partial index of the unfinished streams alone |
 //!
 //! Schema version 2 added `instances`. A version-1 file is migrated when opened, in one
 //! transaction: the table is created and filled from the marks its events already

@@ -26,8 +26,8 @@ use crate::error::Error;
 use crate::repeat::{self, Held};
 use crate::{Appended, READ_LIMIT_MAX, Trim, check_expected};
 
-/// The finished instances a purge removes, smallest stream ids first (through
-/// `instances_by_finished`).
+/// The finished instances a purge removes, smallest stream ids first (in the order of
+/// the table's key).
 const PURGE_CHOOSE: &str = "SELECT stream FROM instances \
      WHERE finished = 1 AND updated_ns < ?1 ORDER BY stream LIMIT ?2";
 
@@ -527,7 +527,7 @@ impl<'t, 'c> Transaction<'t, 'c> {
             self.connection
                 .prepare_cached(
                     "INSERT INTO trimmed_ids (id, stream, version, position) \
-                     SELECT id, stream, version, position FROM events WHERE stream = ?1",
+                     SELECT id, '', version, position FROM events WHERE stream = ?1",
                 )?
                 .execute([stream])?;
             let removed = self
