@@ -6,7 +6,7 @@ use super::{Effect, Guard, Machine};
 use crate::envelope::EventType;
 use crate::intent::IntentKind;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) enum Light {
     Red,
     Green,
@@ -14,13 +14,13 @@ pub(super) enum Light {
     Off,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) enum Signal {
     Tick,
     PowerCut,
 }
 
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Road {
     pub(super) cars_waiting: u32,
     pub(super) cycles: u32,

@@ -94,6 +94,7 @@ use std::fmt::Debug;
 mod build;
 mod check;
 mod compiled;
+mod durable;
 mod effect;
 mod export;
 #[cfg(test)]
@@ -102,6 +103,7 @@ mod reduce;
 
 pub use build::{MachineBuilder, StateBuilder, TransitionBuilder};
 pub use compiled::{Machine, MachineState};
+pub use durable::{DurableMachine, MachineInput};
 pub use effect::{Effect, Guard};
 
 /// A defect found when a state machine definition is built.

@@ -67,7 +67,7 @@ where
 // Inlined into each machine's monomorphised reducer, like `Effect::emit`: measured
 // cheaper than a call per step in the traffic-light benchmark.
 #[inline]
-fn emit_all(out: &mut Emitter<'_>, effects: &[Effect], now: Timestamp) {
+pub(super) fn emit_all(out: &mut Emitter<'_>, effects: &[Effect], now: Timestamp) {
     for effect in effects {
         effect.emit(out, now);
     }
