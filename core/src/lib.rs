@@ -25,7 +25,7 @@
 //!   with bounded, validating decoding.
 //! - [`topic`]: [`Topic`] and compiled [`TopicPattern`]s (`*`, `**`).
 //! - [`machine`]: declarative state machines, checked when built, exported to Mermaid
-//!   and Graphviz.
+//!   and Graphviz, and run durably on the driver as [`machine::DurableMachine`].
 //! - [`aggregate`]: event-sourced aggregates (decide, apply, fold, snapshots).
 //! - [`upcast`]: upcaster chains that lift stored payloads to the current schema.
 //! - [`timer`]: [`TimerQueue`], the one queue of pending timers: by id, in due order,
