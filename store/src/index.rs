@@ -176,7 +176,8 @@ impl InstanceQuery {
     }
 }
 
-/// The stream a purged event's id is kept under: none (no stream is named so). Its
+/// The stream a purged event's id is kept under: the empty one, which no instance of
+/// keel uses (do not give an instance an empty stream id). Its
 /// content is gone, so a repeat of it cannot be told from a reuse of its id, and a
 /// purged instance may not be started again as if it were still there: an append
 /// carrying a purged id is refused with [`Error::DuplicateEventId`], never answered as
@@ -196,7 +197,8 @@ pub const HISTORY_PER_UNFINISHED: u64 = 8;
 /// [`EventStore::read_all`]: the store has kept its index from its first event
 /// ([`EventStore::unindexed_head`] is 0), and the unfinished instances are fewer than
 /// one per [`HISTORY_PER_UNFINISHED`] events. Both paths give the same recovery; this
-/// picks the faster. Reads at most an eighth of the head's worth of index rows.
+/// picks the faster. Reads at most head ÷ [`HISTORY_PER_UNFINISHED`] index rows (an
+/// empty store takes the plain pass, which reads nothing).
 ///
 /// # Errors
 ///
@@ -212,16 +214,21 @@ pub async fn recover_through_index(
     if store.unindexed_head().await? > 0 {
         return Ok(false);
     }
-    let few = store.head().await? / HISTORY_PER_UNFINISHED;
+    let head = store.head().await?;
+    // The index pays when unfinished × HISTORY_PER_UNFINISHED < head: count up to the
+    // first that breaks it, and no further.
+    let enough = head.div_ceil(HISTORY_PER_UNFINISHED);
     let mut query = InstanceQuery::unfinished();
     query.kind = kind.map(str::to_owned);
     let mut counted = 0_u64;
     loop {
-        let page = store.instances(&query).await?;
-        counted += page.len() as u64;
-        if counted > few {
+        let left = usize::try_from(enough - counted).unwrap_or(usize::MAX);
+        query.limit = left.min(READ_LIMIT_MAX);
+        if query.limit == 0 {
             return Ok(false);
         }
+        let page = store.instances(&query).await?;
+        counted += page.len() as u64;
         let Some(last) = page.last() else {
             return Ok(true);
         };

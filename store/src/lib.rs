@@ -200,9 +200,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// recovery reads instead of [`EventStore::read_all`]: every unfinished instance's
     /// whole log, one instance after the other, in pages.
     ///
-    /// What every backend guarantees: each page is read from one committed state, and
-    /// holds an event if and only if its stream was unfinished in that state; streams
-    /// with no row (no marked event) are not unfinished and never returned. The durable
+    /// What every backend guarantees: each event of a page is one committed event of a
+    /// stream that was unfinished when it was read; streams with no row (no marked
+    /// event) are not unfinished and never returned. A page may take two reads (the
+    /// rest of the cursor's stream, then the streams after it), so pages agree with
+    /// one another only while nothing is appended meanwhile, as during a recovery,
+    /// which holds the writer lock. The durable
     /// backends walk the unfinished rows of the index in stream order and read each
     /// one's events through the `(stream, version)` index: a page costs what it returns,
     /// and the events of finished streams are not read at all. (Paging by position
@@ -227,11 +230,15 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// What every backend guarantees, for each instance removed, in one transaction:
     ///
-    /// - its events are removed and their ids stay taken: an append carrying one is
-    ///   refused with [`Error::DuplicateEventId`], even at the same place (its content
-    ///   is gone, so a repeat cannot be told from a writer starting the instance again
-    ///   under the same derived ids), and their positions are skipped by
-    ///   [`EventStore::read_all`];
+    /// - the events it still holds are removed and their ids stay taken: an append
+    ///   carrying one is refused with [`Error::DuplicateEventId`], even at the same
+    ///   place (their content is gone, so a repeat cannot be told from a writer
+    ///   starting the instance again under the same derived ids); ids an earlier
+    ///   [`EventStore::trim`] removed stay as the trim left them. Their positions are
+    ///   skipped by [`EventStore::read_all`]. (A writer whose append landed without
+    ///   its answer, and who tries again after the instance was purged, is refused
+    ///   too: keep retention far longer than an outage.) The empty stream id is not
+    ///   for instances: purged ids are kept under it;
     /// - its snapshot, its stream metadata and its index row are removed;
     /// - its stream's version stays (the `streams` row is kept): a writer appending
     ///   with [`ExpectedVersion::NoStream`] or `Exact(0)` to a purged stream gets

@@ -464,3 +464,30 @@ async fn recovery_goes_through_the_index_when_the_unfinished_are_few() {
         test.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_stream_trimmed_empty_does_not_end_the_pages() {
+    for backend in Backend::available().await {
+        let test = backend.open().await;
+        let name = test.name;
+        let store = test.store.as_ref();
+        // Three unfinished streams; the first two lose every event to a trim.
+        for (n, stream) in ["a", "b", "c"].into_iter().enumerate() {
+            append(
+                store,
+                stream,
+                &[event(n as i64 + 1, Some(&running("saga")))],
+            )
+            .await;
+        }
+        for stream in ["a", "b"] {
+            let stream = StreamId::from(stream);
+            let trimmed = store.trim(&stream, keel_store::Trim::KeepLast(0)).await;
+            assert_eq!(trimmed.expect("a trim"), 1, "[{name}]");
+        }
+        let page = store.read_unfinished(None, None, 1).await.expect("a page");
+        let streams: Vec<&str> = page.iter().map(|e| e.stream.as_str()).collect();
+        assert_eq!(streams, ["c"], "[{name}] the empty streams are passed over");
+        test.cleanup().await;
+    }
+}

@@ -17,15 +17,26 @@ use crate::reducer::{Input, Reducer};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MachineInput<E> {
-    /// The instance is created: the initial state's entry effects are emitted. Start
-    /// an instance with this ([`Driver::start`](crate::driver::Driver::start)), in the
-    /// machine's [initial state](Machine::initial_state).
+    /// The instance is created: the initial state's entry effects are emitted, once.
+    /// Start an instance with this ([`Driver::start`](crate::driver::Driver::start)),
+    /// in [`DurableMachine::initial_state`]; sent again, it changes nothing.
     Start,
     /// An event for the machine.
     Event(E),
     /// What became of an intent of the instance (a timer that fired, a call's answer);
     /// [`DurableMachine::on_outcome`] says which event, if any, it is to the machine.
     Outcome(Outcome),
+}
+
+/// A machine instance as the driver keeps it: the machine's state, and whether the
+/// instance was started (so that a [`MachineInput::Start`] sent again, when the
+/// machine is back in its initial state, does not run the entry effects twice).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DurableMachineState<S, C = ()> {
+    /// The machine's state and context.
+    pub machine: MachineState<S, C>,
+    /// Whether [`MachineInput::Start`] was reduced.
+    pub started: bool,
 }
 
 impl<E> From<Outcome> for MachineInput<E> {
@@ -66,7 +77,7 @@ impl<E> From<Outcome> for MachineInput<E> {
 /// };
 /// let mut driver = Driver::new(DurableMachine::new(door, "door", on_outcome)).unwrap();
 /// let id = "front".into();
-/// let open = driver.reducer().machine().initial_state(());
+/// let open = driver.reducer().initial_state(());
 /// driver.start(&id, open, MachineInput::Start, Timestamp::UNIX_EPOCH).unwrap();
 /// let batch = driver.take_batch();
 /// let TimerChange::Set { timer, due, intent } = &batch.timers[0].1 else { panic!() };
@@ -99,6 +110,18 @@ impl<S, E, C> DurableMachine<S, E, C> {
         &self.machine
     }
 
+    /// A new instance's state: the machine's initial state with `context`, not started.
+    pub fn initial_state(&self, context: C) -> DurableMachineState<S, C>
+    where
+        S: Copy + Eq + Debug + 'static,
+        E: Copy + Eq + Debug + 'static,
+    {
+        DurableMachineState {
+            machine: self.machine.initial_state(context),
+            started: false,
+        }
+    }
+
     /// The event `outcome` is to the machine, if any.
     pub fn on_outcome(&self, outcome: &Outcome) -> Option<E> {
         (self.on_outcome)(outcome)
@@ -119,23 +142,25 @@ where
     S: Copy + Eq + Debug + 'static,
     E: Copy + Eq + Debug + 'static,
 {
-    type State = MachineState<S, C>;
+    type State = DurableMachineState<S, C>;
     type Action = Input<MachineInput<E>>;
 
     fn reduce_into(
         &self,
-        state: &mut MachineState<S, C>,
+        state: &mut DurableMachineState<S, C>,
         action: Input<MachineInput<E>>,
         intents: &mut Vec<Intent>,
     ) {
         let event = match action.body {
             MachineInput::Start => {
-                // Only an instance still in the initial state enters it.
-                if state.state == self.machine.initial() {
+                // Once, and only into the initial state (a hand-built state that is
+                // elsewhere is not entered).
+                if !state.started && state.machine.state == self.machine.initial() {
                     let mut out = action.cause.emitter(intents);
                     let initial = &self.machine.states[self.machine.initial];
                     emit_all(&mut out, &initial.entry, action.now);
                 }
+                state.started = true;
                 return;
             }
             MachineInput::Event(event) => event,
@@ -145,7 +170,7 @@ where
             },
         };
         let input = Input::new(action.cause, action.now, event);
-        self.machine.reduce_into(state, input, intents);
+        self.machine.reduce_into(&mut state.machine, input, intents);
     }
 }
 
@@ -161,8 +186,8 @@ where
         &self.kind
     }
 
-    fn status(&self, state: &MachineState<S, C>) -> Status {
-        if self.machine.is_terminal(state.state) {
+    fn status(&self, state: &DurableMachineState<S, C>) -> Status {
+        if self.machine.is_terminal(state.machine.state) {
             Status::Finished
         } else {
             Status::Running
@@ -201,7 +226,7 @@ mod tests {
         let mut live = light();
         let mut log: Vec<Envelope> = Vec::new();
         let id = InstanceId::from("crossing-1");
-        let red = live.reducer().machine().initial_state(Road::default());
+        let red = live.reducer().initial_state(Road::default());
         live.start(&id, red, MachineInput::Start, Timestamp::UNIX_EPOCH)
             .unwrap();
         let batch = live.take_batch();
@@ -215,7 +240,7 @@ mod tests {
         assert!(live.fire(&id, timer, intent, due).unwrap());
         let batch = live.take_batch();
         log.extend(batch.appends[0].records.iter().cloned());
-        assert_eq!(live.state(&id).map(|s| s.state), Some(Light::Green));
+        assert_eq!(live.state(&id).map(|s| s.machine.state), Some(Light::Green));
         let [(_, green_due, _)] = &armed(&batch)[..] else {
             panic!("{batch:?}")
         };
@@ -244,25 +269,33 @@ mod tests {
     }
 
     #[test]
-    fn start_enters_only_the_initial_state_and_unmapped_outcomes_change_nothing() {
+    fn start_enters_the_initial_state_once_and_unmapped_outcomes_change_nothing() {
         let machine = DurableMachine::new(traffic_light(), "traffic_light", tick);
-        let mut state = machine.machine().initial_state(Road::default());
-        state.state = Light::Green;
         let cause = crate::reducer::Cause::root(1);
         let now = Timestamp::UNIX_EPOCH;
-        let (after, intents) = crate::reducer::reduce(
-            &machine,
-            state.clone(),
-            Input::new(cause, now, MachineInput::Start),
+        let start = || Input::new(cause, now, MachineInput::Start);
+        let fresh = machine.initial_state(Road::default());
+        let (started, intents) = crate::reducer::reduce(&machine, fresh.clone(), start());
+        assert_eq!(
+            (started.started, intents.len()),
+            (true, 1),
+            "Red arms its tick"
         );
-        assert_eq!((after, intents.len()), (state.clone(), 0));
+        // Back in Red later, a second Start changes nothing: no second entry.
+        let (again, intents) = crate::reducer::reduce(&machine, started.clone(), start());
+        assert_eq!((again, intents.len()), (started.clone(), 0));
+        // A state elsewhere is not entered either.
+        let mut green = fresh;
+        green.machine.state = Light::Green;
+        let (_, intents) = crate::reducer::reduce(&machine, green, start());
+        assert!(intents.is_empty());
         let answer = Outcome {
             intent: IntentId::stable(cause.correlation, 7),
             attempts: 1,
             result: OutcomeResult::TimedOut,
         };
         let input = Input::new(cause, now, MachineInput::Outcome(answer));
-        let (after, intents) = crate::reducer::reduce(&machine, state.clone(), input);
-        assert_eq!((after, intents.len()), (state, 0));
+        let (after, intents) = crate::reducer::reduce(&machine, started.clone(), input);
+        assert_eq!((after, intents.len()), (started, 0));
     }
 }

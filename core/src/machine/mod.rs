@@ -103,7 +103,7 @@ mod reduce;
 
 pub use build::{MachineBuilder, StateBuilder, TransitionBuilder};
 pub use compiled::{Machine, MachineState};
-pub use durable::{DurableMachine, MachineInput};
+pub use durable::{DurableMachine, DurableMachineState, MachineInput};
 pub use effect::{Effect, Guard};
 
 /// A defect found when a state machine definition is built.

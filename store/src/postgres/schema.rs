@@ -393,15 +393,17 @@ fn read_unfinished_rest(s: &str) -> String {
 
 /// The events of the unfinished streams after a stream (`$1`, byte order), by stream
 /// then version (`$2` limit, `$3` kind or NULL). The subquery walks the partial index
-/// of unfinished rows in stream order and stops after `$2` streams (each holds an event
-/// at least); the lateral one reads only those streams' events, through the
+/// of unfinished rows in stream order and stops after `$2` streams that hold an event
+/// (a stream trimmed empty is passed over, or a run of them would end the pages
+/// early); the lateral one reads only those streams' events, through the
 /// `events (stream, version)` index. Finished streams are never read.
 fn read_unfinished_next(s: &str) -> String {
     format!(
         "SELECT e.stream, e.version, e.position, e.envelope FROM ( \
-             SELECT stream FROM {s}.instances \
+             SELECT stream FROM {s}.instances u \
              WHERE NOT finished AND stream COLLATE \"C\" > $1::text COLLATE \"C\" \
              AND ($3::text IS NULL OR kind = $3::text) \
+             AND EXISTS (SELECT 1 FROM {s}.events y WHERE y.stream = u.stream) \
              ORDER BY stream COLLATE \"C\" LIMIT $2::int8 \
          ) i CROSS JOIN LATERAL ( \
              SELECT x.stream, x.version, x.position, x.envelope FROM {s}.events x \
