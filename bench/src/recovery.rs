@@ -52,30 +52,40 @@ pub(crate) fn run(report: &mut Report, sizes: &Sizes, scratch: &Scratch) {
             setup_seconds: setup["start_seconds"].as_f64().unwrap_or(0.0),
             ..Level::default()
         };
-        for run in 0..sizes.runs {
-            match child::spawn(&["recover", &path_text]) {
-                Ok(answer) => {
-                    let seconds = answer["seconds"].as_f64().unwrap_or(f64::NAN);
-                    level.records = answer["records"].as_u64().unwrap_or(0);
-                    level.resumed = answer["resumed"].as_u64().unwrap_or(0);
-                    eprintln!(
-                        "[recovery] {sagas} sagas, restart {}/{}: {} resumed from {} records in {:.3} s",
-                        run + 1,
-                        sizes.runs,
-                        level.resumed,
-                        level.records,
-                        seconds
-                    );
-                    level.seconds.push(seconds);
-                }
-                Err(error) => failures.push(format!("{sagas} sagas: {error}")),
-            }
-        }
+        restarts(
+            &mut level,
+            &path_text,
+            sizes.runs,
+            &format!("{sagas} sagas"),
+            &mut failures,
+        );
         scratch.remove(&format!("recover-{sagas}.db"));
         levels.push(level);
     }
     let history = history(sizes, scratch, &mut failures);
     write_section(report, &levels, history.as_ref(), &failures, sizes);
+}
+
+/// Restarts `runs` times on the database at `path`, adding each restart's time (and
+/// what it resumed from how many records) to `level`; `label` names it in progress
+/// lines and failures.
+fn restarts(level: &mut Level, path: &str, runs: usize, label: &str, failures: &mut Vec<String>) {
+    for run in 1..=runs {
+        match child::spawn(&["recover", path]) {
+            Ok(answer) => {
+                let seconds = answer["seconds"].as_f64().unwrap_or(f64::NAN);
+                level.records = answer["records"].as_u64().unwrap_or(0);
+                level.resumed = answer["resumed"].as_u64().unwrap_or(0);
+                let (resumed, records) = (level.resumed, level.records);
+                eprintln!(
+                    "[recovery] {label}, restart {run}/{runs}: {resumed} resumed from \
+                     {records} records in {seconds:.3} s"
+                );
+                level.seconds.push(seconds);
+            }
+            Err(error) => failures.push(format!("{label}: {error}")),
+        }
+    }
 }
 
 /// Recovery from a store whose history is long: many finished sagas, a few unfinished.
@@ -111,24 +121,7 @@ fn history(sizes: &Sizes, scratch: &Scratch, failures: &mut Vec<String>) -> Opti
         setup_seconds: setup["seconds"].as_f64().unwrap_or(0.0),
         ..Level::default()
     };
-    for run in 0..sizes.runs {
-        match child::spawn(&["recover", &path_text]) {
-            Ok(answer) => {
-                let seconds = answer["seconds"].as_f64().unwrap_or(f64::NAN);
-                level.records = answer["records"].as_u64().unwrap_or(0);
-                level.resumed = answer["resumed"].as_u64().unwrap_or(0);
-                let (resumed, records) = (level.resumed, level.records);
-                eprintln!(
-                    "[recovery] long history, restart {}/{}: {resumed} resumed from {records} \
-                     records in {seconds:.3} s",
-                    run + 1,
-                    sizes.runs,
-                );
-                level.seconds.push(seconds);
-            }
-            Err(error) => failures.push(format!("the long history: {error}")),
-        }
-    }
+    restarts(&mut level, &path_text, sizes.runs, "long history", failures);
     scratch.remove("recover-history.db");
     Some(History { finished, level })
 }
