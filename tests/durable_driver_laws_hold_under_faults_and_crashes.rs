@@ -543,7 +543,7 @@ impl World {
             Item::Command(id, event) => {
                 self.note(|| format!("{id}: command {event:?}"));
                 match self.driver.handle(&id, event.clone(), now) {
-                    Ok(()) => self.uncommitted.push(Item::Command(id, event)),
+                    Ok(_) => self.uncommitted.push(Item::Command(id, event)),
                     Err(Error::UnknownInstance { .. }) if self.store.contains_key(&id) => {
                         self.tally.add("commands refused after finishing", 1);
                         self.refused.insert(id);
@@ -906,7 +906,7 @@ impl World {
                 }
             }
         }
-        self.driver.resume();
+        self.driver.resume(self.now);
         let batch = self.driver.take_batch();
         if !batch.appends.is_empty() || !batch.settled.is_empty() {
             return Err(format!("resuming recorded or settled something: {batch:?}"));
@@ -1090,7 +1090,7 @@ impl World {
                         "{id} #{version} at {}: {:?} -> {} intents, {}",
                         envelope.time.unix_millis(),
                         record.step,
-                        record.intents,
+                        record.intents.unwrap_or_default(),
                         record.status.name()
                     ),
                     Err(e) => e,

@@ -644,7 +644,9 @@ async fn instance_show(
             event.version.to_string(),
             time(event.envelope.time),
             step.chars().take(80).collect(),
-            record.intents.to_string(),
+            record
+                .intents
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
             record.status.name().to_owned(),
         ]);
     }

@@ -42,12 +42,16 @@
 //!
 //! 1. **An input becomes one record.** The shell feeds an event ([`start`], [`handle`]),
 //!    an intent's outcome ([`outcome`]) or a due timer ([`fire`]), stamped with `now`.
-//!    The driver reduces it ([`Reducer::reduce_into`], pure and total) with the cause
-//!    `(correlation of the instance, id of the record)`, so every intent id derives from
-//!    the record, and appends one record to the instance's log: the step, how many
-//!    intents it emitted and the status after it (the first record also holds the
-//!    initial state; every few records hold a snapshot). An outcome of an intent that is
-//!    not in flight, and a timer set again since, are ignored: each is reduced once.
+//!    The driver reduces it ([`Durable::step`], by default [`Reducer::reduce_into`], pure
+//!    and total) with the cause `(correlation of the instance, id of the record)`, so
+//!    every intent id derives from the record, and appends one record to the instance's
+//!    log: the step, how many intents it emitted and the status after it (the first
+//!    record also holds the initial state; every few records hold a snapshot). An
+//!    outcome of an intent that is not in flight, and a timer set again since, are
+//!    ignored: each is reduced once. A step that changed nothing and emitted nothing (a
+//!    reducer says so from [`Durable::step`]) is not recorded; follow-up events a step
+//!    asks for ([`Effects::then`]: an answer the reducer gives itself) are each a record
+//!    of their own, right after it.
 //! 2. **Nothing is performed before its record is durable.** [`take_batch`] hands over
 //!    every instance's records (one append per instance; many instances share one
 //!    commit) and, separately, the intents and timer changes they caused. The shell
@@ -78,9 +82,24 @@
 //! refused as [`Error::Diverged`] at the first such record: the reducer was changed
 //! under running instances.
 //!
-//! Sagas do not run on this driver yet: the orchestrator's saga engine follows the same
-//! steps with its own records (see `keel-orchestrator`'s `engine` module). Moving it onto
-//! this driver is the open part of the work.
+//! A reducer that knows more than [`Reducer`] asks of it says so through
+//! [`Durable`]'s provided methods, not through a driver of its own. Sagas are the
+//! example (`keel-orchestrator`'s `Sagas`): a saga's state knows its attempts and timers
+//! ([`Durable::tracks_in_flight`]: the driver keeps no copy and asks
+//! [`Durable::in_flight`] at a restart), its records keep the saga log's format with
+//! the step's transitions as notes ([`Durable::encode_record`],
+//! [`Durable::decode_record`]), and its index entries name the saga type and its finer
+//! status ([`Durable::kind_of`], [`Durable::status_name`]).
+//!
+//! [`Durable`]: driver::Durable
+//! [`Durable::step`]: driver::Durable::step
+//! [`Durable::tracks_in_flight`]: driver::Durable::tracks_in_flight
+//! [`Durable::in_flight`]: driver::Durable::in_flight
+//! [`Durable::encode_record`]: driver::Durable::encode_record
+//! [`Durable::decode_record`]: driver::Durable::decode_record
+//! [`Durable::kind_of`]: driver::Durable::kind_of
+//! [`Durable::status_name`]: driver::Durable::status_name
+//! [`Effects::then`]: driver::Effects::then
 //!
 //! [`start`]: driver::Driver::start
 //! [`handle`]: driver::Driver::handle

@@ -1,11 +1,17 @@
-//! The engine: many sagas in memory, driven by events, producing batches of records to
-//! commit and calls, timers and notifications to carry out once they are committed.
+//! The engine: the sagas of an orchestrator on keel-core's one durable driver.
 //!
-//! Sans-IO like the reducer it wraps: no store, no clock, no tasks. The tokio
-//! [`Orchestrator`](crate::Orchestrator) drives it in production, and the deterministic
-//! simulation in the tests drives it with a virtual clock, fake services and crashes.
+//! The durable part (records, the log as the outbox, group commit, replay with its
+//! check, recovery of what was in flight) is [`keel_core::driver::Driver`], running
+//! [`Sagas`] as an ordinary reducer. What is here is the saga-facing side of it, sans-IO
+//! like the driver: it checks a request before it reaches a saga (a start's input size,
+//! whether a cancel or an operator command applies), bounds answers to what a record
+//! may hold, and hands the batch out in the saga's terms (attempts, saga timers,
+//! notifications and dead letters). The tokio [`Orchestrator`](crate::Orchestrator)
+//! drives it in production, and the deterministic simulation in the tests drives it
+//! with a virtual clock, fake services and crashes.
 //!
-//! The contract with a driver:
+//! The contract with a driver is the driver's (see
+//! [the driver contract](keel_core#the-driver-contract)):
 //!
 //! 1. Feed events ([`start`](Engine::start), [`handle`](Engine::handle),
 //!    [`cancel`](Engine::cancel), [`operate`](Engine::operate)); each that changes a
@@ -21,37 +27,30 @@
 //!    [`resume`](Engine::resume): the batch then holds every call in flight and every
 //!    pending timer, under the ids they had before.
 //!
-//! The engine keeps every record within the size a store accepts
+//! Every record stays within the size a store accepts
 //! ([`set_record_bytes_max`](Engine::set_record_bytes_max)): a success too big to keep
 //! becomes [`Answer::Unusable`](crate::Answer::Unusable), reasons and notes are cut, and
 //! an input too big is refused at [`start`](Engine::start). An attempt whose closure
 //! panicked is answered at once with a permanent failure, and a success whose check
 //! panicked as unusable, each recorded after the record that led to it (see
-//! [`Reanswer`]).
+//! [`Reanswer`](crate::saga::Reanswer)).
 
-use foldhash::HashMap;
 use std::sync::Arc;
 
-use keel_core::mark::InstanceMark;
-use keel_core::{CausationId, Cause, Envelope, Timestamp};
+use keel_core::driver::{Driver, Status, TimerChange};
+use keel_core::{CausationId, Cause, Envelope, EventId, InstanceId, IntentKind, Timestamp};
 use serde_json::Value;
 
 use crate::definition::SagaDefinition;
 use crate::error::Error;
-use crate::id::{SagaId, SagaType};
-use crate::log;
+use crate::id::{Phase, SagaId, SagaType, step_intent_id};
 use crate::saga::{
-    OperatorCommand, Output, REASON_BYTES_MAX, Reanswer, SagaEvent, SagaReducer, SagaState,
-    SagaStatus, SagaTimer, StepCall, transition_envelope,
+    OperatorCommand, REASON_BYTES_MAX, SagaEvent, SagaReducer, SagaState, SagaStatus, SagaTimer,
+    StepCall, StepPhase, Transition,
 };
 
-/// Room kept in every record around an answer or an input: the status, the transitions
-/// with their reasons (each at most [`REASON_BYTES_MAX`]) and the JSON around them.
-pub const RECORD_FRAME_BYTES: usize = 8 * 1024;
-
-/// Room kept in a saga's first record per step of its definition: the step's name and
-/// its `step_started` transition.
-const RECORD_BYTES_PER_STEP: usize = 64;
+use crate::saga::durable::RECORD_BYTES_PER_STEP;
+pub use crate::saga::durable::{RECORD_FRAME_BYTES, Sagas};
 
 /// The records one saga appends in a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,96 +102,72 @@ impl Batch {
     }
 }
 
-/// A saga the engine holds: every saga that has not finished.
+/// The sagas of an orchestrator (or a simulation) on the one durable driver, and the
+/// batch being built in the saga's terms.
 #[derive(Debug)]
-struct Live {
-    reducer: SagaReducer,
-    state: SagaState,
-    /// Records in its log, committed or in the current batch.
-    version: u64,
+pub struct Engine {
+    driver: Driver<Sagas>,
+    batch: Batch,
 }
 
-/// Many sagas, their definitions, and the batch being built.
-#[derive(Debug, Default)]
-pub struct Engine {
-    reducers: HashMap<SagaType, SagaReducer>,
-    /// Boxed: a table slot then holds a key and a pointer, and the table, which grows
-    /// by doubling, stays a small part of what each saga costs.
-    live: HashMap<SagaId, Box<Live>>,
-    batch: Batch,
-    /// Where each saga's append sits in `batch.appends`.
-    appending: HashMap<SagaId, usize>,
-    scratch: Output,
-    publish: bool,
-    retain_finished: bool,
-    /// Sagas that finished in the current batch: dropped when it is taken, so that
-    /// until then their final state can still be asked for.
-    finished: Vec<SagaId>,
-    /// Answers keel gives attempts itself, to record next.
-    reanswers: Vec<Reanswer>,
-    /// The largest record payload the store takes; 0 until set (then the default).
-    record_bytes_max: usize,
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Engine {
     /// An engine with no definitions.
     pub fn new() -> Self {
-        Self::default()
+        // `saga` is a valid kind, so this cannot fail.
+        let mut driver = Driver::new(Sagas::default()).unwrap_or_else(|_| unreachable!());
+        // A step's intents are its calls, timers and (when publishing) transitions, all
+        // bounded by the definition's size.
+        driver.set_intents_per_step_max(usize::MAX);
+        Self {
+            driver,
+            batch: Batch::default(),
+        }
     }
 
     /// Registers a definition; a second one for the same type replaces the first.
     pub fn register(&mut self, definition: Arc<SagaDefinition>) {
-        let saga_type = definition.saga_type().clone();
-        self.reducers
-            .insert(saga_type, SagaReducer::new(definition));
+        self.driver.reducer_mut().register(definition);
     }
 
     /// The reducer for `saga_type`, if registered.
     pub fn reducer(&self, saga_type: &SagaType) -> Option<&SagaReducer> {
-        self.reducers.get(saga_type)
+        self.driver.reducer().reducer(saga_type)
     }
 
     /// Whether batches carry transition envelopes for the bus.
     pub fn set_publish(&mut self, publish: bool) {
-        self.publish = publish;
+        self.driver.reducer_mut().set_publish(publish);
     }
 
     /// Whether finished sagas stay in memory (for tests and inspection) instead of being
     /// dropped as soon as they finish.
     pub fn set_retain_finished(&mut self, retain: bool) {
-        self.retain_finished = retain;
+        self.driver.set_retain_finished(retain);
     }
 
     /// The largest record payload the store accepts (default: what keel's stores accept,
     /// [`PAYLOAD_BYTES_MAX_DEFAULT`](keel_core::cloudevents::PAYLOAD_BYTES_MAX_DEFAULT)).
     /// Raised to at least twice [`RECORD_FRAME_BYTES`].
     pub fn set_record_bytes_max(&mut self, bytes: usize) {
-        self.record_bytes_max = bytes.max(2 * RECORD_FRAME_BYTES);
+        self.driver.reducer_mut().set_record_bytes_max(bytes);
     }
 
     /// The largest record payload the store accepts.
     pub fn record_bytes_max(&self) -> usize {
-        match self.record_bytes_max {
-            0 => keel_core::cloudevents::PAYLOAD_BYTES_MAX_DEFAULT,
-            set => set,
-        }
+        self.driver.reducer().record_bytes_max()
     }
 
     /// The most an answer may take as JSON and still be kept in the log of a saga of
     /// `steps` steps: a record of the store's largest size, less room for the status
     /// and transitions around it (an answer that completes a stage starts the next).
     pub fn answer_bytes_max(&self, steps: usize) -> usize {
-        self.record_bytes_max()
-            .saturating_sub(RECORD_FRAME_BYTES + RECORD_BYTES_PER_STEP * steps)
-    }
-
-    /// [`answer_bytes_max`](Self::answer_bytes_max) for saga `id`, if it is held.
-    fn answer_limit(&self, id: &SagaId) -> usize {
-        let steps = self
-            .live
-            .get(id)
-            .map_or(0, |live| live.reducer.definition().steps().len());
-        self.answer_bytes_max(steps)
+        self.driver.reducer().answer_bytes_max(steps)
     }
 
     /// Starts saga `id` of `saga_type` with `input`.
@@ -207,17 +182,10 @@ impl Engine {
         now: Timestamp,
     ) -> Result<(), Error> {
         let reducer = self
-            .reducers
-            .get(saga_type)
+            .reducer(saga_type)
             .ok_or_else(|| Error::UnknownSagaType {
                 saga_type: saga_type.to_string(),
-            })?
-            .clone();
-        if self.live.contains_key(&id) {
-            return Err(Error::SagaExists {
-                saga: id.to_string(),
-            });
-        }
+            })?;
         // The first record holds the input and the definition's step names, besides
         // the transitions of the first stage.
         let steps = reducer.definition().steps().len();
@@ -231,20 +199,22 @@ impl Engine {
                 limit_bytes: limit_bytes as u64,
             });
         }
+        let instance = instance(&id);
         let state = SagaState::new(id.clone(), saga_type.clone());
-        self.live.insert(
-            id.clone(),
-            Box::new(Live {
-                reducer,
-                state,
-                version: 0,
-            }),
-        );
         let event = SagaEvent::Started {
             saga_type: saga_type.clone(),
             input,
         };
-        self.apply(&id, &event, now).map(drop)
+        self.driver
+            .start(&instance, state, event, now)
+            .map_err(|e| match e {
+                keel_core::Error::InstanceExists { .. } => Error::SagaExists {
+                    saga: id.to_string(),
+                },
+                e => saga_error(&id, e),
+            })?;
+        self.collect(&id, &instance, &SagaStatus::New, now);
+        Ok(())
     }
 
     /// Feeds `event` to saga `id`; returns whether it changed the saga (and was
@@ -256,41 +226,46 @@ impl Engine {
         event: &SagaEvent,
         now: Timestamp,
     ) -> Result<bool, Error> {
-        match event {
+        let instance = instance(id);
+        let state = self.held(id, &instance)?;
+        if state.status.is_finished() {
+            return Ok(false);
+        }
+        let event = match event {
             SagaEvent::Answered {
                 step,
                 phase,
                 attempt,
                 answer,
             } => {
-                let limit = self.answer_limit(id);
-                if answer.fits(limit) {
-                    return self.apply(id, event, now);
-                }
-                let bounded = SagaEvent::Answered {
+                let limit = self.driver.reducer().answer_limit(state);
+                SagaEvent::Answered {
                     step: *step,
                     phase: *phase,
                     attempt: *attempt,
-                    answer: answer.clone().bounded(limit),
-                };
-                self.apply(id, &bounded, now)
+                    answer: if answer.fits(limit) {
+                        answer.clone()
+                    } else {
+                        answer.clone().bounded(limit)
+                    },
+                }
             }
-            _ => self.apply(id, event, now),
-        }
+            event => event.clone(),
+        };
+        self.feed(id, &instance, event, now)
     }
 
     /// Asks saga `id` to turn back and compensate.
     pub fn cancel(&mut self, id: &SagaId, mut reason: String, now: Timestamp) -> Result<(), Error> {
         crate::saga::cut(&mut reason, REASON_BYTES_MAX);
-        let live = self.live.get(id).ok_or_else(|| Error::UnknownSaga {
-            saga: id.to_string(),
-        })?;
+        let instance = instance(id);
+        let state = self.held(id, &instance)?;
         let refuse = |reason: String| Error::NotAllowed {
             saga: id.to_string(),
             request: "cancel",
             reason,
         };
-        match (&live.state.status, live.state.pivot_passed) {
+        match (&state.status, state.pivot_passed) {
             (SagaStatus::Running, false) => {}
             (SagaStatus::Running, true) => {
                 return Err(refuse(
@@ -299,7 +274,7 @@ impl Engine {
             }
             (status, _) => return Err(refuse(format!("it is {}, not running", status.name()))),
         }
-        self.apply(id, &SagaEvent::CancelRequested { reason }, now)
+        self.feed(id, &instance, SagaEvent::CancelRequested { reason }, now)
             .map(drop)
     }
 
@@ -313,142 +288,120 @@ impl Engine {
         if let OperatorCommand::Resolve { note } = &mut command {
             crate::saga::cut(note, REASON_BYTES_MAX);
         }
-        let live = self.live.get(id).ok_or_else(|| Error::UnknownSaga {
-            saga: id.to_string(),
-        })?;
-        if !matches!(live.state.status, SagaStatus::NeedsIntervention { .. }) {
+        let instance = instance(id);
+        let state = self.held(id, &instance)?;
+        if !matches!(state.status, SagaStatus::NeedsIntervention { .. }) {
             return Err(Error::NotAllowed {
                 saga: id.to_string(),
                 request: command.name(),
                 reason: format!(
                     "it is {}; only a saga that needs intervention takes operator commands",
-                    live.state.status.name()
+                    state.status.name()
                 ),
             });
         }
-        self.apply(id, &SagaEvent::Operator { command }, now)
+        self.feed(id, &instance, SagaEvent::Operator { command }, now)
             .map(drop)
     }
 
-    /// Applies `event`, then the answers keel gives attempts itself ([`Reanswer`]), each
-    /// a record of its own: a replay reads them from the log instead of running the
-    /// closure that panicked again, so replay equals live even once it is fixed.
-    fn apply(&mut self, id: &SagaId, event: &SagaEvent, now: Timestamp) -> Result<bool, Error> {
-        let mut changed = self.apply_one(id, event, now)?;
-        // Each answer settles an attempt for good, so this ends: at most one per step
-        // and phase, and a definition has at most STEPS_MAX steps.
-        let mut answered = 0;
-        while !self.reanswers.is_empty() {
-            let reanswer = self.reanswers.remove(0);
-            answered += 1;
-            debug_assert!(answered <= 2 * crate::definition::STEPS_MAX + 2);
-            let event = reanswer.event(self.answer_limit(id));
-            changed |= self.apply_one(id, &event, now)?;
-        }
-        Ok(changed)
+    /// Saga `id`'s state, if it is held.
+    fn held(&self, id: &SagaId, instance: &InstanceId) -> Result<&SagaState, Error> {
+        self.driver
+            .state(instance)
+            .ok_or_else(|| Error::UnknownSaga {
+                saga: id.to_string(),
+            })
     }
 
-    fn apply_one(&mut self, id: &SagaId, event: &SagaEvent, now: Timestamp) -> Result<bool, Error> {
-        let live = self.live.get_mut(id).ok_or_else(|| Error::UnknownSaga {
-            saga: id.to_string(),
-        })?;
-        let before = live.state.status.clone();
-        self.scratch.clear();
-        let changed = live
-            .reducer
-            .apply(&mut live.state, now, event, &mut self.scratch);
-        // A success whose check panicked changes nothing itself: its answer comes next.
-        self.reanswers.append(&mut self.scratch.reanswers);
-        if !changed {
-            return Ok(false);
-        }
-        let version = live.version + 1;
-        let mut record = log::encode(
-            live.reducer.definition(),
-            &live.state,
-            version,
-            now,
-            event,
-            &self.scratch.transitions,
-        )?;
-        // The store's index of instances follows the records that start a saga or change
-        // its status (see `keel_core::mark`).
-        let status = &live.state.status;
-        if version == 1 || *status != before {
-            let kind = live.state.saga_type.as_str();
-            InstanceMark::new(kind, status.name(), status.is_finished()).apply(&mut record);
-        }
-        live.version = version;
-        let cause = Cause::new(live.state.id.correlation(), CausationId::from(record.id));
-        let slot = match self.appending.get(id) {
-            Some(&slot) => slot,
-            None => {
-                self.batch.appends.push(SagaAppend {
-                    saga: id.clone(),
-                    expected: version - 1,
-                    records: Vec::new(),
-                });
-                self.appending
-                    .insert(id.clone(), self.batch.appends.len() - 1);
-                self.batch.appends.len() - 1
-            }
+    /// Feeds `event` to held saga `id` on the driver, then collects what it caused.
+    fn feed(
+        &mut self,
+        id: &SagaId,
+        instance: &InstanceId,
+        event: SagaEvent,
+        now: Timestamp,
+    ) -> Result<bool, Error> {
+        let before = self.held(id, instance)?.status.clone();
+        let recorded = self
+            .driver
+            .handle(instance, event, now)
+            .map_err(|e| saga_error(id, e));
+        self.collect(id, instance, &before, now);
+        recorded
+    }
+
+    /// Moves what the driver's last steps of saga `id` caused into the saga batch:
+    /// calls named by their attempt, saga timers, notifications, the saga's status if
+    /// it came to rest, and a dead letter if it stopped for an operator.
+    fn collect(&mut self, id: &SagaId, instance: &InstanceId, before: &SagaStatus, now: Timestamp) {
+        let effects = self.driver.take_effects();
+        let Some(state) = self.driver.state(instance) else {
+            return;
         };
-        self.batch.appends[slot].records.push(record);
-        let scratch = &mut self.scratch;
-        self.reanswers.append(&mut scratch.reanswers);
-        self.batch
-            .calls
-            .extend(scratch.calls.drain(..).map(|call| (id.clone(), call)));
-        self.batch.timers.extend(
-            scratch
-                .timers
-                .drain(..)
-                .map(|(timer, due)| (id.clone(), timer, due)),
-        );
-        self.batch
-            .cancelled
-            .extend(scratch.cancelled.drain(..).map(|timer| (id.clone(), timer)));
-        if self.publish {
-            let definition = live.reducer.definition();
-            for (index, transition) in scratch.transitions.iter().enumerate() {
-                let index = u32::try_from(index).unwrap_or(u32::MAX);
-                self.batch.notifications.push(transition_envelope(
-                    &live.state,
-                    definition,
-                    cause,
-                    now,
-                    index,
-                    transition,
-                ));
+        for (_, intent) in effects.perform {
+            if let IntentKind::Notify { envelope, .. } = intent.kind {
+                self.batch.notifications.push(*envelope);
+                continue;
+            }
+            match attempt_of(state, intent.id) {
+                Some((step, phase, attempt)) => self.batch.calls.push((
+                    id.clone(),
+                    StepCall {
+                        step,
+                        phase,
+                        attempt,
+                        intent,
+                    },
+                )),
+                None => debug_assert!(false, "a saga intent names no running attempt"),
             }
         }
-        let status = &live.state.status;
-        if status.is_at_rest() && *status != before {
+        for (_, change) in effects.timers {
+            let parse = |timer: &keel_core::TimerId| timer.as_str().parse::<SagaTimer>().ok();
+            match change {
+                TimerChange::Set { timer, due, .. } => {
+                    if let Some(timer) = parse(&timer) {
+                        self.batch.timers.push((id.clone(), timer, due));
+                    }
+                }
+                TimerChange::Cancel { timer } => {
+                    if let Some(timer) = parse(&timer) {
+                        self.batch.cancelled.push((id.clone(), timer));
+                    }
+                }
+            }
+        }
+        let status = &state.status;
+        if status.is_at_rest() && status != before {
             self.batch.settled.push((id.clone(), status.clone()));
         }
-        if matches!(status, SagaStatus::NeedsIntervention { .. }) && *status != before {
-            let names: Vec<&str> = live
-                .reducer
-                .definition()
-                .steps()
-                .iter()
-                .map(crate::definition::Step::name)
-                .collect();
-            if let Some(letter) = crate::requests::dead_letter(
-                &live.state,
-                &names,
-                cause,
-                version,
-                now,
-                &scratch.transitions,
-            ) {
+        if let SagaStatus::NeedsIntervention { reason, .. } = status
+            && !matches!(before, SagaStatus::NeedsIntervention { .. })
+        {
+            let definition = self.reducer(&state.saga_type).map(SagaReducer::definition);
+            let names: Vec<&str> = definition
+                .map(|d| {
+                    d.steps()
+                        .iter()
+                        .map(crate::definition::Step::name)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let version = self.driver.version(instance).unwrap_or(0);
+            let correlation = id.correlation();
+            let cause = Cause::new(
+                correlation,
+                CausationId::from(EventId::record(correlation, version)),
+            );
+            let parked = [Transition::NeedsIntervention {
+                reason: reason.clone(),
+            }];
+            if let Some(letter) =
+                crate::requests::dead_letter(state, &names, cause, version, now, &parked)
+            {
                 self.batch.dead_letters.push(letter);
             }
         }
-        if status.is_finished() && !self.retain_finished {
-            self.finished.push(id.clone());
-        }
-        Ok(true)
     }
 
     /// How many timers the batch built so far sets (before its cancellations).
@@ -458,17 +411,27 @@ impl Engine {
 
     /// Takes the batch built so far, leaving an empty one.
     pub fn take_batch(&mut self) -> Batch {
-        self.appending.clear();
-        for id in self.finished.drain(..) {
-            self.live.remove(&id);
-        }
-        std::mem::take(&mut self.batch)
+        let driven = self.driver.take_batch();
+        debug_assert!(driven.perform.is_empty() && driven.timers.is_empty());
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.appends = driven
+            .appends
+            .into_iter()
+            .filter_map(|append| {
+                Some(SagaAppend {
+                    saga: SagaId::from_stream(&append.stream)?,
+                    expected: append.expected,
+                    records: append.records,
+                })
+            })
+            .collect();
+        batch
     }
 
     /// Drops saga `id` from memory (after its append failed: the engine ran ahead of the
     /// log). [`restore`](Self::restore) it from the store to go on.
     pub fn forget(&mut self, id: &SagaId) {
-        self.live.remove(id);
+        self.driver.forget(&instance(id));
     }
 
     /// Rebuilds saga `id` from its log records `(version, envelope)`, in order, and holds
@@ -479,7 +442,8 @@ impl Engine {
         id: &SagaId,
         records: impl IntoIterator<Item = (u64, &'a Envelope)>,
     ) -> Result<Option<&SagaState>, Error> {
-        self.live.remove(id);
+        let instance = instance(id);
+        self.driver.forget(&instance);
         let mut any = false;
         for (version, envelope) in records {
             self.restore_record(id, version, envelope)?;
@@ -490,75 +454,34 @@ impl Engine {
                 saga: id.to_string(),
             });
         }
-        Ok(self.live.get(id).map(|live| &live.state))
+        Ok(self.driver.state(&instance))
     }
 
     /// Applies one record of saga `id`'s log while rebuilding it: record 1 creates the
     /// saga, each later one must follow the last. Lets recovery fold a whole store in one
-    /// pass without holding every record. Returns the saga's status after the record.
+    /// pass without holding every record. Returns where the saga stands after the
+    /// record, as the driver sees it (running, parked or finished); a finished saga is
+    /// then no longer held, unless finished sagas are retained.
     pub fn restore_record(
         &mut self,
         id: &SagaId,
         version: u64,
         envelope: &Envelope,
-    ) -> Result<SagaStatus, Error> {
-        if version == 1 {
-            let saga_type = log::saga_type_of(id, envelope)?;
-            let reducer = self
-                .reducers
-                .get(&saga_type)
-                .ok_or_else(|| Error::UnknownSagaType {
-                    saga_type: saga_type.to_string(),
-                })?
-                .clone();
-            let state = SagaState::new(id.clone(), saga_type);
-            self.live.insert(
-                id.clone(),
-                Box::new(Live {
-                    reducer,
-                    state,
-                    version: 0,
-                }),
-            );
-        }
-        let corrupt = |reason: String| Error::CorruptLog {
-            saga: id.to_string(),
-            version,
-            reason,
-        };
-        let live = self
-            .live
-            .get_mut(id)
-            .ok_or_else(|| corrupt("the records before it are missing or ended the saga".into()))?;
-        if version != live.version + 1 {
-            return Err(corrupt(format!(
-                "it follows version {} in the log",
-                live.version
-            )));
-        }
-        let record = log::decode(id, version, envelope)?;
-        self.scratch.clear();
-        live.reducer.apply(
-            &mut live.state,
-            envelope.time,
-            &record.event,
-            &mut self.scratch,
-        );
-        live.version = version;
-        if live.state.status != record.status {
-            let reason = format!(
-                "replaying it gives status `{}` where the log recorded `{}`: was the saga's definition changed while sagas were running?",
-                live.state.status.name(),
-                record.status.name()
-            );
-            self.live.remove(id);
-            return Err(corrupt(reason));
-        }
-        let status = live.state.status.clone();
-        if status.is_finished() && !self.retain_finished {
-            self.live.remove(id);
-        }
-        Ok(status)
+    ) -> Result<Status, Error> {
+        let instance = instance(id);
+        self.driver
+            .restore_record(&instance, version, envelope)
+            .map_err(|e| {
+                if version == 1
+                    && let Ok(saga_type) = crate::log::saga_type_of(id, envelope)
+                    && self.reducer(&saga_type).is_none()
+                {
+                    return Error::UnknownSagaType {
+                        saga_type: saga_type.to_string(),
+                    };
+                }
+                saga_error(id, e)
+            })
     }
 
     /// Adds to the batch every call in flight and every pending timer of every saga held:
@@ -566,9 +489,13 @@ impl Engine {
     /// [`SagaEvent::Recovered`]: the deliveries from before the restart may still take
     /// effect, so their steps count as maybe applied until a definite answer.
     pub fn resume(&mut self, now: Timestamp) {
-        // In id order: the same log must give the same batch, record for record.
-        let mut ids: Vec<SagaId> = self.live.keys().cloned().collect();
-        ids.sort_unstable();
+        // In id order (the driver's): the same log must give the same batch, record for
+        // record.
+        let ids: Vec<SagaId> = self
+            .driver
+            .instances()
+            .map(|(_, state)| state.id.clone())
+            .collect();
         for id in ids {
             self.resume_one(&id, now);
         }
@@ -578,54 +505,89 @@ impl Engine {
     /// (its closure now panics) fails its attempt for good; the step stays maybe applied,
     /// so the saga parks, naming it.
     pub fn resume_one(&mut self, id: &SagaId, now: Timestamp) {
-        // An error here means the saga is not held: nothing to resume.
-        let _ = self.apply(id, &SagaEvent::Recovered, now);
-        let Some(live) = self.live.get(id) else {
+        let instance = instance(id);
+        let Ok(state) = self.held(id, &instance) else {
             return;
         };
-        self.scratch.clear();
-        live.reducer.in_flight(&live.state, &mut self.scratch);
-        let reanswers = std::mem::take(&mut self.scratch.reanswers);
-        self.batch
-            .calls
-            .extend(self.scratch.calls.drain(..).map(|call| (id.clone(), call)));
-        self.batch.timers.extend(
-            self.scratch
-                .timers
-                .drain(..)
-                .map(|(timer, due)| (id.clone(), timer, due)),
-        );
-        for reanswer in reanswers {
-            let event = reanswer.event(self.answer_limit(id));
-            // The saga is held (checked above), so this cannot be refused.
-            let _ = self.apply(id, &event, now);
+        if state.status.is_finished() {
+            return;
         }
+        // An error here means the saga is not held: nothing to resume.
+        let _ = self.feed(id, &instance, SagaEvent::Recovered, now);
+        let Ok(state) = self.held(id, &instance) else {
+            return;
+        };
+        let before = state.status.clone();
+        // An error drops the saga, to be restored from its log.
+        let _ = self.driver.resume_one(&instance, now);
+        self.collect(id, &instance, &before, now);
     }
 
     /// The state of saga `id`, if it is held (it has not finished, or finished sagas are
     /// retained).
     pub fn state(&self, id: &SagaId) -> Option<&SagaState> {
-        self.live.get(id).map(|live| &live.state)
+        self.driver.state(&instance(id))
     }
 
     /// The version of saga `id`'s log (its records, committed or in the current batch),
     /// if it is held.
     pub fn version(&self, id: &SagaId) -> Option<u64> {
-        self.live.get(id).map(|live| live.version)
+        self.driver.version(&instance(id))
     }
 
-    /// The sagas held, in no particular order.
+    /// The sagas held, in id order.
     pub fn sagas(&self) -> impl Iterator<Item = &SagaState> {
-        self.live.values().map(|live| &live.state)
+        self.driver.instances().map(|(_, state)| state)
     }
 
     /// How many sagas are held.
     pub fn len(&self) -> usize {
-        self.live.len()
+        self.driver.len()
     }
 
     /// Whether no saga is held.
     pub fn is_empty(&self) -> bool {
-        self.live.is_empty()
+        self.driver.is_empty()
+    }
+}
+
+/// Saga `id` as the driver names its instance.
+fn instance(id: &SagaId) -> InstanceId {
+    InstanceId::new(id.shared())
+}
+
+/// The attempt of `state` whose call is intent `intent`: the step and phase whose
+/// attempt is out (an intent's id names its step and phase, the same for every
+/// attempt), with the attempt it is at.
+fn attempt_of(state: &SagaState, intent: keel_core::IntentId) -> Option<(u16, Phase, u16)> {
+    let correlation = state.id.correlation();
+    state.steps.iter().enumerate().find_map(|(index, st)| {
+        let step = u16::try_from(index).ok()?;
+        let (phase, attempt) = match st.phase {
+            StepPhase::Running { .. } => (Phase::Action, st.attempts),
+            StepPhase::Compensating { .. } => (Phase::Compensation, st.compensation_attempts),
+            _ => return None,
+        };
+        (step_intent_id(correlation, step, phase) == intent).then_some((step, phase, attempt))
+    })
+}
+
+/// A driver's error about saga `id`, in the orchestrator's terms.
+fn saga_error(id: &SagaId, error: keel_core::Error) -> Error {
+    match error {
+        keel_core::Error::UnknownInstance { .. } => Error::UnknownSaga {
+            saga: id.to_string(),
+        },
+        keel_core::Error::Diverged {
+            version, reason, ..
+        }
+        | keel_core::Error::RecordDecode {
+            version, reason, ..
+        } => Error::CorruptLog {
+            saga: id.to_string(),
+            version,
+            reason,
+        },
+        e => Error::Core(e),
     }
 }

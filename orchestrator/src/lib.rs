@@ -10,11 +10,14 @@
 //! # Layout
 //!
 //! - [`definition`]: declaring sagas, checked when built; retry policies; diagrams.
-//! - [`saga`]: the saga as a pure reducer: state, events, transitions, output.
-//! - [`engine`]: many sagas in memory, sans-IO: events in, batches of records and
-//!   calls out.
+//! - [`saga`]: the saga as a pure reducer: state, events, transitions, output; and
+//!   [`Sagas`], the definitions of an orchestrator as one reducer of keel-core's
+//!   durable driver (`keel_core::driver`), which keeps the log, the outbox and recovery.
+//! - [`engine`]: the sagas on that driver, sans-IO, in the saga's terms: requests
+//!   checked and bounded, events in, batches of records, calls, timers, notifications
+//!   and dead letters out.
 //! - [`commit`]: committing a batch, tried again while the store is unavailable.
-//! - [`log`]: the saga log, one stream per saga, and replaying it.
+//! - [`log`]: the saga log's record format, one stream per saga.
 //! - [`Orchestrator`]: the engine on tokio over an event store (keel-store's
 //!   `EventStore`), with the handlers that carry out steps; recovery on start.
 //! - [`query`]: status, timelines and lists read from the store.
@@ -26,8 +29,8 @@
 //!
 //! # How a saga runs
 //!
-//! Every change to a saga is a [`SagaEvent`] applied by the [`SagaReducer`]. The
-//! event is appended to the saga's stream in the event store before any call it asked
+//! Every change to a saga is a [`SagaEvent`] applied by the [`SagaReducer`], on the
+//! same durable driver that runs any other keel reducer. The event is appended to the saga's stream in the event store before any call it asked
 //! for goes out; since the reducer is pure, the record determines the calls, so a crash
 //! at any point loses nothing: on restart each unfinished saga is rebuilt from its log
 //! and every attempt that was in flight is made again, under the same intent id (its
@@ -69,7 +72,7 @@ pub mod requests;
 pub mod saga;
 
 pub use definition::{RetryPolicy, SagaDefinition, Step, StepAction, StepContext};
-pub use engine::{Batch, Engine, SagaAppend};
+pub use engine::{Batch, Engine, RECORD_FRAME_BYTES, SagaAppend, Sagas};
 pub use error::Error;
 pub use guard::answer_of;
 pub use id::{Phase, SagaId, SagaType};

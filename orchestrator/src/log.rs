@@ -8,7 +8,9 @@
 //!
 //! The log is also the outbox: a record commits the event, and the reducer derives the
 //! calls and timers from it deterministically, under the same ids, so recovery rebuilds
-//! exactly what was in flight (see [`SagaReducer::in_flight`]).
+//! exactly what was in flight (see [`SagaReducer::in_flight`](crate::saga::SagaReducer::in_flight)).
+//! Records are written and read by [`Sagas`](crate::Sagas), the saga reducer of the one
+//! durable driver, through its record-format hooks.
 
 use keel_core::{Envelope, EventType, Payload, Priority, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -16,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::definition::{SagaDefinition, Step};
 use crate::error::Error;
 use crate::id::{SagaId, record_id};
-use crate::saga::{Output, SagaEvent, SagaReducer, SagaState, SagaStatus, Transition};
+use crate::saga::{SagaEvent, SagaState, SagaStatus, Transition};
 
 /// The type of every saga log record.
 pub const RECORD_TYPE: &str = "keel.saga.recorded";
@@ -51,40 +53,42 @@ pub struct Record {
     pub steps: Option<Vec<String>>,
 }
 
-/// The record's fields, borrowed, for encoding without copies.
-#[derive(Serialize)]
-struct RecordRef<'a> {
-    event: &'a SagaEvent,
-    status: &'a SagaStatus,
-    transitions: &'a [Transition],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    steps: Option<Vec<&'a str>>,
-}
-
 /// The envelope storing the `version`-th record (from 1) of `state`'s saga, a saga of
-/// `definition`.
+/// `definition` (which names its steps in the first record), after `event`, with the
+/// transitions it led to already as JSON (`transitions`; empty for none).
 pub fn encode(
-    definition: &SagaDefinition,
+    definition: Option<&std::sync::Arc<SagaDefinition>>,
     state: &SagaState,
     version: u64,
     now: Timestamp,
     event: &SagaEvent,
-    transitions: &[Transition],
+    transitions: &[u8],
 ) -> Result<Envelope, Error> {
-    let steps = (version == 1).then(|| definition.steps().iter().map(Step::name).collect());
-    // JSON bytes in a binary payload: encoded once, then copied, stored and dropped as
-    // one buffer rather than a tree of values (`data_base64` in CloudEvents form).
-    let data = serde_json::to_vec(&RecordRef {
-        event,
-        status: &state.status,
-        transitions,
-        steps,
-    })
-    .map_err(|e| Error::CorruptLog {
+    let corrupt = |e: serde_json::Error| Error::CorruptLog {
         saga: state.id.to_string(),
         version,
         reason: format!("the record cannot be encoded: {e}"),
-    })?;
+    };
+    // JSON bytes in a binary payload: encoded once, then copied, stored and dropped as
+    // one buffer rather than a tree of values (`data_base64` in CloudEvents form). The
+    // fields are written in `Record`'s order, the transitions as they came.
+    let mut data = Vec::with_capacity(256 + transitions.len());
+    data.extend_from_slice(b"{\"event\":");
+    serde_json::to_writer(&mut data, event).map_err(corrupt)?;
+    data.extend_from_slice(b",\"status\":");
+    serde_json::to_writer(&mut data, &state.status).map_err(corrupt)?;
+    data.extend_from_slice(b",\"transitions\":");
+    if transitions.is_empty() {
+        data.extend_from_slice(b"[]");
+    } else {
+        data.extend_from_slice(transitions);
+    }
+    if let (1, Some(definition)) = (version, definition) {
+        let steps: Vec<&str> = definition.steps().iter().map(Step::name).collect();
+        data.extend_from_slice(b",\"steps\":");
+        serde_json::to_writer(&mut data, &steps).map_err(corrupt)?;
+    }
+    data.push(b'}');
     Ok(Envelope {
         id: record_id(state.id.correlation(), version),
         event_type: record_type(),
@@ -129,41 +133,6 @@ pub fn decode(saga: &SagaId, version: u64, envelope: &Envelope) -> Result<Record
         Payload::Json(data) => Record::deserialize(data),
     };
     decoded.map_err(|e| corrupt(format!("the record does not decode: {e}")))
-}
-
-/// Rebuilds a saga from its log: every record's event through the reducer, checking
-/// each step's status against the one recorded.
-pub fn replay<'a>(
-    reducer: &SagaReducer,
-    saga: &SagaId,
-    records: impl IntoIterator<Item = (u64, &'a Envelope)>,
-) -> Result<SagaState, Error> {
-    let mut state = SagaState::new(saga.clone(), reducer.definition().saga_type().clone());
-    let mut scratch = Output::default();
-    for (expected, (version, envelope)) in (1..).zip(records) {
-        if version != expected {
-            return Err(Error::CorruptLog {
-                saga: saga.to_string(),
-                version,
-                reason: format!("version {expected} is missing from the log"),
-            });
-        }
-        let record = decode(saga, version, envelope)?;
-        scratch.clear();
-        reducer.apply(&mut state, envelope.time, &record.event, &mut scratch);
-        if state.status != record.status {
-            return Err(Error::CorruptLog {
-                saga: saga.to_string(),
-                version,
-                reason: format!(
-                    "replaying it gives status `{}` where the log recorded `{}`: was the saga's definition changed while sagas were running?",
-                    state.status.name(),
-                    record.status.name()
-                ),
-            });
-        }
-    }
-    Ok(state)
 }
 
 /// The saga type named by a saga's first record.

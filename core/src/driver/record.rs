@@ -78,8 +78,10 @@ pub struct Record<S, E> {
     pub initial: Option<S>,
     /// What was reduced.
     pub step: RecordStep<E>,
-    /// How many intents the step emitted.
-    pub intents: u32,
+    /// How many intents the step emitted, which a replay checks; `None` in a log format
+    /// that does not count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intents: Option<u32>,
     /// The instance's status after the step.
     pub status: Status,
     /// The whole instance after the step, every few records.

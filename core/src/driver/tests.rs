@@ -252,7 +252,7 @@ fn a_restore_rebuilds_state_in_flight_intents_and_timers_and_resumes_them() {
     assert_eq!(status, Status::Running);
     assert_eq!(restored.snapshot(&id), live.snapshot(&id));
     assert_eq!(restored.version(&id), live.version(&id));
-    restored.resume();
+    restored.resume(Timestamp::UNIX_EPOCH);
     let batch = restored.take_batch();
     assert!(batch.appends.is_empty(), "resuming records nothing");
     let in_flight: Vec<Intent> = live.in_flight(&id).unwrap().cloned().collect();
@@ -313,7 +313,7 @@ fn a_reducer_changed_under_running_instances_is_caught_at_the_first_record_that_
     let mut changed = Driver::new(Pump { flood: 3 }).unwrap();
     let mut records: Vec<Envelope> = log.records[&id].clone();
     let mut second = Record::<PumpState, Event>::decode(&id, 2, &records[1]).unwrap();
-    second.intents = 0;
+    second.intents = Some(0);
     records[1] = second
         .encode(&id, CorrelationId::of_name("pump-p-1"), 2, records[1].time)
         .unwrap();
@@ -411,7 +411,7 @@ fn a_finished_instance_takes_no_event_and_is_held_until_its_intents_in_flight_ar
         let mut restored = self::driver();
         assert_eq!(restored.restore(&id, log.of(&id)), Ok(Status::Finished));
         assert!(restored.is_empty());
-        restored.resume();
+        restored.resume(Timestamp::UNIX_EPOCH);
         assert!(restored.take_batch().is_empty());
     }
 }
@@ -433,7 +433,7 @@ fn a_restart_performs_again_what_a_finished_instance_left_in_flight() {
         let mut restored = driver();
         restored.set_retain_finished(retain);
         assert_eq!(restored.restore(&id, log.of(&id)), Ok(Status::Finished));
-        restored.resume();
+        restored.resume(Timestamp::UNIX_EPOCH);
         let batch = restored.take_batch();
         // The check left in flight when it finished is performed again, under its id,
         // and no timer of it armed: the same whether or not finished ones are retained.
@@ -624,7 +624,7 @@ fn a_log_of_schema_1_ends_its_instance_at_the_record_that_finished_it() {
         restored.set_retain_finished(retain);
         assert_eq!(restored.restore(&id, log.of(&id)), Ok(Status::Finished));
         assert_eq!(restored.status(&id).is_some(), retain);
-        restored.resume();
+        restored.resume(Timestamp::UNIX_EPOCH);
         assert!(restored.take_batch().is_empty(), "retain {retain}");
     }
     let rebuilt = driver().rebuild(&id, log.of(&id), AsOf::Latest).unwrap();
@@ -637,4 +637,197 @@ fn a_log_of_schema_1_ends_its_instance_at_the_record_that_finished_it() {
         matches!(refused, Err(Error::RecordDecode { .. })),
         "{refused:?}"
     );
+}
+
+/// A reducer that uses the hooks a saga needs: it knows its own call in flight, ignores
+/// a stale answer (not recorded), answers itself when asked to fail (a follow-up record),
+/// and keeps notes in a format of its own.
+mod hooks {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Ask {
+        Start,
+        /// The answer to attempt `attempt`.
+        Answer {
+            attempt: u32,
+            ok: bool,
+        },
+        /// Fail the attempt out without calling (as a saga does for a closure's panic).
+        GiveUp,
+        Timer,
+    }
+
+    impl From<Outcome> for Ask {
+        fn from(_: Outcome) -> Self {
+            Ask::Timer
+        }
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    struct Tries {
+        attempt: u32,
+        done: bool,
+    }
+
+    struct Retrier;
+
+    impl Reducer for Retrier {
+        type State = Tries;
+        type Action = Input<Ask>;
+        fn reduce_into(&self, _: &mut Tries, _: Input<Ask>, _: &mut Vec<Intent>) {
+            unreachable!("the driver calls `step`")
+        }
+    }
+
+    fn call(tries: &Tries, cause: Cause) -> Intent {
+        let id = IntentId::stable(cause.correlation, 0);
+        let payload = serde_json::json!({ "attempt": tries.attempt });
+        let name = crate::envelope::EventType::from_static("try");
+        Intent {
+            id,
+            kind: IntentKind::Custom { name, payload },
+        }
+    }
+
+    impl Durable for Retrier {
+        type Event = Ask;
+
+        fn kind(&self) -> &str {
+            "retrier"
+        }
+
+        fn status(&self, tries: &Tries) -> Status {
+            if tries.done {
+                Status::Finished
+            } else {
+                Status::Running
+            }
+        }
+
+        fn step(
+            &self,
+            tries: &mut Tries,
+            cause: Cause,
+            _now: Timestamp,
+            ask: &Ask,
+            effects: &mut Effects<Ask>,
+        ) -> bool {
+            match ask {
+                Ask::Start | Ask::Answer { ok: false, .. } if !tries.done => {
+                    if matches!(ask, Ask::Answer { attempt, .. } if *attempt != tries.attempt) {
+                        return false;
+                    }
+                    tries.attempt += 1;
+                    effects.intents.push(call(tries, cause));
+                    effects.notes.extend_from_slice(b"\"tried\"");
+                    true
+                }
+                Ask::Answer { attempt, ok: true } if *attempt == tries.attempt && !tries.done => {
+                    tries.done = true;
+                    effects.notes.extend_from_slice(b"\"done\"");
+                    true
+                }
+                Ask::GiveUp if !tries.done => {
+                    let attempt = tries.attempt;
+                    effects.then.push(Ask::Answer { attempt, ok: true });
+                    false
+                }
+                _ => false,
+            }
+        }
+
+        fn tracks_in_flight(&self) -> bool {
+            true
+        }
+
+        fn in_flight(&self, tries: &Tries, effects: &mut Effects<Ask>) {
+            if !tries.done {
+                let correlation = self.correlation(&InstanceId::from("r-1"));
+                let cause = Cause::new(correlation, CausationId::new(correlation.uuid()));
+                effects.intents.push(call(tries, cause));
+            }
+        }
+
+        fn encode_record(
+            &self,
+            id: &InstanceId,
+            correlation: CorrelationId,
+            version: u64,
+            now: Timestamp,
+            record: &Record<Tries, Ask>,
+            notes: &[u8],
+            _state: &Tries,
+        ) -> Result<Envelope, Error> {
+            let mut envelope = record.encode(id, correlation, version, now)?;
+            let note = String::from_utf8(notes.to_vec()).unwrap_or_default();
+            envelope
+                .metadata
+                .insert("note".into(), crate::envelope::MetaValue::Text(note));
+            Ok(envelope)
+        }
+    }
+
+    fn note(envelope: &Envelope) -> String {
+        match envelope.metadata.get("note") {
+            Some(crate::envelope::MetaValue::Text(note)) => note.clone(),
+            other => panic!("no note: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reducer_that_tracks_its_calls_skips_stale_steps_and_records_its_own_answers() {
+        let mut driver = Driver::new(Retrier).unwrap();
+        let mut log = Log::default();
+        let id = InstanceId::from("r-1");
+        driver
+            .start(&id, Tries::default(), Ask::Start, at(0))
+            .unwrap();
+        let batch = driver.take_batch();
+        assert_eq!(batch.perform.len(), 1);
+        log.commit(&batch);
+        // The driver keeps no copy of what the reducer tracks itself.
+        assert_eq!(driver.in_flight(&id).unwrap().count(), 0);
+        let failed = Ask::Answer {
+            attempt: 1,
+            ok: false,
+        };
+        assert!(driver.handle(&id, failed.clone(), at(1)).unwrap());
+        // The same answer again is stale: not recorded, nothing caused.
+        assert!(!driver.handle(&id, failed, at(2)).unwrap());
+        let batch = driver.take_batch();
+        assert_eq!((batch.record_count(), batch.perform.len()), (1, 1));
+        log.commit(&batch);
+        // Giving up changes nothing itself; its answer is a record of its own.
+        assert!(!driver.handle(&id, Ask::GiveUp, at(3)).unwrap());
+        let batch = driver.take_batch();
+        assert_eq!(batch.record_count(), 1);
+        assert_eq!(batch.settled, vec![(id.clone(), Status::Finished)]);
+        log.commit(&batch);
+        assert!(driver.state(&id).is_none(), "it ended as it finished");
+        let notes: Vec<String> = log.records[&id].iter().map(note).collect();
+        assert_eq!(notes, ["\"tried\"", "\"tried\"", "\"done\""]);
+
+        // Replayed, the log gives the same instance; resumed before its end, it asks the
+        // reducer what is out, under the same id.
+        let records = &log.records[&id];
+        let mut restored = Driver::new(Retrier).unwrap();
+        let log_of = |n: usize| records.iter().take(n).zip(1..).map(|(e, v)| (v, e));
+        assert_eq!(restored.restore(&id, log_of(3)), Ok(Status::Finished));
+        assert!(restored.is_empty());
+        assert_eq!(restored.restore(&id, log_of(2)), Ok(Status::Running));
+        assert_eq!(
+            restored.state(&id),
+            Some(&Tries {
+                attempt: 2,
+                done: false
+            })
+        );
+        restored.resume(at(10));
+        let batch = restored.take_batch();
+        assert_eq!(batch.record_count(), 0);
+        let sent: Vec<IntentId> = batch.perform.iter().map(|(_, intent)| intent.id).collect();
+        let correlation = Retrier.correlation(&id);
+        assert_eq!(sent, [IntentId::stable(correlation, 0)]);
+    }
 }

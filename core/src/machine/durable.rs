@@ -251,7 +251,7 @@ mod tests {
         let records = log.iter().zip(1..).map(|(e, v)| (v, e));
         assert_eq!(restored.restore(&id, records), Ok(Status::Running));
         assert_eq!(restored.state(&id), live.state(&id));
-        restored.resume();
+        restored.resume(Timestamp::UNIX_EPOCH);
         let resumed = restored.take_batch();
         assert_eq!(
             armed(&resumed),

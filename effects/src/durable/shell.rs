@@ -180,7 +180,7 @@ where
             .instances()
             .filter(|(id, _)| self.driver.status(id).is_some_and(Status::is_parked))
             .count();
-        self.driver.resume();
+        self.driver.resume(self.clock.now());
         let batch = self.driver.take_batch();
         recovered.intents_resent = batch.perform.len();
         recovered.timers_rearmed = batch.timers.len();
@@ -278,7 +278,7 @@ where
                 }
             },
             Command::Send { id, event, reply } => match self.driver.handle(&id, event, now) {
-                Ok(()) => self.replies.push((id, reply)),
+                Ok(_) => self.replies.push((id, reply)),
                 Err(e @ keel_core::Error::UnknownInstance { .. }) => {
                     let _ = reply.send(Err(e.into()));
                 }
@@ -507,7 +507,12 @@ where
         }
         let log = records.iter().map(|r| (r.version, &r.envelope));
         match self.driver.restore(id, log) {
-            Ok(_) => self.driver.resume_one(id),
+            Ok(_) => {
+                let now = self.clock.now();
+                if let Err(e) = self.driver.resume_one(id, now) {
+                    tracing::error!(instance = %id, error = %e, "an instance could not be resumed; it goes on at the next start");
+                }
+            }
             Err(e) => {
                 tracing::error!(instance = %id, error = %e, "an instance's log does not replay; it is not run");
             }

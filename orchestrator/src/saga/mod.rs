@@ -4,6 +4,7 @@
 //! from the saga's id. The orchestrator records each event that changed a saga before
 //! it carries out the calls the change asked for.
 
+pub(crate) mod durable;
 mod event;
 mod reducer;
 mod rules;
