@@ -128,7 +128,7 @@ impl Commit {
             // the same id wrote them (a finished saga started again): the store's
             // idempotency must not pass that off as a success.
             Ok(_) => Landing::Refused(keel_store::Error::VersionConflict {
-                stream: append.saga.stream(),
+                stream: append.stream.clone(),
                 expected: append.expected.to_string(),
                 actual: append.expected + append.records.len() as u64,
             }),
@@ -216,6 +216,7 @@ mod tests {
                 .iter()
                 .map(|saga| SagaAppend {
                     saga: SagaId::new(*saga).expect("a valid id"),
+                    stream: SagaId::new(*saga).expect("a valid id").stream(),
                     expected: 0,
                     records: Vec::new(),
                 })

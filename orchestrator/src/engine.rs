@@ -37,16 +37,17 @@
 
 use std::sync::Arc;
 
-use keel_core::driver::{Driver, Status, TimerChange};
-use keel_core::{CausationId, Cause, Envelope, EventId, InstanceId, IntentKind, Timestamp};
+use keel_core::driver::{self, Driver, Status, TimerChange};
+use keel_core::{Envelope, InstanceId, IntentKind, StreamId, Timestamp};
 use serde_json::Value;
 
 use crate::definition::SagaDefinition;
 use crate::error::Error;
-use crate::id::{Phase, SagaId, SagaType, step_intent_id};
+use crate::id::{SagaId, SagaType};
+use crate::saga::durable::CallOf;
 use crate::saga::{
     OperatorCommand, REASON_BYTES_MAX, SagaEvent, SagaReducer, SagaState, SagaStatus, SagaTimer,
-    StepCall, StepPhase, Transition,
+    StepCall,
 };
 
 use crate::saga::durable::RECORD_BYTES_PER_STEP;
@@ -57,6 +58,8 @@ pub use crate::saga::durable::{RECORD_FRAME_BYTES, Sagas};
 pub struct SagaAppend {
     /// The saga.
     pub saga: SagaId,
+    /// Its stream (`saga-<id>`).
+    pub stream: StreamId,
     /// The stream version the append expects (0: the stream must not exist).
     pub expected: u64,
     /// The records, in order.
@@ -106,8 +109,12 @@ impl Batch {
 /// batch being built in the saga's terms.
 #[derive(Debug)]
 pub struct Engine {
-    driver: Driver<Sagas>,
+    /// Saga ids come from callers: the maps of sagas are seeded at random.
+    driver: Driver<Sagas, foldhash::fast::RandomState>,
     batch: Batch,
+    /// Buffers moved out of the driver after each request, kept for their capacity.
+    spare: driver::Batch,
+    calls: Vec<CallOf>,
 }
 
 impl Default for Engine {
@@ -120,17 +127,21 @@ impl Engine {
     /// An engine with no definitions.
     pub fn new() -> Self {
         // `saga` is a valid kind, so this cannot fail.
-        let mut driver = Driver::new(Sagas::default()).unwrap_or_else(|_| unreachable!());
+        let mut driver =
+            Driver::with_hasher(Sagas::default()).unwrap_or_else(|_| unreachable!());
         // A step's intents are its calls, timers and (when publishing) transitions, all
         // bounded by the definition's size.
         driver.set_intents_per_step_max(usize::MAX);
         Self {
             driver,
             batch: Batch::default(),
+            spare: driver::Batch::default(),
+            calls: Vec::new(),
         }
     }
 
-    /// Registers a definition; a second one for the same type replaces the first.
+    /// Registers a definition; a second one for the same type replaces the first, also
+    /// for the sagas of that type already held (register definitions before starting).
     pub fn register(&mut self, definition: Arc<SagaDefinition>) {
         self.driver.reducer_mut().register(definition);
     }
@@ -186,6 +197,12 @@ impl Engine {
             .ok_or_else(|| Error::UnknownSagaType {
                 saga_type: saga_type.to_string(),
             })?;
+        let instance = instance(&id);
+        if self.driver.state(&instance).is_some() {
+            return Err(Error::SagaExists {
+                saga: id.to_string(),
+            });
+        }
         // The first record holds the input and the definition's step names, besides
         // the transitions of the first stage.
         let steps = reducer.definition().steps().len();
@@ -199,22 +216,19 @@ impl Engine {
                 limit_bytes: limit_bytes as u64,
             });
         }
-        let instance = instance(&id);
         let state = SagaState::new(id.clone(), saga_type.clone());
         let event = SagaEvent::Started {
             saga_type: saga_type.clone(),
             input,
         };
-        self.driver
-            .start(&instance, state, event, now)
-            .map_err(|e| match e {
-                keel_core::Error::InstanceExists { .. } => Error::SagaExists {
-                    saga: id.to_string(),
-                },
-                e => saga_error(&id, e),
-            })?;
-        self.collect(&id, &instance, &SagaStatus::New, now);
-        Ok(())
+        let started = self.driver.start(&instance, state, event, now);
+        self.collect(&id, &instance);
+        started.map_err(|e| match e {
+            keel_core::Error::InstanceExists { .. } => Error::SagaExists {
+                saga: id.to_string(),
+            },
+            e => saga_error(&id, e),
+        })
     }
 
     /// Feeds `event` to saga `id`; returns whether it changed the saga (and was
@@ -223,7 +237,7 @@ impl Engine {
     pub fn handle(
         &mut self,
         id: &SagaId,
-        event: &SagaEvent,
+        event: SagaEvent,
         now: Timestamp,
     ) -> Result<bool, Error> {
         let instance = instance(id);
@@ -239,18 +253,19 @@ impl Engine {
                 answer,
             } => {
                 let limit = self.driver.reducer().answer_limit(state);
+                let answer = if answer.fits(limit) {
+                    answer
+                } else {
+                    answer.bounded(limit)
+                };
                 SagaEvent::Answered {
-                    step: *step,
-                    phase: *phase,
-                    attempt: *attempt,
-                    answer: if answer.fits(limit) {
-                        answer.clone()
-                    } else {
-                        answer.clone().bounded(limit)
-                    },
+                    step,
+                    phase,
+                    attempt,
+                    answer,
                 }
             }
-            event => event.clone(),
+            event => event,
         };
         self.feed(id, &instance, event, now)
     }
@@ -321,42 +336,47 @@ impl Engine {
         event: SagaEvent,
         now: Timestamp,
     ) -> Result<bool, Error> {
-        let before = self.held(id, instance)?.status.clone();
-        let recorded = self
-            .driver
-            .handle(instance, event, now)
-            .map_err(|e| saga_error(id, e));
-        self.collect(id, instance, &before, now);
-        recorded
+        let recorded = self.driver.handle(instance, event, now);
+        self.collect(id, instance);
+        recorded.map_err(|e| saga_error(id, e))
     }
 
-    /// Moves what the driver's last steps of saga `id` caused into the saga batch:
-    /// calls named by their attempt, saga timers, notifications, the saga's status if
-    /// it came to rest, and a dead letter if it stopped for an operator.
-    fn collect(&mut self, id: &SagaId, instance: &InstanceId, before: &SagaStatus, now: Timestamp) {
-        let effects = self.driver.take_effects();
-        let Some(state) = self.driver.state(instance) else {
-            return;
-        };
-        for (_, intent) in effects.perform {
-            if let IntentKind::Notify { envelope, .. } = intent.kind {
-                self.batch.notifications.push(*envelope);
-                continue;
-            }
-            match attempt_of(state, intent.id) {
-                Some((step, phase, attempt)) => self.batch.calls.push((
-                    id.clone(),
-                    StepCall {
+    /// Moves what the driver's last steps of saga `id` caused into the saga batch, in
+    /// the saga's terms: calls named by their attempt, saga timers, notifications and
+    /// dead letters, and the saga's status where a record brought it to rest. Called
+    /// after every request, whether it succeeded or not: what the records already in the
+    /// batch caused goes out once they are committed.
+    fn collect(&mut self, id: &SagaId, instance: &InstanceId) {
+        let mut effects = std::mem::take(&mut self.spare);
+        self.driver.swap_effects(&mut effects);
+        self.driver.reducer().take_calls(&mut self.calls);
+        let mut calls = self.calls.iter();
+        for (_, intent) in effects.perform.drain(..) {
+            match intent.kind {
+                IntentKind::Notify { envelope, .. } => {
+                    self.batch.notifications.push(*envelope);
+                }
+                IntentKind::Persist { events, .. } => {
+                    self.batch.dead_letters.extend(events);
+                }
+                _ => {
+                    // The calls of the steps, in order, as `Sagas` noted their attempts.
+                    let Some(&(noted, step, phase, attempt)) = calls.next() else {
+                        debug_assert!(false, "a saga call without its attempt");
+                        continue;
+                    };
+                    debug_assert_eq!(noted, intent.id, "calls are noted in order");
+                    let call = StepCall {
                         step,
                         phase,
                         attempt,
                         intent,
-                    },
-                )),
-                None => debug_assert!(false, "a saga intent names no running attempt"),
+                    };
+                    self.batch.calls.push((id.clone(), call));
+                }
             }
         }
-        for (_, change) in effects.timers {
+        for (_, change) in effects.timers.drain(..) {
             let parse = |timer: &keel_core::TimerId| timer.as_str().parse::<SagaTimer>().ok();
             match change {
                 TimerChange::Set { timer, due, .. } => {
@@ -371,37 +391,18 @@ impl Engine {
                 }
             }
         }
-        let status = &state.status;
-        if status.is_at_rest() && status != before {
-            self.batch.settled.push((id.clone(), status.clone()));
-        }
-        if let SagaStatus::NeedsIntervention { reason, .. } = status
-            && !matches!(before, SagaStatus::NeedsIntervention { .. })
+        // The driver reports each record that brought the saga to rest (parked or
+        // finished), so a saga parked again by the follow-up of an operator's retry is
+        // reported again.
+        if !effects.settled.is_empty()
+            && let Some(state) = self.driver.state(instance)
         {
-            let definition = self.reducer(&state.saga_type).map(SagaReducer::definition);
-            let names: Vec<&str> = definition
-                .map(|d| {
-                    d.steps()
-                        .iter()
-                        .map(crate::definition::Step::name)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let version = self.driver.version(instance).unwrap_or(0);
-            let correlation = id.correlation();
-            let cause = Cause::new(
-                correlation,
-                CausationId::from(EventId::record(correlation, version)),
-            );
-            let parked = [Transition::NeedsIntervention {
-                reason: reason.clone(),
-            }];
-            if let Some(letter) =
-                crate::requests::dead_letter(state, &names, cause, version, now, &parked)
-            {
-                self.batch.dead_letters.push(letter);
+            for _ in effects.settled.drain(..) {
+                self.batch.settled.push((id.clone(), state.status.clone()));
             }
         }
+        effects.settled.clear();
+        self.spare = effects;
     }
 
     /// How many timers the batch built so far sets (before its cancellations).
@@ -417,12 +418,13 @@ impl Engine {
         batch.appends = driven
             .appends
             .into_iter()
-            .filter_map(|append| {
-                Some(SagaAppend {
-                    saga: SagaId::from_stream(&append.stream)?,
-                    expected: append.expected,
-                    records: append.records,
-                })
+            .map(|append| SagaAppend {
+                // The id was checked when the saga started; its correlation is the
+                // driver's.
+                saga: SagaId::from_parts(append.instance.shared(), append.correlation),
+                stream: append.stream,
+                expected: append.expected,
+                records: append.records,
             })
             .collect();
         batch
@@ -489,13 +491,13 @@ impl Engine {
     /// [`SagaEvent::Recovered`]: the deliveries from before the restart may still take
     /// effect, so their steps count as maybe applied until a definite answer.
     pub fn resume(&mut self, now: Timestamp) {
-        // In id order (the driver's): the same log must give the same batch, record for
-        // record.
-        let ids: Vec<SagaId> = self
+        // In id order: the same log must give the same batch, record for record.
+        let mut ids: Vec<SagaId> = self
             .driver
             .instances()
             .map(|(_, state)| state.id.clone())
             .collect();
+        ids.sort_unstable();
         for id in ids {
             self.resume_one(&id, now);
         }
@@ -506,21 +508,15 @@ impl Engine {
     /// so the saga parks, naming it.
     pub fn resume_one(&mut self, id: &SagaId, now: Timestamp) {
         let instance = instance(id);
-        let Ok(state) = self.held(id, &instance) else {
-            return;
-        };
-        if state.status.is_finished() {
-            return;
+        match self.driver.state(&instance) {
+            Some(state) if !state.status.is_finished() => {}
+            _ => return,
         }
         // An error here means the saga is not held: nothing to resume.
         let _ = self.feed(id, &instance, SagaEvent::Recovered, now);
-        let Ok(state) = self.held(id, &instance) else {
-            return;
-        };
-        let before = state.status.clone();
         // An error drops the saga, to be restored from its log.
         let _ = self.driver.resume_one(&instance, now);
-        self.collect(id, &instance, &before, now);
+        self.collect(id, &instance);
     }
 
     /// The state of saga `id`, if it is held (it has not finished, or finished sagas are
@@ -535,7 +531,7 @@ impl Engine {
         self.driver.version(&instance(id))
     }
 
-    /// The sagas held, in id order.
+    /// The sagas held, in no particular order.
     pub fn sagas(&self) -> impl Iterator<Item = &SagaState> {
         self.driver.instances().map(|(_, state)| state)
     }
@@ -556,22 +552,6 @@ fn instance(id: &SagaId) -> InstanceId {
     InstanceId::new(id.shared())
 }
 
-/// The attempt of `state` whose call is intent `intent`: the step and phase whose
-/// attempt is out (an intent's id names its step and phase, the same for every
-/// attempt), with the attempt it is at.
-fn attempt_of(state: &SagaState, intent: keel_core::IntentId) -> Option<(u16, Phase, u16)> {
-    let correlation = state.id.correlation();
-    state.steps.iter().enumerate().find_map(|(index, st)| {
-        let step = u16::try_from(index).ok()?;
-        let (phase, attempt) = match st.phase {
-            StepPhase::Running { .. } => (Phase::Action, st.attempts),
-            StepPhase::Compensating { .. } => (Phase::Compensation, st.compensation_attempts),
-            _ => return None,
-        };
-        (step_intent_id(correlation, step, phase) == intent).then_some((step, phase, attempt))
-    })
-}
-
 /// A driver's error about saga `id`, in the orchestrator's terms.
 fn saga_error(id: &SagaId, error: keel_core::Error) -> Error {
     match error {
@@ -589,5 +569,87 @@ fn saga_error(id: &SagaId, error: keel_core::Error) -> Error {
             reason,
         },
         e => Error::Core(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::definition::{Step, StepAction};
+    use crate::saga::Answer;
+    use keel_core::{Failure, Payload};
+
+    /// A two-step saga whose second step fails for good, so that it compensates.
+    fn compensating() -> (Engine, SagaId, Vec<Envelope>) {
+        let definition = SagaDefinition::builder("t")
+            .step(
+                Step::new("a", |_| StepAction::custom("a", json!({})))
+                    .compensate(|_| StepAction::custom("undo", json!({}))),
+            )
+            .step(Step::new("b", |_| StepAction::custom("b", json!({}))))
+            .build()
+            .unwrap();
+        let mut engine = Engine::new();
+        engine.register(Arc::new(definition));
+        let id = SagaId::new("s-1").unwrap();
+        let now = Timestamp::from_unix_millis(1);
+        let mut log = Vec::new();
+        let saga_type = SagaType::new("t").unwrap();
+        engine.start(&saga_type, id.clone(), json!({}), now).unwrap();
+        let answers = [
+            Answer::Succeeded { value: json!(1) },
+            Answer::Failed(Failure::permanent("no")),
+        ];
+        for answer in answers {
+            let batch = engine.take_batch();
+            log.extend(batch.appends.into_iter().flat_map(|append| append.records));
+            let (_, call) = &batch.calls[0];
+            let event = SagaEvent::Answered {
+                step: call.step,
+                phase: call.phase,
+                attempt: call.attempt,
+                answer,
+            };
+            assert!(engine.handle(&id, event, now).unwrap());
+        }
+        let batch = engine.take_batch();
+        log.extend(batch.appends.into_iter().flat_map(|append| append.records));
+        let status = engine.state(&id).map(|state| state.status.name());
+        assert_eq!(status, Some("compensating"));
+        (engine, id, log)
+    }
+
+    #[test]
+    fn a_replay_that_reaches_another_saga_status_than_its_log_is_refused() {
+        let (mut engine, id, mut log) = compensating();
+        fn records(log: &[Envelope]) -> impl Iterator<Item = (u64, &Envelope)> {
+            log.iter().zip(1..).map(|(e, v)| (v, e))
+        }
+        assert!(engine.restore(&id, records(&log)).unwrap().is_some());
+        // The last record says compensating; make it say running, as a log written by a
+        // definition that retried the failure would.
+        let last = log.last_mut().unwrap();
+        let Payload::Binary(bytes) = &last.payload else {
+            panic!("saga records are JSON bytes");
+        };
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let from = text
+            .find(r#""status":{"status":"compensating""#)
+            .unwrap_or_else(|| panic!("{text}"));
+        let to = from + text[from..].find('}').unwrap() + 1;
+        let changed = format!(
+            r#"{}"status":{{"status":"running"}}{}"#,
+            &text[..from],
+            &text[to..]
+        );
+        last.payload = Payload::Binary(changed.into_bytes());
+        let refused = engine.restore(&id, records(&log));
+        assert!(
+            matches!(&refused, Err(Error::CorruptLog { version: 3, reason, .. })
+                if reason.contains("`compensating`") && reason.contains("`running`")),
+            "{refused:?}"
+        );
     }
 }

@@ -94,6 +94,13 @@ impl SagaId {
         &self.text
     }
 
+    /// The saga named `text`, known to be a valid id, whose correlation is
+    /// `correlation` (as computed from it): no check and no hashing again.
+    pub(crate) fn from_parts(text: Arc<str>, correlation: CorrelationId) -> Self {
+        debug_assert!(Self::new(&*text).is_ok_and(|id| id.correlation == correlation));
+        Self { text, correlation }
+    }
+
     /// The id as shared text, without copying it.
     pub fn shared(&self) -> Arc<str> {
         Arc::clone(&self.text)

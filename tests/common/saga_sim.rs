@@ -595,7 +595,7 @@ impl World {
                     attempt,
                     answer,
                 };
-                let _ = self.engine.handle(&saga, &event, now);
+                let _ = self.engine.handle(&saga, event, now);
             }
             Event::Timer {
                 epoch,
@@ -611,7 +611,7 @@ impl World {
                 self.timers.remove(&(saga.clone(), timer));
                 let _ = self
                     .engine
-                    .handle(&saga, &SagaEvent::TimerFired { timer }, now);
+                    .handle(&saga, SagaEvent::TimerFired { timer }, now);
             }
             Event::Cancel { saga } => {
                 let _ = self
@@ -952,7 +952,7 @@ impl World {
         }
         if stored.len() != from {
             return Err(keel::store::Error::VersionConflict {
-                stream: append.saga.stream(),
+                stream: append.stream.clone(),
                 expected: append.expected.to_string(),
                 actual: stored.len() as u64,
             });

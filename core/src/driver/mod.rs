@@ -64,7 +64,8 @@
 
 mod record;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,11 @@ use crate::mark::InstanceMark;
 use crate::outcome::{Outcome, OutcomeResult};
 use crate::reducer::{Cause, Input, Reducer};
 use crate::time::Timestamp;
+
+/// The hasher of a driver's maps of instances unless its shell picks another: SipHash
+/// with fixed keys, so the core draws no randomness. A shell that holds ids from
+/// untrusted callers picks a randomly seeded one (the orchestrator does).
+pub type FixedHasher = BuildHasherDefault<DefaultHasher>;
 
 /// How often a record carries a snapshot of its instance, unless the reducer says.
 pub const SNAPSHOT_EVERY_DEFAULT: u64 = 100;
@@ -122,22 +128,19 @@ pub trait Durable:
     // reducer that keeps more in its state (a saga knows its attempts and timers) or
     // has a log format of its own overrides some of them.
 
-    /// Reduces one step: `event` at `now`, its intents and ids derived from `cause`.
-    /// Returns whether the step changed the instance; one that changed nothing and
-    /// caused nothing (a duplicate answer, a stale timer) is not recorded, and must
-    /// leave the state as it was.
+    /// Reduces one step (see [`StepInput`]). Returns whether the step changed the
+    /// instance; one that changed nothing and emitted nothing (a duplicate answer, a
+    /// stale timer) is not recorded, and must leave the state as it was.
     ///
     /// Default: [`reduce_into`](Reducer::reduce_into) with a copy of the event, which
     /// always counts as a change.
     fn step(
         &self,
         state: &mut Self::State,
-        cause: Cause,
-        now: Timestamp,
-        event: &Self::Event,
+        step: StepInput<'_, Self::Event>,
         effects: &mut Effects<Self::Event>,
     ) -> bool {
-        let action = Input::new(cause, now, event.clone());
+        let action = Input::new(step.cause, step.now, step.event.clone());
         self.reduce_into(state, action, &mut effects.intents);
         true
     }
@@ -212,6 +215,24 @@ pub trait Durable:
     ) -> Result<Record<Self::State, Self::Event>, Error> {
         Record::decode(id, version, envelope)
     }
+}
+
+/// One step as the driver hands it to [`Durable::step`].
+#[derive(Debug)]
+pub struct StepInput<'a, E> {
+    /// What the step reduces.
+    pub event: &'a E,
+    /// The ids its intents derive from: the instance's correlation, and the id of the
+    /// record the step makes.
+    pub cause: Cause,
+    /// When it happens: the record's time.
+    pub now: Timestamp,
+    /// The version of the record in the instance's log.
+    pub version: u64,
+    /// Whether the step is replayed from the log to rebuild the instance: its intents
+    /// are only counted, and its notes and follow-ups are not used (the log holds the
+    /// follow-ups as records of their own).
+    pub replaying: bool,
 }
 
 /// The most follow-up events ([`Effects::then`]) one step and the steps they lead to
@@ -302,6 +323,8 @@ pub struct Append {
     pub instance: InstanceId,
     /// Its stream ([`Driver::stream`]).
     pub stream: StreamId,
+    /// The correlation id of its records ([`Durable::correlation`]).
+    pub correlation: CorrelationId,
     /// The stream version the append expects (0: the stream must not exist).
     pub expected: u64,
     /// The records, in order.
@@ -457,15 +480,19 @@ impl<S: Clone> Live<S> {
 
 /// Many instances of one durable reducer, and the batch being built.
 ///
-/// Instances are held in id order ([`BTreeMap`]): the same inputs give the same batches,
+/// Instances are held by id in a hash map with a fixed hasher (no random keys: the core
+/// draws no randomness), and whatever walks all of them does it in id order: the same
+/// inputs give the same batches,
 /// record for record, whatever the platform's hasher.
 #[derive(Debug)]
-pub struct Driver<R: Durable> {
+pub struct Driver<R: Durable, H = FixedHasher> {
     reducer: R,
-    live: BTreeMap<InstanceId, Live<R::State>>,
+    /// Boxed: a table slot then holds a key and a pointer, and the table, which grows by
+    /// doubling, stays a small part of what each instance costs.
+    live: HashMap<InstanceId, Box<Live<R::State>>, H>,
     batch: Batch,
     /// Where each instance's append sits in `batch.appends`.
-    appending: BTreeMap<InstanceId, usize>,
+    appending: HashMap<InstanceId, usize, H>,
     /// Instances that finished in the current batch: dropped when it is taken.
     finished: Vec<InstanceId>,
     scratch: Effects<R::Event>,
@@ -474,18 +501,31 @@ pub struct Driver<R: Durable> {
 }
 
 impl<R: Durable> Driver<R> {
-    /// A driver of `reducer`'s instances, holding none yet.
+    /// A driver of `reducer`'s instances, holding none yet, whose maps use the
+    /// [`FixedHasher`].
     ///
     /// # Errors
     ///
     /// [`Error::InvalidId`] if the reducer's [`kind`](Durable::kind) is not a valid name.
     pub fn new(reducer: R) -> Result<Self, Error> {
+        Self::with_hasher(reducer)
+    }
+}
+
+impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
+    /// A driver of `reducer`'s instances, holding none yet, whose maps of instances use
+    /// hasher `H`.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Driver::new).
+    pub fn with_hasher(reducer: R) -> Result<Self, Error> {
         check_kind(reducer.kind())?;
         Ok(Self {
             reducer,
-            live: BTreeMap::new(),
+            live: HashMap::default(),
             batch: Batch::default(),
-            appending: BTreeMap::new(),
+            appending: HashMap::default(),
             finished: Vec::new(),
             scratch: Effects::default(),
             intents_per_step_max: INTENTS_PER_STEP_MAX_DEFAULT,
@@ -509,13 +549,19 @@ impl<R: Durable> Driver<R> {
     /// names each step's effects in its own terms as it goes. They are still only to be
     /// carried out once the batch's appends are committed.
     pub fn take_effects(&mut self) -> Batch {
-        Batch {
-            appends: Vec::new(),
-            perform: std::mem::take(&mut self.batch.perform),
-            timers: std::mem::take(&mut self.batch.timers),
-            settled: std::mem::take(&mut self.batch.settled),
-            snapshots: Vec::new(),
-        }
+        let mut effects = Batch::default();
+        self.swap_effects(&mut effects);
+        effects
+    }
+
+    /// Like [`take_effects`](Self::take_effects), into `spare`'s buffers, which must be
+    /// empty (their capacity is kept for the next steps: nothing is allocated once
+    /// they have grown).
+    pub fn swap_effects(&mut self, spare: &mut Batch) {
+        debug_assert!(spare.is_empty(), "the spare buffers are empty");
+        std::mem::swap(&mut self.batch.perform, &mut spare.perform);
+        std::mem::swap(&mut self.batch.timers, &mut spare.timers);
+        std::mem::swap(&mut self.batch.settled, &mut spare.settled);
     }
 
     /// Sets the most intents one step may emit (at least 1).
@@ -531,7 +577,7 @@ impl<R: Durable> Driver<R> {
 
     /// The stream that holds `instance`'s log: `{kind}-{instance}`.
     pub fn stream(&self, instance: &InstanceId) -> StreamId {
-        StreamId::from(format!("{}-{instance}", self.reducer.kind()))
+        stream_of(self.reducer.kind(), instance)
     }
 
     /// The instance whose log `stream` is, if it is one of this reducer's.
@@ -567,7 +613,8 @@ impl<R: Durable> Driver<R> {
         }
         let correlation = self.reducer.correlation(id);
         let initial = state.clone();
-        self.live.insert(id.clone(), Live::new(state, correlation));
+        self.live
+            .insert(id.clone(), Box::new(Live::new(state, correlation)));
         self.step(id, RecordStep::Event(event), Some(initial), now)
             .map(drop)
     }
@@ -663,6 +710,7 @@ impl<R: Durable> Driver<R> {
     fn held(&self, id: &InstanceId) -> Result<&Live<R::State>, Error> {
         self.live
             .get(id)
+            .map(|live| &**live)
             .filter(|live| !live.status.is_finished())
             .ok_or_else(|| Error::UnknownInstance {
                 instance: id.to_string(),
@@ -720,7 +768,7 @@ impl<R: Durable> Driver<R> {
         let name_before = self.reducer.status_name(&live.state);
         let force = initial.is_some();
         let (recorded, dropped) =
-            advance(&self.reducer, live, &step, now, &mut self.scratch, force);
+            advance(&self.reducer, live, &step, now, &mut self.scratch, force, false);
         if !recorded {
             return Ok(false);
         }
@@ -741,6 +789,7 @@ impl<R: Durable> Driver<R> {
             step,
             intents: Some(u32::try_from(self.scratch.intents.len()).unwrap_or(u32::MAX)),
             status: live.status.clone(),
+            status_name: None,
             snapshot,
         };
         let version = live.version;
@@ -757,7 +806,7 @@ impl<R: Durable> Driver<R> {
         let mut envelope = match encoded {
             Ok(envelope) => envelope,
             Err(e) => {
-                self.live.remove(id);
+                self.forget(id);
                 return Err(e);
             }
         };
@@ -780,7 +829,8 @@ impl<R: Durable> Driver<R> {
             None => {
                 self.batch.appends.push(Append {
                     instance: id.clone(),
-                    stream: StreamId::from(format!("{}-{id}", self.reducer.kind())),
+                    stream: stream_of(self.reducer.kind(), id),
+                    correlation: live.correlation,
                     expected: version - 1,
                     records: Vec::new(),
                 });
@@ -885,10 +935,10 @@ impl<R: Durable> Driver<R> {
                 let status = record.status;
                 self.live.insert(
                     id.clone(),
-                    Live {
+                    Box::new(Live {
                         status: status.clone(),
                         ..live
-                    },
+                    }),
                 );
                 status
             }
@@ -904,7 +954,7 @@ impl<R: Durable> Driver<R> {
                 let live = self
                     .live
                     .entry(id.clone())
-                    .or_insert(Live::new(initial, correlation));
+                    .or_insert_with(|| Box::new(Live::new(initial, correlation)));
                 replay(
                     &self.reducer,
                     live,
@@ -944,7 +994,7 @@ impl<R: Durable> Driver<R> {
         if let Some(live) = self.live.get_mut(id) {
             live.end_if_legacy(envelope.schema_version);
         }
-        let ended = self.live.get(id).is_some_and(Live::ended);
+        let ended = self.live.get(id).is_some_and(|live| live.ended());
         if ended && !self.retain_finished {
             self.live.remove(id);
         }
@@ -957,7 +1007,8 @@ impl<R: Durable> Driver<R> {
     /// with some (a finished instance has no timers). `now` is the time of the records
     /// that answers given at resumption make.
     pub fn resume(&mut self, now: Timestamp) {
-        let ids: Vec<InstanceId> = self.live.keys().cloned().collect();
+        let mut ids: Vec<InstanceId> = self.live.keys().cloned().collect();
+        ids.sort_unstable();
         for id in ids {
             // An instance whose follow-ups fail is dropped by `step`, to be restored.
             let _ = self.resume_one(&id, now);
@@ -1092,10 +1143,11 @@ impl<R: Durable> Driver<R> {
 
     /// The instance `id` as a [`Snapshot`], if it is held.
     pub fn snapshot(&self, id: &InstanceId) -> Option<Snapshot<R::State>> {
-        self.live.get(id).map(Live::snapshot)
+        self.live.get(id).map(|live| live.snapshot())
     }
 
-    /// The instances held, in id order.
+    /// The instances held, in no particular order (sort them for one that holds across
+    /// runs).
     pub fn instances(&self) -> impl Iterator<Item = (&InstanceId, &R::State)> {
         self.live.iter().map(|(id, live)| (id, &live.state))
     }
@@ -1152,6 +1204,7 @@ fn advance<R: Durable>(
     now: Timestamp,
     effects: &mut Effects<R::Event>,
     force: bool,
+    replaying: bool,
 ) -> (bool, Vec<TimerId>) {
     effects.clear();
     if live.status.is_finished() {
@@ -1167,11 +1220,18 @@ fn advance<R: Durable>(
         live.correlation,
         CausationId::from(EventId::record(live.correlation, version)),
     );
+    let input = |event| StepInput {
+        event,
+        cause,
+        now,
+        version,
+        replaying,
+    };
     let changed = match step {
-        RecordStep::Event(event) => reducer.step(&mut live.state, cause, now, event, effects),
+        RecordStep::Event(event) => reducer.step(&mut live.state, input(event), effects),
         RecordStep::Outcome(outcome) => {
             let event = R::Event::from(outcome.clone());
-            let changed = reducer.step(&mut live.state, cause, now, &event, effects);
+            let changed = reducer.step(&mut live.state, input(&event), effects);
             if !tracked {
                 // The driver's own account of the instance changed, whatever the reducer
                 // made of it.
@@ -1224,7 +1284,7 @@ fn replay<R: Durable>(
     record: Record<R::State, R::Event>,
     effects: &mut Effects<R::Event>,
 ) -> Result<Status, Error> {
-    let _dropped = advance(reducer, live, &record.step, time, effects, true);
+    let _dropped = advance(reducer, live, &record.step, time, effects, true, true);
     let emitted = u32::try_from(effects.intents.len()).unwrap_or(u32::MAX);
     effects.clear();
     // A log format that does not count intents (a saga's) is checked on status alone.
@@ -1232,13 +1292,26 @@ fn replay<R: Durable>(
         let reason = format!("replaying it emits {emitted} intents, the log {recorded}: {CHANGED}");
         return Err(diverged(id, version, reason));
     }
-    if live.status != record.status {
-        let (replayed, recorded) = (live.status.name(), record.status.name());
+    let replayed = reducer.status_name(&live.state);
+    let named = record.status_name.unwrap_or(replayed);
+    if live.status != record.status || named != replayed {
+        let recorded = record.status_name.unwrap_or(record.status.name());
+        let replayed = record.status_name.map_or(live.status.name(), |_| replayed);
         let reason =
             format!("replaying it gives status `{replayed}`, the log `{recorded}`: {CHANGED}");
         return Err(diverged(id, version, reason));
     }
     Ok(live.status.clone())
+}
+
+/// The stream of instance `id` of `kind`: `{kind}-{id}` (built without the formatting
+/// machinery: once per instance per batch).
+fn stream_of(kind: &str, id: &InstanceId) -> StreamId {
+    let mut name = String::with_capacity(kind.len() + 1 + id.as_str().len());
+    name.push_str(kind);
+    name.push('-');
+    name.push_str(id.as_str());
+    StreamId::from(name)
 }
 
 /// What a divergence most likely means, said in every one.

@@ -84,6 +84,13 @@ pub struct Record<S, E> {
     pub intents: Option<u32>,
     /// The instance's status after the step.
     pub status: Status,
+    /// The finer status the log recorded, as [`Durable::status_name`] names it, for a
+    /// log format that keeps one (a saga's `compensating`): a replay checks it too. Not
+    /// part of the driver's own format.
+    ///
+    /// [`Durable::status_name`]: super::Durable::status_name
+    #[serde(skip)]
+    pub status_name: Option<&'static str>,
     /// The whole instance after the step, every few records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Snapshot<S>>,

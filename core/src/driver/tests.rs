@@ -708,11 +708,10 @@ mod hooks {
         fn step(
             &self,
             tries: &mut Tries,
-            cause: Cause,
-            _now: Timestamp,
-            ask: &Ask,
+            step: StepInput<'_, Ask>,
             effects: &mut Effects<Ask>,
         ) -> bool {
+            let (cause, ask) = (step.cause, step.event);
             match ask {
                 Ask::Start | Ask::Answer { ok: false, .. } if !tries.done => {
                     if matches!(ask, Ask::Answer { attempt, .. } if *attempt != tries.attempt) {

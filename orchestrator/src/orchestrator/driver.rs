@@ -265,7 +265,7 @@ impl Driver {
                 // A saga no longer held finished meanwhile: its timer is stale.
                 let _ = self
                     .engine
-                    .handle(&id, &SagaEvent::TimerFired { timer }, now);
+                    .handle(&id, SagaEvent::TimerFired { timer }, now);
             }
             self.commit_and_act(pending).await;
             if let Some(reply) = self.stop.take() {
@@ -289,7 +289,7 @@ impl Driver {
         // An answer for a saga no longer held is late: the saga finished.
         let _ = self.engine.handle(
             &id,
-            &SagaEvent::Answered {
+            SagaEvent::Answered {
                 step,
                 phase,
                 attempt,
@@ -530,12 +530,9 @@ impl Driver {
             }
         }
         let batch = commit.batch();
-        let streams: Vec<StreamId> = indices
-            .iter()
-            .map(|&index| batch.appends[index].saga.stream())
-            .collect();
-        let appends = indices.iter().zip(&streams).map(|(&index, stream)| {
+        let appends = indices.iter().map(|&index| {
             let append = &batch.appends[index];
+            let stream = &append.stream;
             let expected = match append.expected {
                 0 => ExpectedVersion::NoStream,
                 version => ExpectedVersion::Exact(version),

@@ -17,18 +17,21 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use foldhash::HashMap;
-use keel_core::driver::{Durable, Effects, Record, RecordStep, Status};
+use keel_core::driver::{Durable, Effects, Record, RecordStep, Status, StepInput};
 use keel_core::{
-    CausationId, Cause, CorrelationId, Envelope, Input, InstanceId, Intent, IntentKind, Outcome,
-    OutcomeResult, Reducer, TimerId, Timestamp,
+    CausationId, Cause, CorrelationId, Envelope, ExpectedVersion, Input, InstanceId, Intent,
+    IntentId, IntentKind, Outcome, OutcomeResult, Reducer, StreamId, Timestamp,
 };
 
-use super::event::{Answer, Output, SagaEvent, SagaTimer};
+use super::event::{Answer, Output, SagaEvent, SagaTimer, Transition};
 use super::reducer::{SagaReducer, transition_envelope};
 use super::state::{SagaState, SagaStatus};
 use crate::definition::SagaDefinition;
-use crate::id::{SagaId, SagaType};
+use crate::id::{Phase, SagaId, SagaType};
 use crate::log;
+
+/// The attempt a call intent is: its id, step, phase and attempt number.
+pub(crate) type CallOf = (IntentId, u16, Phase, u16);
 
 /// The kind of every saga on the driver: their streams are `saga-<id>`.
 pub(crate) const KIND: &str = "saga";
@@ -53,6 +56,10 @@ pub struct Sagas {
     record_bytes_max: usize,
     /// The rules' output buffers, kept between steps (the driver runs on one task).
     scratch: RefCell<Output>,
+    /// The attempts of the calls the last live steps emitted, in the order of their
+    /// intents, for the engine to address their answers (an intent does not say which
+    /// attempt it is); taken by [`Sagas::take_calls`].
+    calls: RefCell<Vec<CallOf>>,
 }
 
 impl Sagas {
@@ -105,15 +112,25 @@ impl Sagas {
         self.answer_bytes_max(steps)
     }
 
+    /// Moves the attempts of the calls emitted since the last time into `into` (which
+    /// it leaves with their capacity).
+    pub(crate) fn take_calls(&self, into: &mut Vec<CallOf>) {
+        into.clear();
+        std::mem::swap(&mut *self.calls.borrow_mut(), into);
+    }
+
     /// Turns what the rules gave into the driver's effects: calls and timers as intents,
-    /// transitions as notes (and notifications, if publishing), keel's own answers as
-    /// follow-up events.
+    /// transitions as notes (and notifications, if publishing), a dead letter for a
+    /// saga that stopped for an operator as a `Persist` to the dead-letter stream, and
+    /// keel's own answers as follow-up events.
+    #[allow(clippy::too_many_arguments)]
     fn effects(
         &self,
         reducer: &SagaReducer,
         state: &SagaState,
         cause: Cause,
         now: Timestamp,
+        version: u64,
         out: &mut Output,
         effects: &mut Effects<SagaEvent>,
     ) {
@@ -124,20 +141,43 @@ impl Sagas {
                 .map(|reanswer| reanswer.event(limit)),
         );
         // An attempt whose closure panicked has no intent: its answer is a follow-up.
-        effects
-            .intents
-            .extend(out.calls.drain(..).map(|call| call.intent));
+        let mut calls = self.calls.borrow_mut();
+        for call in out.calls.drain(..) {
+            calls.push((call.intent.id, call.step, call.phase, call.attempt));
+            effects.intents.push(call.intent);
+        }
         let mut emitter = cause.emitter(&mut effects.intents);
         for (timer, due) in out.timers.drain(..) {
-            let timer = TimerId::from(timer.to_string());
+            let timer = timer.timer_id();
             emitter.emit(IntentKind::ScheduleTimer { timer, due });
         }
         for timer in out.cancelled.drain(..) {
-            let timer = TimerId::from(timer.to_string());
+            let timer = timer.timer_id();
             emitter.emit(IntentKind::CancelTimer { timer });
         }
         if out.transitions.is_empty() {
             return;
+        }
+        let parked = out
+            .transitions
+            .iter()
+            .any(|t| matches!(t, Transition::NeedsIntervention { .. }));
+        if parked && matches!(state.status, SagaStatus::NeedsIntervention { .. }) {
+            let names: Vec<&str> = reducer
+                .definition()
+                .steps()
+                .iter()
+                .map(crate::definition::Step::name)
+                .collect();
+            let letter =
+                crate::requests::dead_letter(state, &names, cause, version, now, &out.transitions);
+            if let Some(letter) = letter {
+                emitter.emit(IntentKind::Persist {
+                    stream: StreamId::from_static(crate::requests::DEAD_LETTER_STREAM),
+                    expected_version: ExpectedVersion::Any,
+                    events: vec![letter],
+                });
+            }
         }
         if self.publish {
             let definition = reducer.definition();
@@ -204,9 +244,17 @@ impl Reducer for Sagas {
         intents: &mut Vec<Intent>,
     ) {
         let mut effects = Effects::default();
-        if self.step(state, action.cause, action.now, &action.body, &mut effects) {
+        let step = StepInput {
+            event: &action.body,
+            cause: action.cause,
+            now: action.now,
+            version: 0,
+            replaying: false,
+        };
+        if self.step(state, step, &mut effects) {
             intents.append(&mut effects.intents);
         }
+        self.calls.borrow_mut().clear();
     }
 }
 
@@ -230,9 +278,7 @@ impl Durable for Sagas {
     fn step(
         &self,
         state: &mut SagaState,
-        cause: Cause,
-        now: Timestamp,
-        event: &SagaEvent,
+        step: StepInput<'_, SagaEvent>,
         effects: &mut Effects<SagaEvent>,
     ) -> bool {
         let Some(reducer) = self.reducers.get(&state.saga_type) else {
@@ -240,7 +286,12 @@ impl Durable for Sagas {
         };
         let mut out = self.scratch.borrow_mut();
         out.clear();
-        let changed = reducer.apply(state, now, event, &mut out);
+        let changed = reducer.apply(state, step.now, step.event, &mut out);
+        if step.replaying {
+            // A saga record does not count its intents, and its follow-ups are records
+            // of their own: nothing of the output is needed.
+            return changed;
+        }
         if !changed {
             // A success whose check panicked changes nothing itself: its answer comes
             // next.
@@ -249,7 +300,8 @@ impl Durable for Sagas {
             out.cancelled.clear();
             out.transitions.clear();
         }
-        self.effects(reducer, state, cause, now, &mut out, effects);
+        let (cause, now, version) = (step.cause, step.now, step.version);
+        self.effects(reducer, state, cause, now, version, &mut out, effects);
         changed
     }
 
@@ -267,8 +319,9 @@ impl Durable for Sagas {
         let correlation = state.id.correlation();
         // Timers are named by what they are for; the ids of these intents are not used.
         let cause = Cause::new(correlation, CausationId::new(correlation.uuid()));
-        self.effects(reducer, state, cause, state.updated_at, &mut out, effects);
-        effects.notes.clear();
+        // Nothing in flight changes where the saga stands: no transition, no letter.
+        out.transitions.clear();
+        self.effects(reducer, state, cause, state.updated_at, 0, &mut out, effects);
     }
 
     fn correlation(&self, id: &InstanceId) -> CorrelationId {
@@ -344,6 +397,7 @@ impl Durable for Sagas {
             step: RecordStep::Event(record.event),
             intents: None,
             status: status_of(&record.status),
+            status_name: Some(record.status.name()),
             snapshot: None,
         })
     }

@@ -252,6 +252,52 @@ impl fmt::Display for SagaTimer {
     }
 }
 
+impl SagaTimer {
+    /// The timer's [`TimerId`](keel_core::TimerId): its text, as [`Display`](fmt::Display)
+    /// writes it, built without the formatting machinery (every attempt sets one).
+    pub fn timer_id(&self) -> keel_core::TimerId {
+        let (kind, step, phase, attempt) = match *self {
+            Self::Deadline => return keel_core::TimerId::from_static("deadline"),
+            Self::Timeout {
+                step,
+                phase,
+                attempt,
+            } => ("timeout/", step, phase, attempt),
+            Self::Retry {
+                step,
+                phase,
+                attempt,
+            } => ("retry/", step, phase, attempt),
+        };
+        let mut text = String::with_capacity(32);
+        text.push_str(kind);
+        text.push_str(phase.as_str());
+        text.push('/');
+        push_decimal(&mut text, step);
+        text.push('/');
+        push_decimal(&mut text, attempt);
+        keel_core::TimerId::from(text)
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(text: &mut String, mut n: u16) {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // A digit: `n % 10` is below 10.
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        text.push(char::from(digit));
+    }
+}
+
 impl FromStr for SagaTimer {
     type Err = String;
 
@@ -264,23 +310,20 @@ impl FromStr for SagaTimer {
                 "`{s}` is not a saga timer: expected `timeout|retry/action|compensation/STEP/ATTEMPT` or `deadline`"
             )
         };
-        let mut parts = s.split('/');
-        let (Some(kind), Some(phase), Some(step), Some(attempt), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(invalid());
-        };
+        let (kind, rest) = s.split_once('/').ok_or_else(invalid)?;
+        let (phase, rest) = rest.split_once('/').ok_or_else(invalid)?;
+        let (step, attempt) = rest.split_once('/').ok_or_else(invalid)?;
         let phase = match phase {
             "action" => Phase::Action,
             "compensation" => Phase::Compensation,
             _ => return Err(invalid()),
         };
-        let step = step.parse().map_err(|_| invalid())?;
-        let attempt = attempt.parse().map_err(|_| invalid())?;
+        // `u16::from_str` takes a leading `+`, which `Display` never writes.
+        let number = |text: &str| match text.bytes().all(|b| b.is_ascii_digit()) {
+            true => text.parse::<u16>().map_err(|_| invalid()),
+            false => Err(invalid()),
+        };
+        let (step, attempt) = (number(step)?, number(attempt)?);
         match kind {
             "timeout" => Ok(Self::Timeout {
                 step,
@@ -554,9 +597,18 @@ mod tests {
             },
         ] {
             assert_eq!(timer.to_string().parse::<SagaTimer>(), Ok(timer));
+            assert_eq!(timer.timer_id().as_str(), timer.to_string());
         }
+        let largest = SagaTimer::Timeout {
+            step: u16::MAX,
+            phase: Phase::Compensation,
+            attempt: 10,
+        };
+        assert_eq!(largest.timer_id().as_str(), "timeout/compensation/65535/10");
         for bad in [
             "",
+            "retry/action/1/1/1",
+            "retry/action/+1/1",
             "retry/action/1",
             "nap/action/1/1",
             "retry/undo/1/1",
