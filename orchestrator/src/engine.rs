@@ -127,8 +127,7 @@ impl Engine {
     /// An engine with no definitions.
     pub fn new() -> Self {
         // `saga` is a valid kind, so this cannot fail.
-        let mut driver =
-            Driver::with_hasher(Sagas::default()).unwrap_or_else(|_| unreachable!());
+        let mut driver = Driver::with_hasher(Sagas::default()).unwrap_or_else(|_| unreachable!());
         // A step's intents are its calls, timers and (when publishing) transitions, all
         // bounded by the definition's size.
         driver.set_intents_per_step_max(usize::MAX);
@@ -234,12 +233,7 @@ impl Engine {
     /// Feeds `event` to saga `id`; returns whether it changed the saga (and was
     /// recorded). Answers and timers for a saga that is no longer held are stale: they
     /// are refused with [`Error::UnknownSaga`], which a driver may ignore.
-    pub fn handle(
-        &mut self,
-        id: &SagaId,
-        event: SagaEvent,
-        now: Timestamp,
-    ) -> Result<bool, Error> {
+    pub fn handle(&mut self, id: &SagaId, event: SagaEvent, now: Timestamp) -> Result<bool, Error> {
         let instance = instance(id);
         let state = self.held(id, &instance)?;
         if state.status.is_finished() {
@@ -597,7 +591,9 @@ mod tests {
         let now = Timestamp::from_unix_millis(1);
         let mut log = Vec::new();
         let saga_type = SagaType::new("t").unwrap();
-        engine.start(&saga_type, id.clone(), json!({}), now).unwrap();
+        engine
+            .start(&saga_type, id.clone(), json!({}), now)
+            .unwrap();
         let answers = [
             Answer::Succeeded { value: json!(1) },
             Answer::Failed(Failure::permanent("no")),

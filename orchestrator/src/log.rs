@@ -110,8 +110,13 @@ pub fn encode(
 
 /// The record stored in `envelope`, the `version`-th of `saga`'s log.
 pub fn decode(saga: &SagaId, version: u64, envelope: &Envelope) -> Result<Record, Error> {
+    decode_named(saga.as_str(), version, envelope)
+}
+
+/// [`decode`], for a saga named by its id's text (recovery has not built the id yet).
+pub(crate) fn decode_named(saga: &str, version: u64, envelope: &Envelope) -> Result<Record, Error> {
     let corrupt = |reason: String| Error::CorruptLog {
-        saga: saga.to_string(),
+        saga: saga.to_owned(),
         version,
         reason,
     };

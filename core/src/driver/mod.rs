@@ -414,24 +414,48 @@ struct Live<S> {
     /// Records in its log, committed or in the current batch.
     version: u64,
     status: Status,
+    /// Its intents in flight and pending timers, once it has any (`None` for the
+    /// instances of a reducer that tracks them itself): an idle instance costs a
+    /// pointer for them, not two maps.
+    pending: Option<Box<Pending>>,
+}
+
+/// What the driver keeps of an instance's intents in flight and pending timers.
+#[derive(Debug, Default)]
+struct Pending {
     in_flight: BTreeMap<IntentId, Intent>,
     timers: BTreeMap<TimerId, (Timestamp, IntentId)>,
 }
 
+/// The [`Pending`] of an instance that has none.
+static NONE_PENDING: Pending = Pending {
+    in_flight: BTreeMap::new(),
+    timers: BTreeMap::new(),
+};
+
 impl<S: Clone> Live<S> {
+    /// Its intents in flight and pending timers.
+    fn pending(&self) -> &Pending {
+        self.pending.as_deref().unwrap_or(&NONE_PENDING)
+    }
+
+    /// Its intents in flight and pending timers, to change (made on first use).
+    fn pending_mut(&mut self) -> &mut Pending {
+        self.pending.get_or_insert_with(Box::default)
+    }
+
     /// Whether it is over: finished, with no intent of it left in flight. A finished
     /// instance whose last steps' intents are not answered yet is still held, so that a
     /// restart performs them again; their outcomes are recorded but not reduced.
     fn ended(&self) -> bool {
-        self.status.is_finished() && self.in_flight.is_empty()
+        self.status.is_finished() && self.pending().in_flight.is_empty()
     }
 
     /// After a record of schema version 1 that finished the instance: that keel dropped
     /// it there, with whatever was in flight, and so does a replay of its log.
     fn end_if_legacy(&mut self, schema: u32) {
         if schema < 2 && self.status.is_finished() {
-            self.in_flight.clear();
-            self.timers.clear();
+            self.pending = None;
         }
     }
 
@@ -441,8 +465,7 @@ impl<S: Clone> Live<S> {
             correlation,
             version: 0,
             status: Status::Running,
-            in_flight: BTreeMap::new(),
-            timers: BTreeMap::new(),
+            pending: None,
         }
     }
 
@@ -452,24 +475,29 @@ impl<S: Clone> Live<S> {
             correlation,
             version,
             status: Status::Running,
-            in_flight: snapshot
-                .in_flight
-                .into_iter()
-                .map(|intent| (intent.id, intent))
-                .collect(),
-            timers: snapshot
-                .timers
-                .into_iter()
-                .map(|(timer, due, intent)| (timer, (due, intent)))
-                .collect(),
+            pending: (!snapshot.in_flight.is_empty() || !snapshot.timers.is_empty()).then(|| {
+                Box::new(Pending {
+                    in_flight: snapshot
+                        .in_flight
+                        .into_iter()
+                        .map(|intent| (intent.id, intent))
+                        .collect(),
+                    timers: snapshot
+                        .timers
+                        .into_iter()
+                        .map(|(timer, due, intent)| (timer, (due, intent)))
+                        .collect(),
+                })
+            }),
         }
     }
 
     fn snapshot(&self) -> Snapshot<S> {
         Snapshot {
             state: self.state.clone(),
-            in_flight: self.in_flight.values().cloned().collect(),
+            in_flight: self.pending().in_flight.values().cloned().collect(),
             timers: self
+                .pending()
                 .timers
                 .iter()
                 .map(|(timer, (due, intent))| (timer.clone(), *due, *intent))
@@ -620,7 +648,8 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
     }
 
     /// Feeds `event` to instance `id`: one record, unless the step changed nothing
-    /// (see [`Durable::step`]). Returns whether it was recorded.
+    /// (see [`Durable::step`]), and one per follow-up event it led to. Returns whether
+    /// anything was recorded.
     ///
     /// # Errors
     ///
@@ -668,7 +697,7 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
                 instance: id.to_string(),
             })?;
         let tracked = self.reducer.tracks_in_flight();
-        if timer || !(tracked || live.in_flight.contains_key(&outcome.intent)) {
+        if timer || !(tracked || live.pending().in_flight.contains_key(&outcome.intent)) {
             return Ok(false);
         }
         self.step(id, RecordStep::Outcome(outcome), None, now)
@@ -688,7 +717,7 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
         intent: IntentId,
         now: Timestamp,
     ) -> Result<bool, Error> {
-        let pending = self.held(id)?.timers.get(timer);
+        let pending = self.held(id)?.pending().timers.get(timer);
         let tracked = self.reducer.tracks_in_flight();
         if !tracked && pending.map(|&(_, set_by)| set_by) != Some(intent) {
             return Ok(false);
@@ -719,7 +748,7 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
 
     /// Reduces one step of held instance `id`, records it (unless it changed nothing)
     /// and adds what it caused to the batch, then does the same for the follow-up
-    /// events it asked for. Returns whether the step itself was recorded.
+    /// events it asked for. Returns whether anything was recorded.
     fn step(
         &mut self,
         id: &InstanceId,
@@ -727,7 +756,7 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
         initial: Option<R::State>,
         now: Timestamp,
     ) -> Result<bool, Error> {
-        let recorded = self.step_one(id, step, initial, now)?;
+        let mut recorded = self.step_one(id, step, initial, now)?;
         if self.scratch.then.is_empty() {
             return Ok(recorded);
         }
@@ -745,7 +774,7 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
                     limit: FOLLOW_UPS_MAX,
                 });
             }
-            self.step_one(id, RecordStep::Event(event), None, now)?;
+            recorded |= self.step_one(id, RecordStep::Event(event), None, now)?;
             next.extend(self.scratch.then.drain(..));
         }
         Ok(recorded)
@@ -767,8 +796,15 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
         let before = live.status.clone();
         let name_before = self.reducer.status_name(&live.state);
         let force = initial.is_some();
-        let (recorded, dropped) =
-            advance(&self.reducer, live, &step, now, &mut self.scratch, force, false);
+        let (recorded, dropped) = advance(
+            &self.reducer,
+            live,
+            &step,
+            now,
+            &mut self.scratch,
+            force,
+            false,
+        );
         if !recorded {
             return Ok(false);
         }
@@ -927,10 +963,10 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
         envelope: &Envelope,
     ) -> Result<Status, Error> {
         let record = self.reducer.decode_record(id, version, envelope)?;
-        let correlation = self.reducer.correlation(id);
         let status = match self.live.get_mut(id) {
             None if record.snapshot.is_some() => {
                 let snapshot = record.snapshot.unwrap_or_else(|| unreachable!());
+                let correlation = self.reducer.correlation(id);
                 let live = Live::from_snapshot(snapshot, correlation, version);
                 let status = record.status;
                 self.live.insert(
@@ -951,6 +987,7 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
                         "the records before it are missing".into(),
                     ));
                 };
+                let correlation = self.reducer.correlation(id);
                 let live = self
                     .live
                     .entry(id.clone())
@@ -1039,10 +1076,10 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
             }
             return Ok(());
         }
-        for intent in live.in_flight.values() {
+        for intent in live.pending().in_flight.values() {
             self.batch.perform.push((id.clone(), intent.clone()));
         }
-        for (timer, &(due, intent)) in &live.timers {
+        for (timer, &(due, intent)) in &live.pending().timers {
             let timer = timer.clone();
             let change = TimerChange::Set { timer, due, intent };
             self.batch.timers.push((id.clone(), change));
@@ -1138,7 +1175,9 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
 
     /// The intents of instance `id` in flight, in id order, if it is held.
     pub fn in_flight(&self, id: &InstanceId) -> Option<impl Iterator<Item = &Intent>> {
-        self.live.get(id).map(|live| live.in_flight.values())
+        self.live
+            .get(id)
+            .map(|live| live.pending().in_flight.values())
     }
 
     /// The instance `id` as a [`Snapshot`], if it is held.
@@ -1208,8 +1247,8 @@ fn advance<R: Durable>(
 ) -> (bool, Vec<TimerId>) {
     effects.clear();
     if live.status.is_finished() {
-        if let RecordStep::Outcome(outcome) = step {
-            live.in_flight.remove(&outcome.intent);
+        if let (RecordStep::Outcome(outcome), Some(pending)) = (step, &mut live.pending) {
+            pending.in_flight.remove(&outcome.intent);
         }
         live.version += 1;
         return (true, Vec::new());
@@ -1232,15 +1271,15 @@ fn advance<R: Durable>(
         RecordStep::Outcome(outcome) => {
             let event = R::Event::from(outcome.clone());
             let changed = reducer.step(&mut live.state, input(&event), effects);
-            if !tracked {
+            if let (false, Some(pending)) = (tracked, &mut live.pending) {
                 // The driver's own account of the instance changed, whatever the reducer
                 // made of it.
                 match &outcome.result {
                     OutcomeResult::TimerFired { timer } => {
-                        live.timers.remove(timer);
+                        pending.timers.remove(timer);
                     }
                     _ => {
-                        live.in_flight.remove(&outcome.intent);
+                        pending.in_flight.remove(&outcome.intent);
                     }
                 }
             }
@@ -1250,27 +1289,31 @@ fn advance<R: Durable>(
     if !(changed || force || !effects.intents.is_empty()) {
         return (false, Vec::new());
     }
-    if !tracked {
+    if !tracked && !effects.intents.is_empty() {
+        let pending = live.pending_mut();
         for intent in &effects.intents {
             match &intent.kind {
                 IntentKind::ScheduleTimer { timer, due } => {
-                    live.timers.insert(timer.clone(), (*due, intent.id));
+                    pending.timers.insert(timer.clone(), (*due, intent.id));
                 }
                 IntentKind::CancelTimer { timer } => {
-                    live.timers.remove(timer);
+                    pending.timers.remove(timer);
                 }
                 _ => {
-                    live.in_flight.insert(intent.id, intent.clone());
+                    pending.in_flight.insert(intent.id, intent.clone());
                 }
             }
         }
     }
     live.version = version;
     live.status = reducer.status(&live.state);
-    if !live.status.is_finished() || live.timers.is_empty() {
-        return (true, Vec::new());
+    match &mut live.pending {
+        Some(pending) if live.status.is_finished() && !pending.timers.is_empty() => (
+            true,
+            std::mem::take(&mut pending.timers).into_keys().collect(),
+        ),
+        _ => (true, Vec::new()),
     }
-    (true, std::mem::take(&mut live.timers).into_keys().collect())
 }
 
 /// Replays `record` (version `version`) on `live` and checks that it gives what was

@@ -321,7 +321,15 @@ impl Durable for Sagas {
         let cause = Cause::new(correlation, CausationId::new(correlation.uuid()));
         // Nothing in flight changes where the saga stands: no transition, no letter.
         out.transitions.clear();
-        self.effects(reducer, state, cause, state.updated_at, 0, &mut out, effects);
+        self.effects(
+            reducer,
+            state,
+            cause,
+            state.updated_at,
+            0,
+            &mut out,
+            effects,
+        );
     }
 
     fn correlation(&self, id: &InstanceId) -> CorrelationId {
@@ -359,10 +367,14 @@ impl Durable for Sagas {
             .get(&state.saga_type)
             .map(SagaReducer::definition);
         log::encode(definition, state, version, now, event, notes).map_err(|e| {
+            let reason = match e {
+                crate::Error::CorruptLog { reason, .. } => reason,
+                e => e.to_string(),
+            };
             keel_core::Error::RecordDecode {
                 instance: state.id.to_string(),
                 version,
-                reason: e.to_string(),
+                reason,
             }
         })
     }
@@ -378,8 +390,11 @@ impl Durable for Sagas {
             version,
             reason,
         };
-        let saga = SagaId::new(id.as_str()).map_err(|e| refuse(e.to_string()))?;
-        let record = log::decode(&saga, version, envelope).map_err(|e| refuse(e.to_string()))?;
+        let record = log::decode_named(id.as_str(), version, envelope).map_err(|e| match e {
+            // Said once: the engine names the saga and the version again.
+            crate::Error::CorruptLog { reason, .. } => refuse(reason),
+            e => refuse(e.to_string()),
+        })?;
         let initial = match &record.event {
             SagaEvent::Started { saga_type, .. } if version == 1 => {
                 if !self.reducers.contains_key(saga_type) {
@@ -387,6 +402,7 @@ impl Durable for Sagas {
                         "no definition of saga type `{saga_type}` is registered"
                     )));
                 }
+                let saga = SagaId::new(id.as_str()).map_err(|e| refuse(e.to_string()))?;
                 Some(SagaState::new(saga, saga_type.clone()))
             }
             _ => None,
