@@ -180,6 +180,12 @@ pub trait Durable:
         self.status(state).name()
     }
 
+    /// What a reducer's own log format records of a status beyond its name (a reason),
+    /// which a replay compares with [`Record::status_detail`]. Default `None`.
+    fn status_detail(&self, _state: &Self::State) -> Option<String> {
+        None
+    }
+
     /// The envelope of record `version` of instance `id`, whose state after the step is
     /// `state` and whose step added `notes`. Default: [`Record::encode`], the driver's
     /// own format, which does not keep notes.
@@ -508,9 +514,9 @@ impl<S: Clone> Live<S> {
 
 /// Many instances of one durable reducer, and the batch being built.
 ///
-/// Instances are held by id in a hash map with a fixed hasher (no random keys: the core
-/// draws no randomness), and whatever walks all of them does it in id order: the same
-/// inputs give the same batches,
+/// Instances are held by id in a hash map whose hasher the shell picks (by default one
+/// with fixed keys: the core draws no randomness), and [`resume`](Driver::resume) walks
+/// them in id order: the same inputs give the same batches,
 /// record for record, whatever the platform's hasher.
 #[derive(Debug)]
 pub struct Driver<R: Durable, H = FixedHasher> {
@@ -668,7 +674,8 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
     }
 
     /// Reports what became of intent `outcome.intent` of instance `id`; returns whether
-    /// it was in flight (and is now recorded). An outcome of an intent that is not in
+    /// it was in flight (and is now recorded; for a reducer that
+    /// [tracks its intents](Durable::tracks_in_flight), whether anything was recorded). An outcome of an intent that is not in
     /// flight (reported already, or from before a restart that re-sent it) is ignored:
     /// each intent's outcome is reduced once.
     ///
@@ -704,7 +711,8 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
     }
 
     /// Fires timer `timer` of instance `id`, set by `intent`; returns whether it was
-    /// pending under that intent (and its firing is now recorded). A stale firing (the
+    /// pending under that intent (and its firing is now recorded; for a reducer that
+    /// [tracks its timers](Durable::tracks_in_flight), whether anything was recorded). A stale firing (the
     /// timer was cancelled or set again since) is ignored.
     ///
     /// # Errors
@@ -826,6 +834,7 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
             intents: Some(u32::try_from(self.scratch.intents.len()).unwrap_or(u32::MAX)),
             status: live.status.clone(),
             status_name: None,
+            status_detail: None,
             snapshot,
         };
         let version = live.version;
@@ -962,7 +971,14 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
         version: u64,
         envelope: &Envelope,
     ) -> Result<Status, Error> {
-        let record = self.reducer.decode_record(id, version, envelope)?;
+        let record = match self.reducer.decode_record(id, version, envelope) {
+            Ok(record) => record,
+            Err(e) => {
+                // The instance cannot be rebuilt: none of it is held.
+                self.live.remove(id);
+                return Err(e);
+            }
+        };
         let status = match self.live.get_mut(id) {
             None if record.snapshot.is_some() => {
                 let snapshot = record.snapshot.unwrap_or_else(|| unreachable!());
@@ -1335,13 +1351,30 @@ fn replay<R: Durable>(
         let reason = format!("replaying it emits {emitted} intents, the log {recorded}: {CHANGED}");
         return Err(diverged(id, version, reason));
     }
-    let replayed = reducer.status_name(&live.state);
-    let named = record.status_name.unwrap_or(replayed);
-    if live.status != record.status || named != replayed {
-        let recorded = record.status_name.unwrap_or(record.status.name());
-        let replayed = record.status_name.map_or(live.status.name(), |_| replayed);
-        let reason =
-            format!("replaying it gives status `{replayed}`, the log `{recorded}`: {CHANGED}");
+    // A log format that names its statuses finer (a saga's) is checked on that name and
+    // on what else it recorded of the status; the driver's own, on the status.
+    let (replayed, recorded) = match record.status_name {
+        Some(name) => (reducer.status_name(&live.state), name),
+        None => (live.status.name(), record.status.name()),
+    };
+    let detail = match &record.status_detail {
+        Some(_) => reducer.status_detail(&live.state),
+        None => None,
+    };
+    if live.status != record.status || replayed != recorded || detail != record.status_detail {
+        let said = |name: &str, status: &Status, detail: &Option<String>| {
+            let reason = match status {
+                Status::Parked { reason } => Some(reason.as_str()),
+                _ => None,
+            };
+            match detail.as_deref().or(reason) {
+                Some(detail) => format!("`{name}` ({detail})"),
+                None => format!("`{name}`"),
+            }
+        };
+        let replayed = said(replayed, &live.status, &detail);
+        let recorded = said(recorded, &record.status, &record.status_detail);
+        let reason = format!("replaying it gives status {replayed}, the log {recorded}: {CHANGED}");
         return Err(diverged(id, version, reason));
     }
     Ok(live.status.clone())

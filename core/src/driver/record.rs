@@ -91,6 +91,13 @@ pub struct Record<S, E> {
     /// [`Durable::status_name`]: super::Durable::status_name
     #[serde(skip)]
     pub status_name: Option<&'static str>,
+    /// What else of the status such a log format recorded, as
+    /// [`Durable::status_detail`] says it (a saga's reason for compensating): a replay
+    /// must reproduce it. Not part of the driver's own format.
+    ///
+    /// [`Durable::status_detail`]: super::Durable::status_detail
+    #[serde(skip)]
+    pub status_detail: Option<String>,
     /// The whole instance after the step, every few records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Snapshot<S>>,

@@ -281,7 +281,7 @@ where
     /// [`Recovered::failed`] and not run.
     pub async fn start(self) -> Result<(DurableRuntime<R>, Recovered), Error> {
         self.config.validate()?;
-        let mut driver = Driver::new(self.reducer)?;
+        let mut driver = Driver::with_hasher(self.reducer)?;
         driver.set_intents_per_step_max(self.config.intents_per_step_max);
         let kind: Arc<str> = Arc::from(driver.reducer().kind());
         let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));

@@ -51,7 +51,7 @@ pub struct Recovered {
 
 /// What [`Shell::new`] takes.
 pub(crate) struct Parts<R: Durable> {
-    pub(crate) driver: Driver<R>,
+    pub(crate) driver: Driver<R, foldhash::fast::RandomState>,
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) handlers: Handlers,
     pub(crate) clock: Arc<dyn Clock>,
@@ -73,7 +73,7 @@ type Reply = oneshot::Sender<Result<(), Error>>;
 
 /// The shell's state, owned by its task.
 pub(crate) struct Shell<R: Durable> {
-    driver: Driver<R>,
+    driver: Driver<R, foldhash::fast::RandomState>,
     store: Arc<dyn EventStore>,
     handlers: Handlers,
     clock: Arc<dyn Clock>,

@@ -56,6 +56,8 @@ pub struct Sagas {
     record_bytes_max: usize,
     /// The rules' output buffers, kept between steps (the driver runs on one task).
     scratch: RefCell<Output>,
+    /// Whether steps note their calls' attempts in `calls` (the engine takes them).
+    noting: bool,
     /// The attempts of the calls the last live steps emitted, in the order of their
     /// intents, for the engine to address their answers (an intent does not say which
     /// attempt it is); taken by [`Sagas::take_calls`].
@@ -112,6 +114,11 @@ impl Sagas {
         self.answer_bytes_max(steps)
     }
 
+    /// Has steps note their calls' attempts, for [`take_calls`](Self::take_calls).
+    pub(crate) fn note_calls(&mut self) {
+        self.noting = true;
+    }
+
     /// Moves the attempts of the calls emitted since the last time into `into` (which
     /// it leaves with their capacity).
     pub(crate) fn take_calls(&self, into: &mut Vec<CallOf>) {
@@ -143,7 +150,9 @@ impl Sagas {
         // An attempt whose closure panicked has no intent: its answer is a follow-up.
         let mut calls = self.calls.borrow_mut();
         for call in out.calls.drain(..) {
-            calls.push((call.intent.id, call.step, call.phase, call.attempt));
+            if self.noting {
+                calls.push((call.intent.id, call.step, call.phase, call.attempt));
+            }
             effects.intents.push(call.intent);
         }
         let mut emitter = cause.emitter(&mut effects.intents);
@@ -211,6 +220,22 @@ pub(crate) fn status_of(status: &SagaStatus) -> Status {
     }
 }
 
+/// What a saga log records of a status beyond its name, for a replay to check: the
+/// reason or note, and which way a parked saga resumes.
+fn detail_of(status: &SagaStatus) -> Option<String> {
+    match status {
+        SagaStatus::New | SagaStatus::Running | SagaStatus::Completed => None,
+        SagaStatus::Compensating { reason } | SagaStatus::Compensated { reason } => {
+            Some(reason.clone())
+        }
+        SagaStatus::Resolved { note } => Some(note.clone()),
+        SagaStatus::NeedsIntervention { reason, resume } => Some(match resume {
+            super::state::Resume::Forward => format!("{reason}; resumes forward"),
+            super::state::Resume::Compensate => format!("{reason}; resumes compensating"),
+        }),
+    }
+}
+
 /// An outcome reported through the driver's generic path: a fired timer is the saga's
 /// [`SagaEvent::TimerFired`]. The orchestrator answers attempts as
 /// [`SagaEvent::Answered`], which names the attempt; any other outcome names none, and
@@ -254,7 +279,6 @@ impl Reducer for Sagas {
         if self.step(state, step, &mut effects) {
             intents.append(&mut effects.intents);
         }
-        self.calls.borrow_mut().clear();
     }
 }
 
@@ -344,6 +368,10 @@ impl Durable for Sagas {
         state.status.name()
     }
 
+    fn status_detail(&self, state: &SagaState) -> Option<String> {
+        detail_of(&state.status)
+    }
+
     fn encode_record(
         &self,
         _id: &InstanceId,
@@ -414,6 +442,7 @@ impl Durable for Sagas {
             intents: None,
             status: status_of(&record.status),
             status_name: Some(record.status.name()),
+            status_detail: detail_of(&record.status),
             snapshot: None,
         })
     }
