@@ -1,4 +1,7 @@
-//! The saga reducer: `(saga state, saga event) -> (saga state, intents)`, pure.
+//! The saga reducer of one definition: `(saga state, saga event) -> (saga state, what
+//! to do)`, pure. [`Sagas`](crate::Sagas), which holds the definitions of an
+//! orchestrator, is the [`Reducer`](keel_core::Reducer) the durable driver runs: it
+//! turns what this one says to do into intents.
 //!
 //! Every decision lives in the reducer (the rules are in `rules`): which steps start,
 //! when to retry and how long to wait, when to turn back, what to compensate and in
@@ -8,8 +11,8 @@
 use std::sync::Arc;
 
 use keel_core::{
-    Cause, Envelope, EventId, EventType, Input, Intent, IntentKind, MetaValue, Payload, Priority,
-    Reducer, TimerId, Timestamp,
+    Cause, Envelope, EventId, EventType, Intent, IntentKind, MetaValue, Payload, Priority,
+    Timestamp,
 };
 use serde_json::Value;
 
@@ -146,55 +149,6 @@ impl SagaReducer {
         attempt: u16,
     ) -> Result<StepCall, Reanswer> {
         build_call(&self.definition, state, step, phase, attempt)
-    }
-}
-
-/// The actions a saga takes, as [`Input`]s of [`SagaEvent`]s: `reduce` gives the
-/// calls, timers and bus notifications as plain intents.
-impl Reducer for SagaReducer {
-    type State = SagaState;
-    type Action = Input<SagaEvent>;
-
-    fn reduce_into(
-        &self,
-        state: &mut SagaState,
-        action: Input<SagaEvent>,
-        intents: &mut Vec<Intent>,
-    ) {
-        let mut out = Output::default();
-        if !self.apply(state, action.now, &action.body, &mut out) {
-            return;
-        }
-        // An attempt whose closure panicked has no intent: the engine answers it.
-        intents.extend(out.calls.into_iter().map(|call| call.intent));
-        let mut emitter = action.cause.emitter(intents);
-        for (timer, due) in out.timers {
-            emitter.emit(IntentKind::ScheduleTimer {
-                timer: TimerId::from(timer.to_string()),
-                due,
-            });
-        }
-        for timer in out.cancelled {
-            emitter.emit(IntentKind::CancelTimer {
-                timer: TimerId::from(timer.to_string()),
-            });
-        }
-        for (index, transition) in out.transitions.iter().enumerate() {
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
-            let envelope = transition_envelope(
-                state,
-                &self.definition,
-                action.cause,
-                action.now,
-                index,
-                transition,
-            );
-            let topic = keel_core::Topic::from(envelope.event_type.clone());
-            emitter.emit(IntentKind::Notify {
-                topic,
-                envelope: Box::new(envelope),
-            });
-        }
     }
 }
 
