@@ -248,16 +248,11 @@ impl Engine {
                 answer,
             } => {
                 let limit = self.driver.reducer().answer_limit(state);
-                let answer = if answer.fits(limit) {
-                    answer
-                } else {
-                    answer.bounded(limit)
-                };
                 SagaEvent::Answered {
                     step,
                     phase,
                     attempt,
-                    answer,
+                    answer: answer.bounded(limit),
                 }
             }
             event => event,

@@ -577,20 +577,12 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
         &mut self.reducer
     }
 
-    /// Takes what the batch built so far says to perform, set and report (its
+    /// Moves what the batch built so far says to perform, set and report (its
     /// [`perform`](Batch::perform), [`timers`](Batch::timers) and
-    /// [`settled`](Batch::settled)), leaving the records to commit: for a shell that
-    /// names each step's effects in its own terms as it goes. They are still only to be
-    /// carried out once the batch's appends are committed.
-    pub fn take_effects(&mut self) -> Batch {
-        let mut effects = Batch::default();
-        self.swap_effects(&mut effects);
-        effects
-    }
-
-    /// Like [`take_effects`](Self::take_effects), into `spare`'s buffers, which must be
-    /// empty (their capacity is kept for the next steps: nothing is allocated once
-    /// they have grown).
+    /// [`settled`](Batch::settled)) into `spare`, whose buffers must be empty, leaving
+    /// the records to commit: for a shell that names each step's effects in its own terms
+    /// as it goes (the buffers swap, so once grown nothing is allocated). They are still
+    /// only to be carried out once the batch's appends are committed.
     pub fn swap_effects(&mut self, spare: &mut Batch) {
         debug_assert!(spare.is_empty(), "the spare buffers are empty");
         std::mem::swap(&mut self.batch.perform, &mut spare.perform);
@@ -675,9 +667,9 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
 
     /// Reports what became of intent `outcome.intent` of instance `id`; returns whether
     /// it was in flight (and is now recorded; for a reducer that
-    /// [tracks its intents](Durable::tracks_in_flight), whether anything was recorded). An outcome of an intent that is not in
-    /// flight (reported already, or from before a restart that re-sent it) is ignored:
-    /// each intent's outcome is reduced once.
+    /// [tracks its intents](Durable::tracks_in_flight), whether anything was recorded).
+    /// An outcome of an intent that is not in flight (reported already, or from before a
+    /// restart that re-sent it) is ignored: each intent's outcome is reduced once.
     ///
     /// An instance that finished with intents in flight (its last step released a
     /// device, say) is held until each is answered: the outcomes are recorded, not
@@ -712,8 +704,8 @@ impl<R: Durable, H: BuildHasher + Default> Driver<R, H> {
 
     /// Fires timer `timer` of instance `id`, set by `intent`; returns whether it was
     /// pending under that intent (and its firing is now recorded; for a reducer that
-    /// [tracks its timers](Durable::tracks_in_flight), whether anything was recorded). A stale firing (the
-    /// timer was cancelled or set again since) is ignored.
+    /// [tracks its timers](Durable::tracks_in_flight), whether anything was recorded).
+    /// A stale firing (the timer was cancelled or set again since) is ignored.
     ///
     /// # Errors
     ///

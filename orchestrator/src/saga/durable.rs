@@ -141,12 +141,14 @@ impl Sagas {
         out: &mut Output,
         effects: &mut Effects<SagaEvent>,
     ) {
-        let limit = self.answer_limit(state);
-        effects.then.extend(
-            out.reanswers
+        if !out.reanswers.is_empty() {
+            let limit = self.answer_limit(state);
+            let answers = out
+                .reanswers
                 .drain(..)
-                .map(|reanswer| reanswer.event(limit)),
-        );
+                .map(|reanswer| reanswer.event(limit));
+            effects.then.extend(answers);
+        }
         // An attempt whose closure panicked has no intent: its answer is a follow-up.
         let mut calls = self.calls.borrow_mut();
         for call in out.calls.drain(..) {

@@ -91,17 +91,6 @@ impl Answer {
         }
     }
 
-    /// Whether the saga log can keep the answer as it is: a success of at most
-    /// `limit_bytes` as JSON, a reason of at most [`REASON_BYTES_MAX`].
-    pub fn fits(&self, limit_bytes: usize) -> bool {
-        match self {
-            Self::Succeeded { value } => json_size_within(value, limit_bytes).is_ok(),
-            Self::Failed(Failure { reason, .. }) | Self::Unusable { reason } => {
-                reason.len() <= REASON_BYTES_MAX
-            }
-        }
-    }
-
     /// The answer as the saga log can keep it: a reason cut to [`REASON_BYTES_MAX`], and
     /// a success whose value takes more than `limit_bytes` as JSON replaced by
     /// [`Answer::Unusable`], naming its size and the limit.
